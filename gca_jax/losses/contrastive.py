@@ -1,0 +1,490 @@
+"""Contrastive losses as distribution alignment (SPEC section 3).
+
+Every loss here is a pure function of the two views' embeddings ``z1, z2``
+(``(B, D)``, row ``k`` of each from sample ``k``) returning a scalar, the
+mean over anchors. The GCA losses are presets of one function,
+:func:`gca_loss`: build the batch geometry, project its kernel
+(:mod:`gca_jax.losses.projections`), and compare the plan with a target.
+
+Notation: ``s = S / eps`` (scaled cosine similarity), ``M = -C / eps``
+(log-kernel), ``t(i)`` the positive of anchor ``i``, ``P̄`` the plan with each
+row divided by its sum, ``u = exp(alpha)``, ``v = exp(beta)`` the scalings.
+
+Terms combined by :func:`gca_loss`:
+
+* alignment cross-entropy (GCA-INCE, Theorem 1): ``-mean_i log P̄_{i,t(i)}``,
+  with a matrix target ``-mean_i sum_j T̄_ij log P̄_ij``;
+* robust term (GCA-RINCE, eq. (13)): ``mean_i (-(x_i^q) + y_i^q) / q`` with
+  ``x_i = P_{i,t(i)} / u_i`` and ``y_i = lam / u_i``; with a matrix target
+  ``x_i = sum_j T̄_ij P_ij / u_i`` and ``y_i = lam sum_j T̄_ij / u_j``;
+* plan log-likelihood (IOT, Shi et al. 2023): ``-mean_i log P_{i,t(i)}``,
+  plus ``lambda_p KL(Q || P)`` (IOT-uni) with ``Q`` the plan whose
+  off-diagonal entries are replaced by their mean.
+
+Numerics: the projection runs in the exp-domain ``"scaling"`` form (one
+matrix-vector product per half step) when :func:`scaling_form_is_safe` says
+``max C / eps`` is small enough for the dtype (``eps >= 2/35 ≈ 0.057`` in
+float32 for normalised embeddings), and in the log domain otherwise, so a
+finite input never gives NaN or inf. All other quantities are formed from
+log-potentials.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from gca_jax.losses import projections
+from gca_jax.losses.geometry import BatchGeometry, batch_geometry
+from gca_jax.losses.geometry import check_pair, compute_dtype, l2_normalize
+
+Target = Any  # "pairs" or an (N, N) array
+MARGINALS = ("uniform", "ones")
+
+
+@struct.dataclass
+class LossAux:
+  """Diagnostics of the plan a loss aligned.
+
+  Attributes:
+    marginal_error: ``(iters + 1,)`` L1 row-marginal error of the plan before
+      the projection and after each iteration.
+    plan_entropy: entropy of the plan normalised to total mass 1.
+    positive_mass: fraction of the plan's mass on the target's positives.
+    log_plan: the ``(N, N)`` log-plan ``log P`` (``-inf`` on excluded pairs).
+  """
+
+  marginal_error: jax.Array
+  plan_entropy: jax.Array
+  positive_mass: jax.Array
+  log_plan: jax.Array
+
+
+# ----------------------------------------------------------------------------
+# Argument checks (trace time).
+
+
+def _check_eps(eps) -> None:
+  try:
+    value = float(eps)
+  except (TypeError, jax.errors.ConcretizationTypeError):
+    return  # a traced eps cannot be checked at trace time
+  if not value > 0:
+    raise ValueError(f"eps must be > 0, got {eps}.")
+
+
+def _check_q(q) -> None:
+  if not 0 < float(q) <= 1:
+    raise ValueError(f"q must be in (0, 1], got {q}.")
+
+
+def _check_iters(iters) -> None:
+  if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
+    raise ValueError(f"iters must be an int >= 0, got {iters!r}.")
+
+
+def _log_marginal(marginal, size: int, dtype, name: str) -> jax.Array:
+  """``"uniform"`` (``1/N``), ``"ones"`` or a positive ``(size,)`` array."""
+  if isinstance(marginal, str):
+    if marginal == "uniform":
+      return jnp.full(size, -math.log(size), dtype)
+    if marginal == "ones":
+      return jnp.zeros(size, dtype)
+    raise ValueError(
+        f"{name} must be one of {MARGINALS} or a ({size},) array, got "
+        f"{marginal!r}.")
+  marginal = jnp.asarray(marginal, dtype)
+  if marginal.shape != (size,):
+    raise ValueError(
+        f"{name} must have shape ({size},), got {marginal.shape}.")
+  return jnp.log(marginal)
+
+
+def _normalized_target(target: Target, geometry: BatchGeometry):
+  """``None`` for ``"pairs"``, else ``T̄``: row-normalised, exclusions at 0."""
+  if isinstance(target, str):
+    if target != "pairs":
+      raise ValueError(
+          f"target must be 'pairs' or an (N, N) matrix from domain_target / "
+          f"class_target, got {target!r}.")
+    return None
+  target = jnp.asarray(target, geometry.cost.dtype)
+  if target.shape != geometry.cost.shape:
+    raise ValueError(
+        f"target must have shape {geometry.cost.shape} for this pairing, "
+        f"got {target.shape}.")
+  if geometry.excluded is not None:
+    target = jnp.where(geometry.excluded, 0.0, target)
+  row_sum = jnp.sum(target, axis=1, keepdims=True)
+  return target / jnp.where(row_sum > 0, row_sum, 1.0)
+
+
+def _select_form(form: str, geometry: BatchGeometry, eps) -> str:
+  if form not in projections.FORMS:
+    raise ValueError(
+        f"form must be one of {projections.FORMS}, got {form!r}.")
+  if form != "auto":
+    return form
+  safe = projections.scaling_form_is_safe(geometry.cost_bound, eps,
+                                          geometry.cost.dtype)
+  return "scaling" if safe else "log"
+
+
+# ----------------------------------------------------------------------------
+# The loss terms, on log-potentials.
+
+
+def _at_positives(matrix: jax.Array, positives: jax.Array) -> jax.Array:
+  return jnp.take_along_axis(matrix, positives[:, None], axis=1)[:, 0]
+
+
+def _masked_weighted_sum(weights, log_values):
+  """``sum_j w_ij log_values_ij`` with ``0 * -inf`` read as 0."""
+  return jnp.sum(jnp.where(weights > 0, weights * log_values, 0.0), axis=1)
+
+
+def _alignment_cross_entropy(log_kernel, log_v, row_lse, positives, target):
+  """``-mean_i sum_j T̄_ij log P̄_ij``; ``log P̄ = M + beta - LSE_j(M + beta)``.
+
+  Row normalisation cancels the row potential, so only ``beta`` enters.
+  """
+  if target is None:
+    log_positive = (_at_positives(log_kernel, positives)
+                    + log_v[positives] - row_lse)
+    return -jnp.mean(log_positive)
+  log_rows = log_kernel + log_v[None, :] - row_lse[:, None]
+  return -jnp.mean(_masked_weighted_sum(target, log_rows))
+
+
+def _robust_term(log_kernel, log_u, log_v, positives, target, *, lam, q,
+                 log_kernel_scale):
+  """``mean_i (-(x_i^q) + y_i^q) / q`` from log-potentials (see module doc).
+
+  ``log_kernel_scale`` is ``log c`` for a kernel ``c exp(M)``: GCA-RINCE uses
+  ``exp(s) = exp(1/eps) exp(M)``, which leaves the balanced ``v`` unchanged
+  and divides ``u`` by ``c``.
+  """
+  log_u = log_u - log_kernel_scale
+  if target is None:
+    log_x = _at_positives(log_kernel, positives) + log_v[positives]
+    log_y = jnp.log(lam) - log_u
+  else:
+    log_target = jnp.where(target > 0, jnp.log(jnp.where(target > 0, target,
+                                                         1.0)), -jnp.inf)
+    log_x = jax.nn.logsumexp(log_target + log_kernel + log_v[None, :], axis=1)
+    log_y = jnp.log(lam) + jax.nn.logsumexp(log_target - log_u[None, :],
+                                            axis=1)
+  log_x = log_x + log_kernel_scale
+  return jnp.mean(-jnp.exp(q * log_x) + jnp.exp(q * log_y)) / q
+
+
+def _plan_log_likelihood(log_plan, positives, target):
+  """``-mean_i sum_j T̄_ij log P_ij`` (IOT's loss)."""
+  if target is None:
+    return -jnp.mean(_at_positives(log_plan, positives))
+  return -jnp.mean(_masked_weighted_sum(target, log_plan))
+
+
+def _uniform_negatives_kl(log_plan):
+  """``mean_ij Q (log Q - log P)`` with ``Q`` = ``P``, off-diagonal averaged.
+
+  IOT-uni's regulariser: ``Q`` keeps the diagonal of ``P`` and replaces every
+  off-diagonal entry by their mean (a uniform spread of the negatives).
+  """
+  size = log_plan.shape[0]
+  diagonal = jnp.eye(size, dtype=bool)
+  plan = jnp.exp(log_plan)
+  off_diagonal_mean = jnp.sum(jnp.where(diagonal, 0.0, plan)) / (
+      size * (size - 1))
+  uniform = jnp.where(diagonal, plan, off_diagonal_mean)
+  log_uniform = jnp.log(uniform)
+  kl = jnp.where(uniform > 0, uniform * (log_uniform - log_plan), 0.0)
+  return jnp.mean(kl)
+
+
+def _diagnostics(log_plan, positives, target, marginal_error) -> LossAux:
+  log_mass = jax.nn.logsumexp(log_plan)
+  plan = jnp.exp(log_plan - log_mass)
+  entropy = -jnp.sum(jnp.where(plan > 0, plan * (log_plan - log_mass), 0.0))
+  if target is None:
+    on_positives = jnp.sum(_at_positives(plan, positives))
+  else:
+    on_positives = jnp.sum(jnp.where(target > 0, plan, 0.0))
+  return LossAux(marginal_error, entropy, on_positives, log_plan)
+
+
+# ----------------------------------------------------------------------------
+# The general GCA loss and its presets.
+
+
+def gca_loss(
+    z1: jax.Array,
+    z2: jax.Array,
+    *,
+    eps: float = 0.5,
+    iters: int = 10,
+    tau_a: float = 1.0,
+    tau_b: float = 1.0,
+    marginals: Any = "uniform",
+    init_log_v: jax.Array | float | None = None,
+    final_row_step: bool = False,
+    w_ce: float = 1.0,
+    w_rince: float = 0.0,
+    w_plan: float = 0.0,
+    lam: float = 0.01,
+    q: float = 0.6,
+    rince_kernel: str = "cost",
+    lambda_p: float = 0.0,
+    pairing: str = "joint",
+    self_mask: str = "exclude",
+    similarity_floor: float | None = None,
+    target: Target = "pairs",
+    grad_mode: str = "unroll",
+    form: str = "auto",
+    return_aux: bool = False,
+):
+  """Generalized Contrastive Alignment: project the kernel, align the plan.
+
+  ``loss = w_ce * CE(T̄, P̄) + w_rince * RINCE(x, y) + w_plan * (-log P at T)
+  + lambda_p * KL(Q || P)``, each term as in the module docstring, with ``P``
+  the plan after ``iters`` projections of ``exp(-C / eps)`` onto the
+  (relaxed) marginal constraints ``a`` and ``b``.
+
+  Args:
+    z1, z2: ``(B, D)`` embeddings of the two views.
+    eps: entropic regularisation (the temperature), > 0.
+    iters: static number of full Sinkhorn iterations, >= 0.
+    tau_a, tau_b: marginal relaxations ``rho / (rho + eps)``; 1 is balanced.
+    marginals: ``"uniform"`` (``1/N``), ``"ones"``, or a pair ``(a, b)`` of
+      positive ``(N,)`` arrays (a single string applies to both).
+    init_log_v: starting column potential ``log v`` (scalar or ``(N,)``).
+    final_row_step: one more row projection after the iterations gives the
+      ``u`` of the robust term (GCA-RINCE; with ``iters=0``: a half step).
+    w_ce, w_rince, w_plan, lambda_p: weights of the terms.
+    lam, q: RINCE's negative weight and exponent ``q in (0, 1]``.
+    rince_kernel: ``"cost"`` (``P = u exp(M) v``) or ``"similarity"``
+      (``P = u exp(s) v``, eq. (13)) for the robust term.
+    pairing, self_mask, similarity_floor: see
+      :func:`gca_jax.losses.geometry.batch_geometry`.
+    target: ``"pairs"`` or an ``(N, N)`` target plan.
+    grad_mode: ``"unroll"``, ``"implicit"`` or ``"detach"``.
+    form: ``"auto"`` (scaling form when safe, else log), ``"log"``,
+      ``"scaling"``.
+    return_aux: also return a :class:`LossAux`.
+
+  Returns:
+    The scalar loss, or ``(loss, aux)`` with ``return_aux=True``.
+  """
+  _check_eps(eps)
+  _check_iters(iters)
+  if w_rince:
+    _check_q(q)
+  if rince_kernel not in ("cost", "similarity"):
+    raise ValueError(
+        f"rince_kernel must be 'cost' or 'similarity', got {rince_kernel!r}.")
+  geometry = batch_geometry(z1, z2, pairing=pairing, self_mask=self_mask,
+                            similarity_floor=similarity_floor)
+  dtype = geometry.cost.dtype
+  rows, cols = geometry.cost.shape
+  marginal_a, marginal_b = (marginals if isinstance(marginals, (tuple, list))
+                            else (marginals, marginals))
+  log_a = _log_marginal(marginal_a, rows, dtype, "marginals (a)")
+  log_b = _log_marginal(marginal_b, cols, dtype, "marginals (b)")
+  if init_log_v is not None:
+    init_log_v = jnp.broadcast_to(jnp.asarray(init_log_v, dtype), (cols,))
+  target = _normalized_target(target, geometry)
+  form = _select_form(form, geometry, eps)
+  log_kernel = geometry.log_kernel(eps)
+
+  projection = projections.sinkhorn(
+      log_kernel, log_a, log_b, iters=iters, tau_a=tau_a, tau_b=tau_b,
+      init_log_v=init_log_v, final_row_step=final_row_step, form=form,
+      grad_mode=grad_mode)
+  log_u, log_v = projection.log_u, projection.log_v
+  ops = projections.kernel_ops(log_kernel, form)
+  positives = geometry.positives
+
+  loss = jnp.zeros((), dtype)
+  if w_ce:
+    row_lse = ops.row_lse(log_v)
+    loss += w_ce * _alignment_cross_entropy(log_kernel, log_v, row_lse,
+                                            positives, target)
+  if w_rince:
+    scale = 1.0 / eps if rince_kernel == "similarity" else 0.0
+    loss += w_rince * _robust_term(log_kernel, log_u, log_v, positives,
+                                   target, lam=lam, q=q,
+                                   log_kernel_scale=scale)
+  log_plan = None
+  if w_plan or lambda_p or return_aux:
+    log_plan = projection.log_plan(log_kernel)
+  if w_plan:
+    loss += w_plan * _plan_log_likelihood(log_plan, positives, target)
+  if lambda_p:
+    loss += lambda_p * _uniform_negatives_kl(log_plan)
+  if not return_aux:
+    return loss
+  return loss, _diagnostics(log_plan, positives, target,
+                            projection.marginal_error)
+
+
+def infonce(z1, z2, *, eps: float = 0.5, pairing: str = "joint",
+            self_mask: str = "exclude", similarity_floor=None,
+            target: Target = "pairs", return_aux: bool = False):
+  """InfoNCE / NT-Xent (Oord et al. 2018; Chen et al. 2020, SimCLR).
+
+  ``-mean_i log softmax_j(s_ij)[t(i)]`` with ``s = S / eps``: the
+  cross-entropy between the target rows and the row-normalised kernel, i.e.
+  GCA-INCE with no projection (Theorem 1). Computed directly from the logits
+  (no projection code), so ``gca_ince(iters=0) == infonce`` is a real check.
+  """
+  _check_eps(eps)
+  geometry = batch_geometry(z1, z2, pairing=pairing, self_mask=self_mask,
+                            similarity_floor=similarity_floor)
+  target = _normalized_target(target, geometry)
+  log_kernel = geometry.log_kernel(eps)
+  log_softmax = jax.nn.log_softmax(log_kernel, axis=1)
+  if target is None:
+    loss = -jnp.mean(_at_positives(log_softmax, geometry.positives))
+  else:
+    loss = -jnp.mean(_masked_weighted_sum(target, log_softmax))
+  if not return_aux:
+    return loss
+  zero_error = jnp.zeros((1,), loss.dtype)
+  return loss, _diagnostics(log_softmax, geometry.positives, target,
+                            zero_error)
+
+
+def gca_ince(z1, z2, *, eps: float = 0.5, iters: int = 10, **kwargs):
+  """GCA-INCE: InfoNCE on the balanced Sinkhorn plan (paper Sec. 3.2).
+
+  ``-mean_i log P̄_{i,t(i)}`` with ``P`` after ``iters`` balanced iterations
+  (uniform marginals by default; ``marginals="ones"`` is the published
+  code's choice). ``iters=0`` is exactly :func:`infonce` (Theorem 1).
+  Other keyword arguments as :func:`gca_loss`.
+  """
+  return gca_loss(z1, z2, eps=eps, iters=iters, **kwargs)
+
+
+def hs_ince(z1, z2, *, eps: float = 0.5, **kwargs):
+  """HS-INCE: GCA-INCE with a single row projection (a half step).
+
+  Row normalisation cancels the row potential, so this equals
+  :func:`infonce`; it is the starting point of the paper's Theorem 1.
+  """
+  return gca_loss(z1, z2, eps=eps, iters=0, final_row_step=True, **kwargs)
+
+
+def rince(z1, z2, *, eps: float = 0.5, lam: float = 0.01, q: float = 0.6,
+          pairing: str = "joint", self_mask: str = "exclude",
+          similarity_floor=None):
+  """Robust InfoNCE, paper eq. (2) (Chuang et al. 2022).
+
+  Per anchor, with ``s = S / eps``:
+  ``-(1/q) exp(q s_{i,t(i)}) + (1/q) (lam * sum_{j != i} exp(s_ij))^q``.
+  Computed directly from the logits; ``gca_rince(iters=0)`` equals it
+  (Theorem 2).
+  """
+  _check_eps(eps)
+  _check_q(q)
+  geometry = batch_geometry(z1, z2, pairing=pairing, self_mask=self_mask,
+                            similarity_floor=similarity_floor)
+  logits = geometry.log_kernel(eps) + 1.0 / eps  # s = (1 - C) / eps
+  positive = _at_positives(logits, geometry.positives)
+  log_negatives = jnp.log(lam) + jax.nn.logsumexp(logits, axis=1)
+  return jnp.mean(-jnp.exp(q * positive) + jnp.exp(q * log_negatives)) / q
+
+
+def gca_rince(z1, z2, *, eps: float = 0.5, iters: int = 10,
+              lam: float = 0.01, q: float = 0.6, **kwargs):
+  """GCA-RINCE, paper eq. (13).
+
+  ``v`` from ``iters`` balanced iterations on the kernel ``exp(s)`` with all
+  marginals 1, then one row projection gives ``u``; ``x_i = exp(s_{i,t(i)})
+  v_{t(i)}``, ``y_i = lam / u_i = lam sum_{j != i} exp(s_ij) v_j``, loss
+  ``mean_i (-(x_i^q) + y_i^q) / q``. ``iters=0`` equals :func:`rince`
+  (Theorem 2). Other keyword arguments as :func:`gca_loss`.
+  """
+  kwargs.setdefault("marginals", "ones")
+  return gca_loss(z1, z2, eps=eps, iters=iters, final_row_step=True,
+                  w_ce=0.0, w_rince=1.0, lam=lam, q=q,
+                  rince_kernel="similarity", **kwargs)
+
+
+def hs_rince(z1, z2, *, eps: float = 0.5, lam: float = 0.01, q: float = 0.6,
+             **kwargs):
+  """HS-RINCE: GCA-RINCE with a single row projection (equals :func:`rince`)."""
+  return gca_rince(z1, z2, eps=eps, iters=0, lam=lam, q=q, **kwargs)
+
+
+def gca_uot(z1, z2, *, eps: float = 0.5, iters: int = 10,
+            rho_a: float = 0.2, rho_b: float = 0.2, lam: float = 0.01,
+            q: float = 0.6, w_ce: float = 1.0, w_rince: float = 0.02,
+            **kwargs):
+  """GCA-UOT: alignment with an unbalanced (KL-relaxed) plan (paper Sec. 3.3).
+
+  ``iters`` unbalanced iterations with ``tau_a = rho_a / (rho_a + eps)``,
+  ``tau_b = rho_b / (rho_b + eps)`` on ``K = exp(-C / eps)`` with uniform
+  marginals ``1/N`` (the scale of the published code). The loss is
+  ``w_ce * (-mean_i log P̄_{i,t(i)}) + w_rince * mean_i (-(x_i^q) + y_i^q)/q``
+  with ``x_i = P_{i,t(i)} / u_i = K_{i,t(i)} v_{t(i)}`` and
+  ``y_i = lam / u_i``, ``u, v`` the scalings of the last iteration. Defaults
+  are the paper's: relaxations 0.2, CE weight 1, RINCE weight 0.02.
+  """
+  for name, rho in (("rho_a", rho_a), ("rho_b", rho_b)):
+    if not float(rho) > 0:
+      raise ValueError(f"{name} must be > 0, got {rho}.")
+  _check_eps(eps)
+  return gca_loss(z1, z2, eps=eps, iters=iters,
+                  tau_a=rho_a / (rho_a + eps), tau_b=rho_b / (rho_b + eps),
+                  lam=lam, q=q, w_ce=w_ce, w_rince=w_rince, **kwargs)
+
+
+def iot(z1, z2, *, eps: float = 0.5, iters: int = 10, **kwargs):
+  """Inverse optimal transport (Shi et al. 2023).
+
+  ``iters`` rounds of row then column normalisation of ``K`` (balanced
+  Sinkhorn with unit marginals) and ``-mean_i log P_{i,t(i)}``: the plan
+  itself, not its row-normalisation, is fitted to the positives.
+  """
+  kwargs.setdefault("marginals", "ones")
+  return gca_loss(z1, z2, eps=eps, iters=iters, w_ce=0.0, w_plan=1.0,
+                  **kwargs)
+
+
+def iot_uni(z1, z2, *, eps: float = 0.5, iters: int = 10,
+            lambda_p: float = 0.2, **kwargs):
+  """IOT-uni: :func:`iot` plus ``lambda_p * KL(Q || P)`` (Shi et al. 2023).
+
+  ``Q`` keeps the plan's diagonal and spreads the rest uniformly (each
+  off-diagonal entry replaced by their mean), rewarding uniform negatives.
+  """
+  kwargs.setdefault("marginals", "ones")
+  return gca_loss(z1, z2, eps=eps, iters=iters, w_ce=0.0, w_plan=1.0,
+                  lambda_p=lambda_p, **kwargs)
+
+
+def byol(p1: jax.Array, p2: jax.Array, t1: jax.Array, t2: jax.Array):
+  """BYOL's loss (Grill et al. 2020), symmetrised over the two views.
+
+  ``mean_k [2 - 2 cos(p1_k, sg(t2_k))] + [2 - 2 cos(p2_k, sg(t1_k))]``: the
+  online prediction of each view regresses the target projection of the
+  other; the target receives no gradient.
+  """
+  check_pair(p1, p2)
+  check_pair(t1, t2)
+  if p1.shape != t1.shape:
+    raise ValueError(
+        f"predictions and targets must have the same shape, got {p1.shape} "
+        f"and {t1.shape}.")
+  dtype = compute_dtype(jnp.result_type(p1, t1))
+
+  def regression(p, t):
+    p = l2_normalize(p.astype(dtype))
+    t = l2_normalize(jax.lax.stop_gradient(t).astype(dtype))
+    return jnp.mean(2.0 - 2.0 * jnp.sum(p * t, axis=-1))
+
+  return regression(p1, t2) + regression(p2, t1)

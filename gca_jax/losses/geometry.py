@@ -1,0 +1,146 @@
+"""The batch's geometry: normalised embeddings, cosine cost, positives.
+
+Everything a loss needs before any projection runs (SPEC section 1):
+
+* embeddings are L2-normalised (a zero row stays a zero row, so the loss is
+  finite);
+* ``S = Ẑ Ẑᵀ`` is the cosine similarity and ``C = 1 - S`` the cost, so the
+  log-kernel is ``M = -C / eps``;
+* ``pairing="joint"`` stacks both views (``N = 2B``, positive of row ``i`` is
+  ``(i + B) mod N``, self pairs are not candidates); ``pairing="cross"`` pairs
+  ``z1`` with ``z2`` (``B x B``, positive of row ``i`` is column ``i``).
+
+The geometry is kept apart from the projections (as ott-jax keeps its
+``Geometry`` apart from its solvers): a projection only sees the log-kernel.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+PAIRINGS = ("joint", "cross")
+SELF_MASKS = ("exclude", "max_cost", "lowered")
+
+#: Largest cost a normalised pair can have (antipodal embeddings).
+MAX_COSINE_COST = 2.0
+
+
+class BatchGeometry(NamedTuple):
+  """The cost of a batch and where its positives are.
+
+  Attributes:
+    cost: ``(N, M)`` cost ``C = 1 - S`` (with ``self_mask="max_cost"`` the
+      diagonal already holds ``max C``).
+    positives: ``(N,)`` int32, the column of each row's positive, ``t(i)``.
+    excluded: ``(N, M)`` bool mask of pairs that are not candidates (the
+      diagonal for ``pairing="joint", self_mask="exclude"``), or ``None``.
+    cost_bound: a static upper bound on ``cost`` used to decide whether the
+      exp-domain (scaling) form of a projection is safe.
+  """
+
+  cost: jax.Array
+  positives: jax.Array
+  excluded: jax.Array | None
+  cost_bound: float
+
+  def log_kernel(self, eps) -> jax.Array:
+    """``M = -C / eps``, with ``-inf`` on excluded pairs."""
+    log_kernel = -self.cost / eps
+    if self.excluded is not None:
+      log_kernel = jnp.where(self.excluded, -jnp.inf, log_kernel)
+    return log_kernel
+
+
+def compute_dtype(dtype) -> jnp.dtype:
+  """Losses run in at least float32 (bfloat16/float16 inputs are upcast)."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
+def l2_normalize(z: jax.Array, axis: int = -1) -> jax.Array:
+  """Divides each row by its norm; a zero row maps to zero (not NaN).
+
+  The ``where`` keeps the gradient of a zero row finite as well: the norm is
+  replaced by 1 *before* the square root is differentiated.
+  """
+  squared_norm = jnp.sum(z * z, axis=axis, keepdims=True)
+  safe = squared_norm > 0
+  norm = jnp.sqrt(jnp.where(safe, squared_norm, 1.0))
+  return jnp.where(safe, z / norm, 0.0)
+
+
+def check_pair(z1, z2) -> None:
+  """Trace-time checks on the two views' embeddings."""
+  if z1.ndim != 2 or z2.ndim != 2:
+    raise ValueError(
+        f"z1 and z2 must be (B, D) matrices, got shapes {z1.shape} and "
+        f"{z2.shape}; use jax.vmap for a leading batch of problems.")
+  if z1.shape != z2.shape:
+    raise ValueError(
+        f"z1 and z2 must have the same shape, got {z1.shape} and {z2.shape}.")
+  if z1.shape[0] < 2:
+    raise ValueError(
+        f"z1 and z2 need at least 2 rows (B >= 2), got B = {z1.shape[0]}.")
+
+
+def batch_geometry(
+    z1: jax.Array,
+    z2: jax.Array,
+    *,
+    pairing: str = "joint",
+    self_mask: str = "exclude",
+    similarity_floor: float | None = None,
+) -> BatchGeometry:
+  """Cosine cost between the two views' embeddings (SPEC section 1).
+
+  Args:
+    z1, z2: ``(B, D)`` embeddings of the two views; row ``k`` of each comes
+      from sample ``k``. Any float dtype; computed in at least float32.
+    pairing: ``"joint"`` (``N = 2B`` rows, SimCLR's layout) or ``"cross"``
+      (``B x B`` between ``z1`` and ``z2``).
+    self_mask: for ``"joint"``: ``"exclude"`` removes self pairs from the
+      kernel, ``"max_cost"`` sets their cost to ``max C`` (the published
+      code), ``"lowered"`` lowers their similarity by ``max S`` (the
+      published RINCE: self logit ``s_ii - max s``). Ignored for
+      ``"cross"``, which has no self pairs.
+    similarity_floor: ``None`` or ``f``: ``S`` is clamped from below at ``f``.
+
+  Returns:
+    A :class:`BatchGeometry`.
+  """
+  check_pair(z1, z2)
+  if pairing not in PAIRINGS:
+    raise ValueError(f"pairing must be one of {PAIRINGS}, got {pairing!r}.")
+  if self_mask not in SELF_MASKS:
+    raise ValueError(
+        f"self_mask must be one of {SELF_MASKS}, got {self_mask!r}.")
+  dtype = compute_dtype(jnp.result_type(z1, z2))
+  z1 = l2_normalize(z1.astype(dtype))
+  z2 = l2_normalize(z2.astype(dtype))
+  batch = z1.shape[0]
+  if pairing == "joint":
+    rows = cols = jnp.concatenate([z1, z2], axis=0)
+    positives = (jnp.arange(2 * batch) + batch) % (2 * batch)
+  else:
+    rows, cols = z1, z2
+    positives = jnp.arange(batch)
+  similarity = rows @ cols.T
+  cost_bound = MAX_COSINE_COST
+  if similarity_floor is not None:
+    similarity = jnp.maximum(similarity, similarity_floor)
+    cost_bound = min(cost_bound, 1.0 - float(similarity_floor))
+  cost = 1.0 - similarity
+  excluded = None
+  if pairing == "joint":
+    diagonal = jnp.eye(cost.shape[0], dtype=bool)
+    if self_mask == "exclude":
+      excluded = diagonal
+    elif self_mask == "max_cost":
+      cost = jnp.where(diagonal, jnp.max(cost), cost)
+    else:
+      cost = jnp.where(diagonal, cost + jnp.max(similarity), cost)
+      cost_bound += 1.0
+  return BatchGeometry(cost, positives.astype(jnp.int32), excluded,
+                       cost_bound)

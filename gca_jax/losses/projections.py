@@ -1,0 +1,266 @@
+"""Bregman projections of a batch kernel: balanced and unbalanced Sinkhorn.
+
+The math (SPEC section 2), in potentials measured in units of ``eps``
+(``alpha = f / eps``, ``beta = g / eps``) on the log-kernel ``M = -C / eps``.
+One iteration is a row projection then a column projection::
+
+    alpha_i = tau_a * (log a_i - LSE_j(M_ij + beta_j))
+    beta_j  = tau_b * (log b_j - LSE_i(M_ij + alpha_i))
+    log P_ij = alpha_i + beta_j + M_ij
+
+``tau = 1`` is the balanced (Sinkhorn) projection onto ``{P 1 = a, Pᵀ 1 = b}``;
+``tau = rho / (rho + eps)`` is the KL-relaxed (unbalanced) one with marginal
+weights ``rho`` (Chizat et al. 2018; in scaling form ``u = (a / K v)^tau``).
+``iters`` iterations run under :func:`jax.lax.scan` with a static count.
+
+Two numerical forms compute the same ``LSE_j(M_ij + beta_j)``:
+
+* ``"log"``: a log-sum-exp over the ``N x N`` matrix (safe for any ``eps``;
+  ``N^2`` exponentials per half step);
+* ``"scaling"``: ``log(K @ exp(beta))`` with ``K = exp(M)`` computed once
+  (one matrix-vector product per half step: the fast form). It is safe while
+  ``exp(-max C / eps)`` and the scalings stay inside the float range, which
+  :func:`scaling_form_is_safe` checks from a static bound on the cost.
+
+Differentiation (``grad_mode``): ``"unroll"`` backpropagates through every
+iteration; ``"implicit"`` differentiates the fixed point
+``beta = F(beta, M)`` (implicit function theorem, adjoint solved by the
+same number of fixed-point iterations, memory independent of ``iters``);
+``"detach"`` treats the potentials as constants (gradients then flow through
+the kernel only).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+FORMS = ("auto", "log", "scaling")
+GRAD_MODES = ("unroll", "implicit", "detach")
+
+# Largest static ``max C / eps`` at which the scaling form is used. In
+# float32, exp(35) = 1.6e15: scalings and their squares (which appear in the
+# backward pass) stay far from the float32 limit of 3.4e38. The float64
+# limit is chosen the same way against 1.8e308.
+_SCALING_FORM_LIMIT = {jnp.dtype(jnp.float32): 35.0,
+                       jnp.dtype(jnp.float64): 300.0}
+
+
+def scaling_form_is_safe(cost_bound: float, eps, dtype) -> bool:
+  """Whether ``exp(-C / eps)`` and its scalings fit in ``dtype``.
+
+  Decided at trace time from a static bound on the cost (``max C <= 2`` for
+  normalised embeddings): no data-dependent branch runs inside a jitted step.
+  A traced ``eps`` cannot be checked and selects the log form.
+  """
+  try:
+    eps = float(eps)
+  except (TypeError, jax.errors.ConcretizationTypeError):
+    return False
+  limit = _SCALING_FORM_LIMIT.get(jnp.dtype(dtype), 0.0)
+  return cost_bound / eps <= limit
+
+
+class KernelOps(NamedTuple):
+  """Log-sum-exp of the kernel against a potential, along rows or columns.
+
+  ``row_lse(beta)_i = log sum_j exp(M_ij + beta_j)`` and
+  ``col_lse(alpha)_j = log sum_i exp(M_ij + alpha_i)``.
+  """
+
+  row_lse: callable
+  col_lse: callable
+
+
+def kernel_ops(log_kernel: jax.Array, form: str) -> KernelOps:
+  """Builds the row/column log-sum-exp operators of one numerical form."""
+  if form == "log":
+    def row_lse(beta):
+      return jax.nn.logsumexp(log_kernel + beta[None, :], axis=1)
+
+    def col_lse(alpha):
+      return jax.nn.logsumexp(log_kernel + alpha[:, None], axis=0)
+  elif form == "scaling":
+    kernel = jnp.exp(log_kernel)
+
+    def row_lse(beta):
+      return jnp.log(kernel @ jnp.exp(beta))
+
+    def col_lse(alpha):
+      return jnp.log(jnp.exp(alpha) @ kernel)
+  else:
+    raise ValueError(f"form must be 'log' or 'scaling', got {form!r}.")
+  return KernelOps(row_lse, col_lse)
+
+
+@struct.dataclass
+class ProjectionOutput:
+  """Potentials of a projected plan and its convergence record.
+
+  Attributes:
+    log_u: ``(N,)`` row potential ``alpha = f / eps`` (``u = exp(alpha)``).
+    log_v: ``(M,)`` column potential ``beta = g / eps``.
+    marginal_error: ``(iters + 1,)`` L1 error of the row marginal,
+      ``|P 1 - a|_1``, of the starting plan and after each iteration (the
+      column marginal is exact after a balanced column step).
+  """
+
+  log_u: jax.Array
+  log_v: jax.Array
+  marginal_error: jax.Array
+
+  def log_plan(self, log_kernel: jax.Array) -> jax.Array:
+    """``log P = alpha + beta + M``."""
+    return self.log_u[:, None] + self.log_v[None, :] + log_kernel
+
+
+def _row_step(ops, log_v, log_a, tau_a):
+  return tau_a * (log_a - ops.row_lse(log_v))
+
+
+def _col_step(ops, log_u, log_b, tau_b):
+  return tau_b * (log_b - ops.col_lse(log_u))
+
+
+def _row_marginal_error(log_u, row_lse, log_a):
+  return jnp.sum(jnp.abs(jnp.exp(log_u + row_lse) - jnp.exp(log_a)))
+
+
+def _iterate(ops, log_a, log_b, log_u, log_v, *, iters, tau_a, tau_b,
+             checkpoint):
+  """``iters`` row-then-column iterations; returns potentials and errors.
+
+  The row marginal error of iteration ``k`` is read off the
+  ``row_lse(beta)`` that the next row step computes anyway, so recording it
+  costs no extra matrix product inside the loop.
+  """
+
+  def body(carry, _):
+    log_u, log_v = carry
+    row_lse = ops.row_lse(log_v)
+    error = _row_marginal_error(log_u, row_lse, log_a)
+    log_u = tau_a * (log_a - row_lse)
+    log_v = _col_step(ops, log_u, log_b, tau_b)
+    return (log_u, log_v), error
+
+  if checkpoint:
+    # The log form's residuals are N x N per iteration; recomputing them in
+    # the backward pass makes memory independent of ``iters``.
+    body = jax.checkpoint(body)
+  (log_u, log_v), errors = jax.lax.scan(body, (log_u, log_v), None,
+                                        length=iters)
+  last = _row_marginal_error(log_u, ops.row_lse(log_v), log_a)
+  return log_u, log_v, jnp.concatenate([errors, last[None]])
+
+
+def sinkhorn(
+    log_kernel: jax.Array,
+    log_a: jax.Array,
+    log_b: jax.Array,
+    *,
+    iters: int,
+    tau_a: float = 1.0,
+    tau_b: float = 1.0,
+    init_log_v: jax.Array | None = None,
+    final_row_step: bool = False,
+    form: str = "log",
+    grad_mode: str = "unroll",
+) -> ProjectionOutput:
+  """Balanced or unbalanced Sinkhorn projection of ``exp(log_kernel)``.
+
+  Args:
+    log_kernel: ``(N, M)`` log-kernel ``M = -C / eps`` (``-inf`` allowed for
+      excluded pairs).
+    log_a, log_b: ``(N,)`` and ``(M,)`` log-marginals.
+    iters: static number of full (row then column) iterations; 0 runs none.
+    tau_a, tau_b: marginal relaxations in ``(0, 1]`` (1: balanced).
+    init_log_v: starting column potential ``beta`` (default 0, as ott-jax).
+    final_row_step: after the iterations, one more row projection replaces
+      ``log_u`` (a "half step"; with ``iters = 0`` it is the only step).
+    form: ``"log"`` or ``"scaling"`` (see the module docstring).
+    grad_mode: ``"unroll"``, ``"implicit"`` or ``"detach"``.
+
+  Returns:
+    A :class:`ProjectionOutput`.
+  """
+  if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
+    raise ValueError(f"iters must be an int >= 0, got {iters!r}.")
+  if grad_mode not in GRAD_MODES:
+    raise ValueError(
+        f"grad_mode must be one of {GRAD_MODES}, got {grad_mode!r}.")
+  if init_log_v is None:
+    init_log_v = jnp.zeros(log_kernel.shape[1], log_kernel.dtype)
+  log_u0 = jnp.zeros(log_kernel.shape[0], log_kernel.dtype)
+  iterate = functools.partial(_iterate, iters=iters, tau_a=tau_a,
+                              tau_b=tau_b, checkpoint=form == "log")
+
+  if grad_mode == "implicit" and iters > 0:
+    log_u, log_v, errors = _implicit_iterate(
+        form, iters, tau_a, tau_b, log_kernel, log_a, log_b, init_log_v)
+  else:
+    ops = kernel_ops(log_kernel, form)
+    log_u, log_v, errors = iterate(ops, log_a, log_b, log_u0, init_log_v)
+    if grad_mode == "detach":
+      log_u, log_v = jax.lax.stop_gradient((log_u, log_v))
+  if final_row_step:
+    ops = kernel_ops(log_kernel, form)
+    log_u = _row_step(ops, log_v, log_a, tau_a)
+  return ProjectionOutput(log_u, log_v, jax.lax.stop_gradient(errors))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
+def _implicit_iterate(form, iters, tau_a, tau_b, log_kernel, log_a, log_b,
+                      init_log_v):
+  ops = kernel_ops(log_kernel, form)
+  log_u0 = jnp.zeros(log_kernel.shape[0], log_kernel.dtype)
+  return _iterate(ops, log_a, log_b, log_u0, init_log_v, iters=iters,
+                  tau_a=tau_a, tau_b=tau_b, checkpoint=False)
+
+
+def _implicit_fwd(form, iters, tau_a, tau_b, log_kernel, log_a, log_b,
+                  init_log_v):
+  out = _implicit_iterate(form, iters, tau_a, tau_b, log_kernel, log_a,
+                          log_b, init_log_v)
+  _, log_v, _ = out
+  return out, (log_kernel, log_a, log_b, log_v, init_log_v)
+
+
+def _implicit_bwd(form, iters, tau_a, tau_b, residuals, cotangents):
+  """Adjoint of the fixed point ``beta* = F(beta*)``, ``F = col ∘ row``.
+
+  With ``alpha* = R(beta*)``, the loss's cotangents ``(ᾱ, β̄)`` give
+  ``w = β̄ + ∂Rᵀ ᾱ + ∂Fᵀ w``, solved by ``iters`` fixed-point steps (a
+  truncated Neumann series, the same contraction as the forward iterations);
+  then ``M̄ = ∂R/∂Mᵀ ᾱ + ∂F/∂Mᵀ w`` and likewise for the marginals. For a
+  balanced plan ``F(beta + c) = F(beta) + c``, but the cotangent of a plan is
+  orthogonal to that shift, so the series converges.
+  """
+  log_kernel, log_a, log_b, log_v, init_log_v = residuals
+  log_u_bar, log_v_bar, _ = cotangents
+
+  def row(beta, log_kernel, log_a):
+    return _row_step(kernel_ops(log_kernel, form), beta, log_a, tau_a)
+
+  def fixed_point_map(beta, log_kernel, log_a, log_b):
+    ops = kernel_ops(log_kernel, form)
+    return _col_step(ops, _row_step(ops, beta, log_a, tau_a), log_b, tau_b)
+
+  _, row_vjp = jax.vjp(row, log_v, log_kernel, log_a)
+  beta_bar, kernel_bar, log_a_bar = row_vjp(log_u_bar)
+  rhs = log_v_bar + beta_bar
+  _, map_vjp = jax.vjp(fixed_point_map, log_v, log_kernel, log_a, log_b)
+
+  def neumann_step(w, _):
+    return rhs + map_vjp(w)[0], None
+
+  w, _ = jax.lax.scan(neumann_step, rhs, None, length=iters)
+  _, map_kernel_bar, map_a_bar, map_b_bar = map_vjp(w)
+  return (kernel_bar + map_kernel_bar, log_a_bar + map_a_bar, map_b_bar,
+          jnp.zeros_like(init_log_v))
+
+
+_implicit_iterate.defvjp(_implicit_fwd, _implicit_bwd)

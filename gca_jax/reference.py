@@ -43,12 +43,14 @@ _GCA_RINCE_ITERS = 10
 
 
 def _cross_entropy_power(cross_entropy, q):
-  """The published ``CE**q / q``; ``CE`` clamped at 0 so ``q < 1`` stays finite.
+  """The published ``CE**q / q``, read as 0 where ``CE`` rounds to <= 0.
 
-  The cross-entropy is >= 0 in exact arithmetic; a round-off negative value
-  would give NaN (the published code's failure mode).
+  The cross-entropy is >= 0 in exact arithmetic; a round-off value <= 0
+  gives NaN in the published code (``0**q`` has an infinite derivative).
   """
-  return jnp.maximum(cross_entropy, 0.0) ** q / q
+  positive = cross_entropy > 0
+  safe = jnp.where(positive, cross_entropy, 1.0)  # no inf * 0 in the gradient
+  return jnp.where(positive, safe ** q / q, 0.0)
 
 
 def loss(name: str, z1: jax.Array, z2: jax.Array, **params) -> jax.Array:

@@ -201,9 +201,12 @@ def _uniform_negatives_kl(log_plan):
   off_diagonal_mean = jnp.sum(jnp.where(diagonal, 0.0, plan)) / (
       size * (size - 1))
   uniform = jnp.where(diagonal, plan, off_diagonal_mean)
-  log_uniform = jnp.log(uniform)
-  kl = jnp.where(uniform > 0, uniform * (log_uniform - log_plan), 0.0)
-  return jnp.mean(kl)
+  # Excluded self pairs have P = Q = 0: substitute before the log so that
+  # neither the value nor the gradient sees 0 * inf.
+  support = uniform > 0
+  log_uniform = jnp.log(jnp.where(support, uniform, 1.0))
+  log_plan = jnp.where(support, log_plan, 0.0)
+  return jnp.mean(jnp.where(support, uniform * (log_uniform - log_plan), 0.0))
 
 
 def _diagnostics(log_plan, positives, target, marginal_error) -> LossAux:

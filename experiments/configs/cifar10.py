@@ -1,0 +1,15 @@
+"""CIFAR-10 with the paper's setup: ResNet-18 (CIFAR stem), projector
+Linear(2048, no bias)-ReLU-Linear(128), SGD Nesterov (momentum 0.9) with a
+cosine schedule, global batch 512, synchronised batch norm.
+
+    python -m gca_jax.pretrain --config=experiments/configs/cifar10.py \
+        --config.data_dir=/path/to/tfds --workdir=runs/cifar10_gca_uot
+
+Prepare the data once with ``python -m gca_jax.data.prepare cifar10``.
+"""
+
+from gca_jax import configs
+
+
+def get_config():
+  return configs.paper_cifar_config("cifar10")

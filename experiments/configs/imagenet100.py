@@ -1,0 +1,33 @@
+"""ImageNet-100 (CMC's 100-class subset): ResNet-50, ImageNet stem, 224 views.
+
+Images are decoded on the host at 256x256 (``load_size``) and cropped to 224
+views on the device. Needs the manual download prepared with
+``python -m gca_jax.data.prepare imagenet100 --data_dir=...``.
+"""
+
+from gca_jax import configs
+
+
+def get_config():
+  config = configs.get_config()
+  config.dataset = "imagenet100"
+  config.load_size = 256
+  config.image_size = 224
+  config.model.name = "resnet50"
+  config.model.stem = "imagenet"
+  config.model.dtype = "bfloat16"
+  config.model.projector_hidden_dim = 2048
+  config.model.projection_dim = 128
+  config.model.predictor_hidden_dim = 4096
+  config.batch_size = 256
+  config.epochs = 200
+  config.warmup_epochs = 10.0
+  config.optimizer = "lars"
+  config.learning_rate = 0.3        # x batch_size / 256 (SimCLR's LARS setting)
+  config.lr_scaling = "linear"
+  config.weight_decay = 1e-6
+  config.eval_every_epochs = 10
+  config.checkpoint_every_epochs = 5
+  config.linear_probe_steps = 2000
+  config.log_every_steps = 50
+  return config

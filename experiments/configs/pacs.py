@@ -1,0 +1,27 @@
+"""PACS (photo, art painting, cartoon, sketch; 7 classes): ResNet-18.
+
+Images are decoded at 96x96 so the whole split fits on the device.
+``--config.dataset=pacs/<domain>`` holds one domain out as the test split.
+"""
+
+from gca_jax import configs
+
+
+def get_config():
+  config = configs.get_config()
+  config.dataset = "pacs"
+  config.load_size = 96
+  config.model.name = "resnet18"
+  config.model.stem = "cifar"
+  config.model.dtype = "bfloat16"
+  config.model.projector_hidden_dim = 2048
+  config.model.projection_dim = 128
+  config.batch_size = 256
+  config.epochs = 200
+  config.warmup_epochs = 10.0
+  config.learning_rate = 0.06
+  config.lr_scaling = "linear"
+  config.eval_every_epochs = 10
+  config.checkpoint_every_epochs = 10
+  config.log_every_steps = 20
+  return config

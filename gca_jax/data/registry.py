@@ -1,0 +1,61 @@
+"""``load_dataset``: one entry point from a dataset name to arrays."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from gca_jax.data import local, tfds_sources
+from gca_jax.data.base import Dataset, DatasetError
+
+DEFAULT_DATASET = "digits"
+NAMES = ("digits", *tfds_sources.CATALOG, "pacs", "imagenet100")
+
+
+def load_dataset(name: str = DEFAULT_DATASET, *, data_dir: str | os.PathLike | None = None,
+                 split_seed: int = 0, image_size: int | None = None) -> Dataset:
+  """Loads a dataset by name; the result's splits are uint8 NHWC + int32 labels.
+
+  Names:
+    "digits"            scikit-learn's bundled digits, 32x32 RGB (offline).
+    "cifar10", "cifar100", "svhn_cropped"
+                        tfds catalog, read from prepared array_record files
+                        in ``data_dir`` (prepare with gca_jax.data.prepare).
+    "cifar10_corrupted/<corruption>_<severity>"   test split only.
+    "pacs", "pacs/<test_domain>"   PACS image folders under ``data_dir``.
+    "imagenet100"       CMC's ImageNet-100, prepared from a manual download.
+    "npz:<path>", "<path>.npz", "<folder>"   local arrays or image folders.
+
+  ``split_seed`` fixes the train/test split of sources without an official
+  one (digits, PACS, folders without train/test). ``image_size`` is the
+  host-side square size of large-image sources (PACS, ImageNet-100,
+  folders). Failures raise ``DatasetError`` with what to do.
+  """
+  base = name.partition("/")[0]
+  if name == "digits":
+    return local.load_digits(split_seed=split_seed,
+                             image_size=image_size or local.DIGITS_IMAGE_SIZE)
+  if base in tfds_sources.CATALOG:
+    return tfds_sources.load_catalog(name, data_dir=data_dir)
+  if base == "pacs":
+    test_domain = name.partition("/")[2] or None
+    return local.load_pacs(data_dir, test_domain=test_domain,
+                           image_size=image_size or local.PACS_IMAGE_SIZE,
+                           split_seed=split_seed)
+  if name == "imagenet100":
+    return tfds_sources.load_imagenet100(
+        data_dir=data_dir,
+        image_size=image_size or tfds_sources.IMAGENET100_IMAGE_SIZE)
+  path = name[len("npz:"):] if name.startswith("npz:") else name
+  looks_like_path = name.startswith("npz:") or os.sep in name or name.endswith(".npz")
+  if looks_like_path or Path(path).exists():
+    if Path(path).is_dir():
+      return local.load_image_folder(path, image_size=image_size,
+                                     split_seed=split_seed)
+    if path.endswith(".npz") or Path(path).is_file():
+      return local.load_npz(path)
+    raise DatasetError(f"'{path}' does not exist: pass an existing .npz file "
+                       "or image folder.")
+  raise DatasetError(f"Unknown dataset '{name}'. Choose one of {NAMES}, "
+                     "'cifar10_corrupted/<corruption>_<severity>', 'pacs/<domain>', "
+                     "or a path to a .npz file or image folder ('npz:<path>').")

@@ -1,0 +1,57 @@
+"""Optimisers and learning-rate schedules (optax).
+
+``config.optimizer`` selects one of
+
+* ``"sgd"``: SGD with Nesterov momentum (0.9), weight decay added to the
+  gradient as in PyTorch's ``SGD(weight_decay=...)`` of the paper's code;
+* ``"adam"``: AdamW (decoupled weight decay);
+* ``"lars"``: LARS (SimCLR's large-batch optimiser), trust ratio and weight
+  decay skipped for biases and batch-norm parameters as in SimCLR.
+
+Weight decay applies to kernels only (not biases or batch-norm parameters).
+All use linear warm-up followed by cosine decay to zero over the run. The
+base learning rate is scaled by ``global_batch_size / 256`` when
+``config.lr_scaling == "linear"``.
+"""
+
+from __future__ import annotations
+
+import jax
+import optax
+
+
+def learning_rate(config, global_batch_size: int) -> float:
+  """Peak learning rate after the optional linear batch-size scaling."""
+  lr = config.learning_rate
+  if config.get("lr_scaling", "none") == "linear":
+    lr *= global_batch_size / 256
+  return lr
+
+
+def make_schedule(config, steps_per_epoch: int) -> optax.Schedule:
+  peak = learning_rate(config, config.batch_size)
+  total_steps = max(config.epochs * steps_per_epoch, 1)
+  warmup_steps = min(int(config.warmup_epochs * steps_per_epoch), total_steps - 1)
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0 if warmup_steps else peak, peak_value=peak,
+      warmup_steps=warmup_steps, decay_steps=total_steps, end_value=0.0)
+
+
+def _is_kernel(params):
+  """Mask: True for weight matrices/conv kernels, False for biases and BN."""
+  return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def make_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:
+  schedule = make_schedule(config, steps_per_epoch)
+  name, wd = config.optimizer, config.weight_decay
+  if name == "sgd":
+    return optax.chain(
+        optax.add_decayed_weights(wd, mask=_is_kernel),
+        optax.sgd(schedule, momentum=config.momentum, nesterov=True))
+  if name == "adam":
+    return optax.adamw(schedule, weight_decay=wd, mask=_is_kernel)
+  if name == "lars":
+    return optax.lars(schedule, weight_decay=wd, weight_decay_mask=_is_kernel,
+                      trust_ratio_mask=_is_kernel, momentum=config.momentum)
+  raise ValueError(f"unknown optimizer {name!r}; use 'sgd', 'adam' or 'lars'")

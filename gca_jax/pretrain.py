@@ -1,0 +1,115 @@
+r"""Contrastive pre-training from the command line.
+
+    python -m gca_jax.pretrain                      # digits on CPU, ~2 minutes
+    python -m gca_jax.pretrain --config=experiments/configs/cifar10.py \
+        --config.epochs=2 --config.loss=gca_uot --workdir=runs/cifar10
+    python -m gca_jax.pretrain --workdir=runs/cifar10 --resume ...
+
+Uses every device of the host (or of all hosts: pass ``--coordinator_address``,
+``--num_processes`` and ``--process_id``, or ``--distributed`` to let JAX
+detect a cluster). ``--workdir`` receives checkpoints, TensorBoard events and
+``metrics.json``; by default a new ``runs/<dataset>-<loss>-<time>`` directory.
+Unusable input (a bad flag, a missing dataset, a workdir of another run)
+ends with one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from gca_jax import configs
+
+
+def define_flags() -> None:
+  """Defines this entry point's flags (at start-up, not at import, so that
+  other entry points can import the helpers below)."""
+  config_flags.DEFINE_config_file(
+      "config", str(Path(configs.__file__)),
+      "Config file (experiments/configs/<dataset>.py); fields are overridable "
+      "as --config.<field>=<value>.")
+  flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
+  flags.DEFINE_bool("resume", False, "Continue the run checkpointed in --workdir.")
+  flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
+  flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
+  flags.DEFINE_integer("process_id", None, "Index of this process (multi-host).")
+  flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() "
+                    "with cluster auto-detection.")
+  flags.DEFINE_string("cpu_collectives", None, "CPU collectives implementation for "
+                      "multi-process CPU runs (e.g. 'gloo').")
+
+
+FLAGS = flags.FLAGS
+
+EXIT_USAGE = 2
+
+
+def fail(message: str) -> None:
+  """Prints one line to stderr and exits with EXIT_USAGE."""
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(EXIT_USAGE)
+
+
+def parse_flags(argv):
+  """absl flag parsing that reports a bad flag in one line (no usage dump)."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    fail(str(e).splitlines()[0] if str(e) else repr(e))
+
+
+def initialize_distributed() -> None:
+  import jax  # pylint: disable=g-import-not-at-top
+  if FLAGS.cpu_collectives:
+    jax.config.update("jax_cpu_collectives_implementation", FLAGS.cpu_collectives)
+  if FLAGS.coordinator_address or FLAGS.num_processes:
+    jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+                               num_processes=FLAGS.num_processes,
+                               process_id=FLAGS.process_id)
+  elif FLAGS.distributed:
+    jax.distributed.initialize()
+
+
+def default_workdir(config) -> Path:
+  loss = config.loss.replace("/", "_")
+  return Path("runs") / f"{config.dataset}-{loss}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    fail(f"unexpected arguments: {' '.join(argv[1:])}")
+  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+  initialize_distributed()
+  # Imported after distributed init: nothing may touch the backend before it.
+  from gca_jax import checkpointing, train  # pylint: disable=g-import-not-at-top
+  from gca_jax.data.base import DatasetError  # pylint: disable=g-import-not-at-top
+
+  config = FLAGS.config
+  workdir = Path(FLAGS.workdir) if FLAGS.workdir else default_workdir(config)
+  print(f"workdir: {workdir}")
+  try:
+    result = train.train_and_evaluate(config, workdir, resume=FLAGS.resume)
+  except (train.ConfigError, checkpointing.RunMismatchError, DatasetError) as e:
+    fail(str(e).splitlines()[0])
+  print(f"epochs {result['epochs']}  final loss {result['final_loss']:.4f}  "
+        f"{result['images_per_second']:.0f} images/s")
+  if "knn_acc" in result:
+    print(f"kNN accuracy: {result['knn_acc']:.4f}")
+  if "linear_probe_acc" in result:
+    print(f"linear-probe accuracy: {result['linear_probe_acc']:.4f}")
+  if "random_init_linear_probe_acc" in result:
+    print(f"linear-probe accuracy of a randomly initialised encoder: "
+          f"{result['random_init_linear_probe_acc']:.4f}")
+
+
+def run() -> None:
+  define_flags()
+  app.run(main, flags_parser=parse_flags)
+
+
+if __name__ == "__main__":
+  run()

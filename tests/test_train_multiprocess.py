@@ -1,0 +1,59 @@
+"""Two processes (2 CPU devices each, loopback, gloo) = one process with 4 devices.
+
+Both runs are subprocesses (XLA_FLAGS and jax.distributed.initialize must
+come before JAX initialises); this file is also their entry point:
+
+    python test_train_multiprocess.py worker OUT PORT NUM_PROCESSES PROCESS_ID
+"""
+
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from test_train_step import ATOL, RTOL, REPO, max_violation, one_step, pretrain_env, random_images, tiny_config
+
+
+def _worker(out_path: str, port: int, num_processes: int, process_id: int) -> None:
+  import jax
+  if num_processes > 1:
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}",
+                               num_processes=num_processes, process_id=process_id)
+  assert jax.device_count() == 4, jax.devices()
+  config = tiny_config(**{"model.dtype": "float32", "batch_size": 32})
+  result = one_step(config, jax.devices(), random_images(config.batch_size))
+  if jax.process_index() == 0:
+    np.save(out_path, result, allow_pickle=True)
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_equal_one_process_with_four_devices(tmp_path):
+  port = _free_port()
+  cmd = lambda out, n, i: [sys.executable, __file__, "worker", str(out), str(port),
+                           str(n), str(i)]
+  workers = [subprocess.Popen(cmd(tmp_path / "two.npy", 2, i), env=pretrain_env(2),
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for i in range(2)]
+  single = subprocess.run(cmd(tmp_path / "one.npy", 1, 0), env=pretrain_env(4), cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+  outputs = [w.communicate(timeout=300)[0] for w in workers]
+  assert single.returncode == 0, single.stderr[-3000:]
+  for worker, output in zip(workers, outputs):
+    assert worker.returncode == 0, output[-3000:]
+  two = np.load(tmp_path / "two.npy", allow_pickle=True).item()
+  one = np.load(tmp_path / "one.npy", allow_pickle=True).item()
+  np.testing.assert_allclose(two["loss"], one["loss"], rtol=RTOL, atol=ATOL)
+  for key in ("params", "grads", "batch_stats", "metrics"):
+    assert max_violation(two[key], one[key]) <= 0, key
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["worker"]:
+  _worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))

@@ -1,0 +1,85 @@
+"""Checkpoints: exact resumption, SIGKILL recovery, workdir identity."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from test_train_step import REPO, flat, pretrain_env, tiny_config
+
+
+def _final_params(workdir, config):
+  from gca_jax import checkpointing, train
+  dataset = train.load_data(config)
+  checkpointer = checkpointing.Checkpointer(workdir)
+  state, feed = checkpointer.restore(train.setup(config, dataset).initial_state(config))
+  checkpointer.close()
+  return flat(jax.device_get(state.params)), feed
+
+
+def test_stop_and_resume_equals_uninterrupted_run(tmp_path):
+  from gca_jax import train
+  straight = train.train_and_evaluate(tiny_config(), tmp_path / "straight")
+  train.train_and_evaluate(tiny_config(stop_after_epoch=2), tmp_path / "resumed")
+  resumed = train.train_and_evaluate(tiny_config(), tmp_path / "resumed", resume=True)
+  assert straight["epochs"] == resumed["epochs"] == 4
+  assert straight["steps"] == resumed["steps"]
+  assert straight["final_loss"] == resumed["final_loss"]  # bitwise on CPU
+  params_straight, feed = _final_params(tmp_path / "straight", tiny_config())
+  params_resumed, _ = _final_params(tmp_path / "resumed", tiny_config())
+  assert feed == {"epoch": 4, "step": 0}
+  for name, value in params_straight.items():
+    np.testing.assert_array_equal(params_resumed[name], value, err_msg=name)
+
+
+def test_workdir_of_another_run_or_without_resume_is_refused(tmp_path):
+  from gca_jax import checkpointing, train
+  train.train_and_evaluate(tiny_config(epochs=1), tmp_path)
+  with pytest.raises(checkpointing.RunMismatchError, match="--resume"):
+    train.train_and_evaluate(tiny_config(epochs=1), tmp_path)
+  with pytest.raises(checkpointing.RunMismatchError, match="loss"):
+    train.train_and_evaluate(tiny_config(epochs=1, loss="infonce"), tmp_path, resume=True)
+
+
+def _pretrain(workdir, *extra):
+  return [sys.executable, "-m", "gca_jax.pretrain", f"--workdir={workdir}",
+          "--config.load_size=8", "--config.model.width=4",
+          "--config.model.projector_hidden_dim=32", "--config.batch_size=64",
+          "--config.epochs=40", "--config.eval_every_epochs=0",
+          "--config.linear_probe=False", "--config.progress_bar=False",
+          "--config.checkpoint_every_epochs=1", *extra]
+
+
+def test_sigkilled_run_resumes_from_last_complete_checkpoint(tmp_path):
+  checkpoints = tmp_path / "checkpoints"
+  process = subprocess.Popen(_pretrain(tmp_path), env=pretrain_env(), cwd=REPO,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  deadline = time.time() + 180
+  while time.time() < deadline and process.poll() is None:
+    if checkpoints.exists() and len([p for p in checkpoints.iterdir()
+                                     if p.name.isdigit()]) >= 2:
+      break
+    time.sleep(0.05)
+  assert process.poll() is None, "run ended before it could be killed"
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  # A save interrupted mid-way leaves an uncommitted temporary directory; it
+  # must be ignored.
+  partial = checkpoints / "999999.orbax-checkpoint-tmp-0"
+  (partial / "state").mkdir(parents=True)
+  (partial / "state" / "garbage").write_bytes(b"\0" * 100)
+
+  resumed = subprocess.run(_pretrain(tmp_path, "--resume"), env=pretrain_env(),
+                           cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "resuming from step" in resumed.stdout
+  resumed_step = int(resumed.stdout.split("resuming from step ")[1].split()[0])
+  assert 0 < resumed_step < 40 * 22
+  metrics = json.loads((tmp_path / "metrics.json").read_text())
+  assert metrics["epochs"] == 40 and metrics["steps"] == 40 * 22
+  assert np.isfinite(metrics["final_loss"])

@@ -55,7 +55,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.weight_decay = 5e-4
   config.warmup_epochs = 1.0
   config.batch_size = 128           # global: pairs per step over all devices
-  config.epochs = 25
+  config.epochs = 50
 
   # Evaluation.
   config.eval_every_epochs = 10     # kNN monitor; 0 disables

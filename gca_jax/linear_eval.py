@@ -36,7 +36,7 @@ def main(argv) -> None:
   try:
     config, dataset, run, state = train.load_trained(workdir)
   except (train.ConfigError, checkpointing.RunMismatchError, DatasetError) as e:
-    fail(str(e).splitlines()[0])
+    fail(str(e))
   for name, flag in (("linear_probe_steps", FLAGS.steps),
                      ("linear_probe_learning_rate", FLAGS.learning_rate),
                      ("linear_probe_weight_decay", FLAGS.weight_decay)):

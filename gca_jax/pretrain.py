@@ -49,8 +49,8 @@ EXIT_USAGE = 2
 
 
 def fail(message: str) -> None:
-  """Prints one line to stderr and exits with EXIT_USAGE."""
-  print(f"error: {message}", file=sys.stderr)
+  """Prints ``message`` as one line to stderr and exits with EXIT_USAGE."""
+  print(f"error: {' '.join(message.split())}", file=sys.stderr)
   sys.exit(EXIT_USAGE)
 
 
@@ -59,7 +59,7 @@ def parse_flags(argv):
   try:
     return FLAGS(argv)
   except flags.Error as e:
-    fail(str(e).splitlines()[0] if str(e) else repr(e))
+    fail(str(e) or repr(e))
 
 
 def initialize_distributed() -> None:
@@ -88,13 +88,17 @@ def main(argv) -> None:
   from gca_jax import checkpointing, train  # pylint: disable=g-import-not-at-top
   from gca_jax.data.base import DatasetError  # pylint: disable=g-import-not-at-top
 
-  config = FLAGS.config
+  try:
+    config = FLAGS.config
+    config.get("loss")  # a config file that failed to load raises here
+  except OSError as e:
+    fail(f"cannot load --config: {e}")
   workdir = Path(FLAGS.workdir) if FLAGS.workdir else default_workdir(config)
   print(f"workdir: {workdir}")
   try:
     result = train.train_and_evaluate(config, workdir, resume=FLAGS.resume)
   except (train.ConfigError, checkpointing.RunMismatchError, DatasetError) as e:
-    fail(str(e).splitlines()[0])
+    fail(str(e))
   print(f"epochs {result['epochs']}  final loss {result['final_loss']:.4f}  "
         f"{result['images_per_second']:.0f} images/s")
   if "knn_acc" in result:
@@ -107,7 +111,10 @@ def main(argv) -> None:
 
 
 def run() -> None:
-  define_flags()
+  try:  # config_flags applies --config.* overrides while defining the flag
+    define_flags()
+  except (AttributeError, KeyError, TypeError, ValueError, flags.Error) as e:
+    fail(f"invalid --config or --config.<field> flag: {e}")
   app.run(main, flags_parser=parse_flags)
 
 

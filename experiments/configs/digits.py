@@ -3,8 +3,8 @@
     python -m gca_jax.pretrain --config=experiments/configs/digits.py
 
 A width-reduced ResNet (3 stages of one basic block, 16-64 channels) and a
-512-wide projector pre-train in about two minutes on two CPU cores; the
-linear probe reaches ~0.95 test accuracy (a random encoder: ~0.8).
+512-wide projector pre-train in about 1.5 minutes on two CPU cores; the
+linear probe reaches ~0.97 test accuracy (a random encoder: ~0.80).
 """
 
 from gca_jax import configs

@@ -289,6 +289,16 @@ def gca_loss(
   if rince_kernel not in ("cost", "similarity"):
     raise ValueError(
         f"rince_kernel must be 'cost' or 'similarity', got {rince_kernel!r}.")
+  if (grad_mode == "implicit" and w_rince and iters > 0
+      and tau_a == 1.0 and tau_b == 1.0):
+    # Balanced potentials are defined up to (alpha - c, beta + c); the plan
+    # is not, but x and y of the robust term are. The fixed point does not
+    # pin c down, so its implicit derivative does not exist.
+    raise ValueError(
+        "grad_mode='implicit' is undefined for a robust (RINCE) term on a "
+        "balanced plan: the term depends on the potentials' free additive "
+        "constant, which only the unrolled iterations fix. Use "
+        "grad_mode='unroll' or 'detach'.")
   geometry = batch_geometry(z1, z2, pairing=pairing, self_mask=self_mask,
                             similarity_floor=similarity_floor)
   dtype = geometry.cost.dtype

@@ -94,7 +94,7 @@ def test_domain_target_changes_what_is_aligned(x64):
 @pytest.mark.parametrize("name", GCA_LOSSES)
 def test_unrolled_gradients_match_finite_differences(name, x64):
   z1, z2 = _views(batch=4, dim=5, dtype=jnp.float64)
-  loss = functools.partial(losses.get(name), eps=0.3, iters=3)
+  loss = jax.jit(functools.partial(losses.get(name), eps=0.3, iters=3))
   check_grads(loss, (z1, z2), order=1, modes=["rev"], atol=1e-6, rtol=1e-6)
 
 

@@ -285,6 +285,11 @@ def run_pretraining(config, workdir: Path, record: dict) -> dict:
   Returns the run's metrics.
   """
   workdir = Path(workdir)
+  from gca_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  try:  # a workdir of another run (e.g. other --epochs) is neither skipped nor resumed
+    checkpointing.check_run_identity(workdir, config)
+  except checkpointing.RunMismatchError as e:
+    raise SystemExit(f"error: {e}") from None
   done = finished_metrics(workdir)
   if done is not None:
     log(f"[skip] {workdir} (finished: linear-probe accuracy "

@@ -96,10 +96,14 @@ def table2_section(runs) -> str:
       rows.append(row)
     epochs = sorted({int(metrics.get("epochs", 0)) for _, metrics, _ in chosen})
     smoke = any(r.get("smoke") for r, _, _ in chosen)
+    substituted = sorted({f"{r['dataset']} <- {r['data']}" for r, _, _ in chosen
+                          if r.get("data", r["dataset"]) != r["dataset"]})
+    notes = f" Data substituted: {'; '.join(substituted)}." if substituted else ""
     parts.append(
         f"### Table 2: linear-probe accuracy (%), losses: {implementation}\n\n"
         f"Cells: ours mean ± std over seeds (n) [paper]. Epochs: "
-        f"{', '.join(map(str, epochs))}.{' SMOKE RUNS (not results).' if smoke else ''}"
+        f"{', '.join(map(str, epochs))}.{notes}"
+        f"{' SMOKE RUNS (not results).' if smoke else ''}"
         "\n\n" + common.markdown_table(
             ["Method"] + [column_title(*c) for c in columns], rows))
   return "\n\n".join(parts)

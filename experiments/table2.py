@@ -204,11 +204,12 @@ def main(argv=None) -> None:
       m = common.method(label, args.implementation)
       for seed in args.seeds:
         workdir = root / dataset / policy / m.slug / f"seed{seed}"
+        config = make_config(dataset, policy, m, seed, args)
         record = {"experiment": "table2", "method": label, "dataset": dataset,
-                  "policy": policy, "seed": seed, "loss": m.loss,
-                  "implementation": args.implementation, "smoke": args.smoke}
-        common.run_pretraining(make_config(dataset, policy, m, seed, args), workdir,
-                               record)
+                  "data": config.dataset, "policy": policy, "seed": seed,
+                  "loss": m.loss, "implementation": args.implementation,
+                  "smoke": args.smoke}
+        common.run_pretraining(config, workdir, record)
         if corruptions and dataset == corruption_dataset and policy == "simclr":
           evaluate_corruptions(workdir, corruptions, args.severity, args.smoke)
   common.log(f"all runs finished; table: python -m experiments.report --root={root}")

@@ -29,6 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data_dir = config_dict.placeholder(str)
   config.split_seed = 0
   config.augmentation = "simclr"    # gca_jax.data.augment policy
+  config.data_workers = 0           # grain worker processes (host-fed datasets)
   config.load_size = 16             # host-side image side (None: the source's)
   config.image_size = config_dict.placeholder(int)  # view side (None: load size)
 

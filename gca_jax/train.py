@@ -23,6 +23,18 @@ gradient of the mean of the per-device losses.
 The same program runs on several hosts after ``jax.distributed.initialize``:
 every process holds the whole train split (replicated), computes the same
 global batch indices, and the jitted step partitions the work.
+
+Datasets whose train split is too large for device memory (``LazyImages``:
+ImageNet-100, PACS at full size, large image folders) are fed from the host
+instead: a grain loader (``gca_jax.data.host_feed``) decodes and centre-crops
+each process's rows of the global batch, they become one uint8 array
+sharded along the batch axis, and the same jitted step
+(`StepFunctions.on_images`) augments both views on the device and trains
+(``on_split`` differs only in gathering that batch from device memory).
+The loader's iterator state is checkpointed with the rest, so ``--resume``
+continues with exactly the batches the interrupted run would have read; the
+kNN monitor and the linear probe embed such splits batch by batch from a
+host loader too.
 """
 
 from __future__ import annotations
@@ -43,7 +55,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from gca_jax import checkpointing, evaluation, losses, metrics, models, optimizers
-from gca_jax.data import augment, feed
+from gca_jax.data import augment, feed, host_feed
 from gca_jax.data.feed import FeedState
 
 DATA_AXIS = "data"
@@ -308,10 +320,70 @@ class MetricWriter:
       self._writer.close()
 
 
+def data_workers(config) -> int:
+  """grain worker processes of host-fed runs (``config.data_workers``, default 0:
+  decoding in grain's reader threads of the training process)."""
+  return int(config.data_workers or 0)
+
+
+def make_host_loader(config, split):
+  """The grain loader of a host-fed train split: an endless stream of this
+  process's uint8 rows of every global batch, reshuffled each pass (seeded by
+  ``config.seed``).
+
+  grain gives each process a fixed contiguous shard of the records; they are
+  first put in a fixed random order so that every shard is a random sample
+  even when the source is sorted (by class, by PACS domain).
+  """
+  order = np.random.default_rng(config.seed).permutation(len(split))
+  try:
+    return host_feed.make_loader(split.take(order), global_batch_size=config.batch_size,
+                                 seed=config.seed, num_epochs=None, shuffle=True,
+                                 worker_count=data_workers(config))
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+
+
+def embed_host_split(embed, variables, split, mesh, *, batch_size: int = 512,
+                     worker_count: int = 0):
+  """(features, projections) as numpy of a split too large for memory.
+
+  As `evaluation.embed_split`, with the images decoded batch by batch by a
+  grain loader; each process decodes only its rows of every batch.
+  """
+  data_sharding = NamedSharding(mesh, P(mesh.axis_names[0]))
+  num_devices = mesh.devices.size
+  batch_size = max(num_devices, batch_size // num_devices * num_devices)
+  loader = host_feed.process_eval_loader(split, global_batch_size=batch_size,
+                                         worker_count=worker_count)
+  features, projections, pending = [], [], None
+
+  def fetch(outputs, batch_index):  # one batch behind, so decoding overlaps
+    valid = host_feed.num_valid_in_batch(batch_index, len(split), batch_size)
+    features.append(np.asarray(outputs[0])[:valid])
+    projections.append(np.asarray(outputs[1])[:valid])
+
+  for batch_index, batch in enumerate(loader):
+    outputs = embed(variables, host_feed.to_global_array(batch["image"], data_sharding))
+    if pending is not None:
+      fetch(*pending)
+    pending = (outputs, batch_index)
+  fetch(*pending)
+  return np.concatenate(features), np.concatenate(projections)
+
+
+def embed_images(config, embed, variables, split, mesh):
+  """Encoder features of a split: from memory, or from a host loader if lazy."""
+  if split.in_memory or not len(split):
+    return evaluation.embed_split(embed, variables, split.images, mesh)
+  return embed_host_split(embed, variables, split, mesh,
+                          worker_count=data_workers(config))
+
+
 def evaluate_encoder(config, embed, variables, dataset, mesh, *, probe: bool) -> dict:
   """kNN accuracy (and linear-probe accuracy if ``probe``) of an encoder."""
-  train_h, _ = evaluation.embed_split(embed, variables, dataset.train.images, mesh)
-  test_h, _ = evaluation.embed_split(embed, variables, dataset.test.images, mesh)
+  train_h, _ = embed_images(config, embed, variables, dataset.train, mesh)
+  test_h, _ = embed_images(config, embed, variables, dataset.test, mesh)
   result = {"knn_acc": evaluation.knn_accuracy(
       train_h, dataset.train.labels, test_h, dataset.test.labels,
       dataset.num_classes, k=config.knn_k, temperature=config.knn_temperature)}
@@ -347,9 +419,6 @@ class Setup:
 def setup(config, dataset, mesh=None) -> Setup:
   mesh = make_mesh() if mesh is None else mesh
   validate_config(config, mesh.devices.size)
-  if not dataset.train.in_memory:
-    raise ConfigError(f"dataset {config.dataset} decodes images lazily (too large "
-                      "for device memory); lower config.load_size so it fits")
   try:
     steps_per_epoch = feed.steps_per_epoch(len(dataset.train), config.batch_size)
   except ValueError as e:
@@ -400,8 +469,11 @@ def train_and_evaluate(config, workdir: str | Path, *, resume: bool = False) -> 
   position = FeedState(0, 0)
   log = functools.partial(print, flush=True) if jax.process_index() == 0 else (
       lambda *_: None)
+  host_fed = not dataset.train.in_memory
+  # Host-fed: one endless grain stream; its state is checkpointed and restored.
+  data_iterator = iter(make_host_loader(config, dataset.train)) if host_fed else None
   if latest is not None:
-    state, saved = checkpointer.restore(state)
+    state, saved = checkpointer.restore(state, data_iterator=data_iterator)
     position = FeedState(saved["epoch"], saved["step"])
     assert int(state.step) == position.epoch * steps_per_epoch + position.step
     log(f"resuming from step {latest} (epoch {position.epoch})")
@@ -410,8 +482,19 @@ def train_and_evaluate(config, workdir: str | Path, *, resume: bool = False) -> 
                           tx=run.tx, schedule=run.schedule, mesh=mesh,
                           mean=dataset.mean, std=dataset.std,
                           num_train=len(dataset.train), steps_per_epoch=steps_per_epoch)
-  train_images = evaluation.global_array(dataset.train.images,
-                                         NamedSharding(mesh, P()))
+  if host_fed:
+    batch_sharding = NamedSharding(mesh, P(DATA_AXIS))
+
+    def train_one_step(state):
+      batch = next(data_iterator)["image"]  # decoded while the device steps
+      return steps.on_images(state, host_feed.to_global_array(batch, batch_sharding))
+  else:
+    train_images = evaluation.global_array(dataset.train.images,
+                                           NamedSharding(mesh, P()))
+
+    def train_one_step(state):
+      return steps.on_split(state, train_images)
+
   embed = evaluation.make_embed_fn(run.model, mesh, mean=dataset.mean,
                                    std=dataset.std, image_size=config.image_size)
   writer = MetricWriter(workdir)
@@ -427,7 +510,7 @@ def train_and_evaluate(config, workdir: str | Path, *, resume: bool = False) -> 
     progress.set_description(f"epoch {position.epoch + 1}/{config.epochs}")
     epoch_metrics, tick = [], time.perf_counter()
     for _ in range(position.step, steps_per_epoch):
-      state, step_metrics = steps.on_split(state, train_images)
+      state, step_metrics = train_one_step(state)
       epoch_metrics.append(step_metrics)
       if first_step:  # exclude compilation from the throughput
         jax.block_until_ready(step_metrics)
@@ -459,8 +542,10 @@ def train_and_evaluate(config, workdir: str | Path, *, resume: bool = False) -> 
       progress.write(f"epoch {position.epoch}: " + ", ".join(
           f"{k} {v:.4f}" for k, v in evaluation_result.items()))
     if position.epoch == last_epoch or position.epoch % config.checkpoint_every_epochs == 0:
-      checkpointer.save(state, position)
+      checkpointer.save(state, position, data_iterator=data_iterator)
   progress.close()
+  if data_iterator is not None:
+    host_feed.close_iterator(data_iterator)
 
   result = {
       "epochs": position.epoch,

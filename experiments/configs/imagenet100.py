@@ -1,7 +1,10 @@
 """ImageNet-100 (CMC's 100-class subset): ResNet-50, ImageNet stem, 224 views.
 
-Images are decoded on the host at 256x256 (``load_size``) and cropped to 224
-views on the device. Needs the manual download prepared with
+Images are decoded on the host at 256x256 (``load_size``) by a grain loader
+(``gca_jax.data.host_feed``: the split is too large for device memory), put
+on the devices as uint8 batches and cropped to 224 views on the device; the
+loader's position is checkpointed, so ``--resume`` reads the same batches.
+Needs the manual download prepared with
 ``python -m gca_jax.data.prepare imagenet100 --data_dir=...``.
 """
 
@@ -30,4 +33,8 @@ def get_config():
   config.checkpoint_every_epochs = 5
   config.linear_probe_steps = 2000
   config.log_every_steps = 50
+  # grain worker processes decoding JPEGs (0: grain's 16 reader threads in the
+  # training process, enough for most hosts as Pillow releases the GIL).
+  # Part of the run's identity: the batch order depends on it.
+  config.data_workers = 0
   return config

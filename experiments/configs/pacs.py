@@ -2,6 +2,9 @@
 
 Images are decoded at 96x96 so the whole split fits on the device.
 ``--config.dataset=pacs/<domain>`` holds one domain out as the test split.
+At full size (``--config.load_size=224``) a train split larger than
+``gca_jax.data.local.MAX_IN_MEMORY_BYTES`` stays on the host and is fed by a
+grain loader instead (see ``gca_jax.train``); nothing else changes.
 """
 
 from gca_jax import configs

@@ -1,0 +1,187 @@
+"""Training from the host feed (grain) for datasets too large for the device.
+
+A tiny PACS-layout folder (2 domains x 2 classes x 10 PNGs of 40x40, crop
+32) is loaded with the in-memory limit set to 0 bytes, so its splits are
+``LazyImages`` exactly as ImageNet-100 or full-size PACS: training, the kNN
+monitor and the linear probe must read them through grain, and a stopped and
+resumed run must read exactly the batches of an uninterrupted one (its final
+parameters are compared bitwise: same programs, same inputs, on CPU).
+"""
+
+import functools
+import json
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from test_train_step import flat, tiny_config
+
+DOMAINS = ("photo", "sketch")       # the other two PACS domains stay empty
+CLASSES = ("dog", "horse")
+PER_FOLDER = 10                     # 40 images: 32 train, 8 test
+BATCH = 8                           # 4 steps per epoch
+
+
+@pytest.fixture(scope="module")
+def pacs_root(tmp_path_factory):
+  from PIL import Image
+  from gca_jax.data.local import PACS_DOMAINS
+  root = tmp_path_factory.mktemp("pacs")
+  rng = np.random.default_rng(0)
+  for domain in PACS_DOMAINS:
+    (root / domain).mkdir()
+  for d, domain in enumerate(DOMAINS):
+    for c, name in enumerate(CLASSES):
+      folder = root / domain / name
+      folder.mkdir()
+      for i in range(PER_FOLDER):
+        image = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+        image[..., c] //= 4               # a class signal the probe can find
+        image[::4 + d] = 255 * d          # and a domain style
+        Image.fromarray(image).save(folder / f"{i}.png")
+  return root
+
+
+@pytest.fixture
+def lazy_pacs(monkeypatch):
+  """Large-image behaviour: PACS splits stay LazyImages, whatever their size."""
+  from gca_jax.data import local
+  monkeypatch.setattr(local, "load_pacs",
+                      functools.partial(local.load_pacs, max_in_memory_bytes=0))
+
+
+def host_config(root, **overrides):
+  config = tiny_config(dataset="pacs", data_dir=str(root), load_size=32,
+                       batch_size=BATCH, epochs=2, **overrides)
+  return config
+
+
+def test_dataset_is_lazy(pacs_root, lazy_pacs):
+  from gca_jax import train
+  dataset = train.load_data(host_config(pacs_root))
+  assert not dataset.train.in_memory and not dataset.test.in_memory
+  assert (len(dataset.train), len(dataset.test)) == (32, 8)
+  assert dataset.image_shape == (32, 32, 3)
+
+
+def test_host_fed_run_trains_and_evaluates(pacs_root, lazy_pacs, tmp_path):
+  from gca_jax import train
+  config = host_config(pacs_root, eval_every_epochs=1, linear_probe=True,
+                       linear_probe_steps=20, probe_random_init=False)
+  result = train.train_and_evaluate(config, tmp_path)
+  written = json.loads((tmp_path / "metrics.json").read_text())
+  assert written == result
+  assert result["epochs"] == 2 and result["steps"] == 2 * 32 // BATCH
+  assert np.isfinite(result["final_loss"])
+  assert 0.0 <= result["knn_acc"] <= 1.0
+  assert 0.0 <= result["linear_probe_acc"] <= 1.0
+
+  # The evaluation features from the host loader are those of the decoded split.
+  from gca_jax import evaluation
+  config, dataset, run, state = train.load_trained(tmp_path)
+  embed = evaluation.make_embed_fn(run.model, run.mesh, mean=dataset.mean,
+                                   std=dataset.std, image_size=config.image_size)
+  variables = train.variables_of(state)
+  for split in (dataset.train, dataset.test):
+    streamed, _ = train.embed_images(config, embed, variables, split, run.mesh)
+    in_memory, _ = evaluation.embed_split(embed, variables, np.asarray(split.images),
+                                          run.mesh)
+    np.testing.assert_allclose(streamed, in_memory, rtol=1e-6, atol=1e-6)
+
+
+def _saved(workdir, config):
+  """(flat params, feed position, grain state) of the latest checkpoint."""
+  from gca_jax import checkpointing, train
+  dataset = train.load_data(config)
+  checkpointer = checkpointing.Checkpointer(workdir)
+  assert checkpointer.has_data_state()
+  iterator = iter(train.make_host_loader(config, dataset.train))
+  state, feed = checkpointer.restore(train.setup(config, dataset).initial_state(config),
+                                     data_iterator=iterator)
+  checkpointer.close()
+  return flat(jax.device_get(state.params)), feed, json.loads(iterator.get_state())
+
+
+def test_stop_and_resume_equals_uninterrupted_run(pacs_root, lazy_pacs, tmp_path):
+  from gca_jax import train
+  config = host_config(pacs_root)
+  straight = train.train_and_evaluate(config, tmp_path / "straight")
+  stopped = train.train_and_evaluate(host_config(pacs_root, stop_after_epoch=1),
+                                     tmp_path / "resumed")
+  assert stopped["epochs"] == 1
+  resumed = train.train_and_evaluate(config, tmp_path / "resumed", resume=True)
+  assert straight["steps"] == resumed["steps"] == 8
+  assert straight["final_loss"] == resumed["final_loss"]  # bitwise on CPU
+  params_straight, feed, grain_straight = _saved(tmp_path / "straight", config)
+  params_resumed, _, grain_resumed = _saved(tmp_path / "resumed", config)
+  assert feed == {"epoch": 2, "step": 0}
+  # Both runs end at the same stream position: 8 batches of 8 records read.
+  assert grain_straight == grain_resumed
+  assert grain_straight["last_seen_indices"] == {"0": 8 * BATCH - 1}
+  for name, value in params_straight.items():
+    np.testing.assert_array_equal(params_resumed[name], value, err_msg=name)
+
+
+class _State(flax.struct.PyTreeNode):
+  step: jax.Array
+  weights: jax.Array
+
+
+def test_grain_state_round_trips_through_checkpoint(pacs_root, lazy_pacs, tmp_path):
+  from gca_jax import checkpointing, train
+  from gca_jax.data.feed import FeedState
+  config = host_config(pacs_root)
+  split = train.load_data(config).train
+  loader = train.make_host_loader(config, split)
+  iterator = iter(loader)
+  for _ in range(6):  # crosses the first pass over the 32 records
+    next(iterator)
+  state = _State(step=jnp.asarray(6, jnp.int32), weights=jnp.arange(3.0))
+  checkpointer = checkpointing.Checkpointer(tmp_path)
+  checkpointer.save(state, FeedState(1, 2), data_iterator=iterator)
+  saved_grain_state = iterator.get_state()
+  expected = [next(iterator) for _ in range(3)]  # the live iterator moves on
+  checkpointer.close()
+
+  checkpointer = checkpointing.Checkpointer(tmp_path)
+  restored_iterator = iter(train.make_host_loader(config, split))
+  restored, feed = checkpointer.restore(state, data_iterator=restored_iterator)
+  assert feed == {"epoch": 1, "step": 2} and int(restored.step) == 6
+  assert restored_iterator.get_state() == saved_grain_state
+  for want in expected:
+    got = next(restored_iterator)
+    np.testing.assert_array_equal(got["image"], want["image"])
+    np.testing.assert_array_equal(got["label"], want["label"])
+  # Restoring without an iterator ignores the data item (as linear_eval does).
+  _, feed = checkpointer.restore(state)
+  assert feed == {"epoch": 1, "step": 2}
+  checkpointer.close()
+
+  # A checkpoint without loader state cannot resume a host-fed run.
+  other = checkpointing.Checkpointer(tmp_path / "no_data")
+  other.save(state, FeedState(1, 2))
+  other.close()
+  other = checkpointing.Checkpointer(tmp_path / "no_data")
+  assert not other.has_data_state()
+  with pytest.raises(checkpointing.RunMismatchError, match="data-loader state"):
+    other.restore(state, data_iterator=iter(loader))
+  other.close()
+
+
+def test_process_eval_loader_splits_padded_global_batches():
+  from gca_jax.data import host_feed
+  from gca_jax.data.base import ImageArrays, LazyImages
+  images = np.arange(10, dtype=np.uint8)[:, None, None, None] * np.ones((1, 2, 2, 3),
+                                                                      np.uint8)
+  split = ImageArrays(LazyImages(lambda i: images[i], 10, (2, 2, 3)),
+                      np.arange(10, dtype=np.int32))
+  per_process = [[b["image"][:, 0, 0, 0] for b in host_feed.process_eval_loader(
+      split, global_batch_size=4, process_index=p, process_count=2)] for p in range(2)]
+  assert [len(batches) for batches in per_process] == [3, 3]
+  global_batches = [np.concatenate(rows) for rows in zip(*per_process)]
+  np.testing.assert_array_equal(np.concatenate(global_batches),
+                                [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9])
+  assert [host_feed.num_valid_in_batch(b, 10, 4) for b in range(3)] == [4, 4, 2]

@@ -121,6 +121,10 @@ def train_with_domain_target(config, dataset, workdir: Path) -> dict:
   if config.loss_scope != "global":
     raise SystemExit("error: the domain target spans the global batch; use "
                      "loss_scope=global")
+  if not dataset.train.in_memory:
+    raise SystemExit(f"error: the train split of {config.dataset} is decoded lazily "
+                     "(too large for device memory); this script feeds from the device: "
+                     "lower --override load_size=... (the config's 96 fits)")
   checkpointing.check_run_identity(workdir, config)
   setup = train.setup(config, dataset)
   step = make_domain_step(config, setup, dataset, config.domain_target.alpha,

@@ -220,3 +220,14 @@ def test_public_names_are_importable_from_the_package():
   for name in ALL_LOSSES + ["byol", "domain_target", "class_target",
                             "alignment", "uniformity"]:
     assert callable(getattr(gca_jax, name))
+
+
+@pytest.mark.parametrize("name", ALL_LOSSES)
+def test_every_loss_returns_diagnostics_on_request(name):
+  z1, z2 = _views()
+  loss = losses.get(name)
+  value, aux = loss(z1, z2, return_aux=True)
+  np.testing.assert_allclose(value, loss(z1, z2), rtol=1e-6)
+  chex.assert_shape(aux.log_plan, (16, 16))
+  assert 0.0 < float(aux.positive_mass) < 1.0
+  assert np.all(np.isfinite(aux.marginal_error))

@@ -51,8 +51,10 @@ class LossAux:
   """Diagnostics of the plan a loss aligned.
 
   Attributes:
-    marginal_error: ``(iters + 1,)`` L1 row-marginal error of the plan before
-      the projection and after each iteration.
+    marginal_error: ``(iters + 1,)`` L1 row-marginal error ``|P 1 - a|_1``
+      of the plan before the projection and after each iteration. It
+      vanishes for a balanced plan; a relaxed (unbalanced) plan settles at
+      a non-zero error that reflects the mass the relaxation lets it keep.
     plan_entropy: entropy of the plan normalised to total mass 1.
     positive_mass: fraction of the plan's mass on the target's positives.
     log_plan: the ``(N, N)`` log-plan ``log P`` (``-inf`` on excluded pairs).
@@ -358,17 +360,21 @@ def infonce(z1, z2, *, eps: float = 0.5, pairing: str = "joint",
   geometry = batch_geometry(z1, z2, pairing=pairing, self_mask=self_mask,
                             similarity_floor=similarity_floor)
   target = _normalized_target(target, geometry)
-  log_kernel = geometry.log_kernel(eps)
-  log_softmax = jax.nn.log_softmax(log_kernel, axis=1)
+  log_softmax = jax.nn.log_softmax(geometry.log_kernel(eps), axis=1)
   if target is None:
     loss = -jnp.mean(_at_positives(log_softmax, geometry.positives))
   else:
     loss = -jnp.mean(_masked_weighted_sum(target, log_softmax))
   if not return_aux:
     return loss
-  zero_error = jnp.zeros((1,), loss.dtype)
-  return loss, _diagnostics(log_softmax, geometry.positives, target,
-                            zero_error)
+  return loss, _row_normalized_kernel_aux(log_softmax, geometry, target)
+
+
+def _row_normalized_kernel_aux(log_softmax, geometry, target) -> LossAux:
+  """Diagnostics of the un-projected losses: their plan is the kernel with
+  rows normalised (one row projection), whose row marginals are exact."""
+  exact = jnp.zeros((1,), log_softmax.dtype)
+  return _diagnostics(log_softmax, geometry.positives, target, exact)
 
 
 def gca_ince(z1, z2, *, eps: float = 0.5, iters: int = 10, **kwargs):
@@ -393,7 +399,7 @@ def hs_ince(z1, z2, *, eps: float = 0.5, **kwargs):
 
 def rince(z1, z2, *, eps: float = 0.5, lam: float = 0.01, q: float = 0.6,
           pairing: str = "joint", self_mask: str = "exclude",
-          similarity_floor=None):
+          similarity_floor=None, return_aux: bool = False):
   """Robust InfoNCE, paper eq. (2) (Chuang et al. 2022).
 
   Per anchor, with ``s = S / eps``:
@@ -408,7 +414,11 @@ def rince(z1, z2, *, eps: float = 0.5, lam: float = 0.01, q: float = 0.6,
   logits = geometry.log_kernel(eps) + 1.0 / eps  # s = (1 - C) / eps
   positive = _at_positives(logits, geometry.positives)
   log_negatives = jnp.log(lam) + jax.nn.logsumexp(logits, axis=1)
-  return jnp.mean(-jnp.exp(q * positive) + jnp.exp(q * log_negatives)) / q
+  loss = jnp.mean(-jnp.exp(q * positive) + jnp.exp(q * log_negatives)) / q
+  if not return_aux:
+    return loss
+  log_softmax = jax.nn.log_softmax(logits, axis=1)
+  return loss, _row_normalized_kernel_aux(log_softmax, geometry, None)
 
 
 def gca_rince(z1, z2, *, eps: float = 0.5, iters: int = 10,

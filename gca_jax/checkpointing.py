@@ -12,9 +12,11 @@ renames it when complete; a process killed mid-save leaves only that
 temporary directory, which `latest_step()` ignores, so a restart resumes from
 the last complete checkpoint.
 
-`check_run_identity` keeps a workdir to one run: it stores the config as
-``config.json`` and refuses a different one (ignoring the run-control fields
-of `gca_jax.configs.RUN_CONTROL_FIELDS`).
+`check_run_identity` keeps a workdir to one run: a run stores its config as
+``config.json`` (`write_config_json`, once its data and model are set up) and
+a workdir holding a checkpoint refuses a different config (ignoring the
+run-control fields of `gca_jax.configs.RUN_CONTROL_FIELDS`). A start that
+failed before its first checkpoint does not block the workdir.
 """
 
 from __future__ import annotations
@@ -42,8 +44,17 @@ def config_to_json(config) -> dict:
   return json.loads(config.to_json(sort_keys=True))
 
 
+def _drop_none(value):
+  """``value`` without the None entries of its (nested) dicts: an unset
+  placeholder field and a field absent from an older config.json agree."""
+  if isinstance(value, dict):
+    return {k: _drop_none(v) for k, v in value.items() if v is not None}
+  return value
+
+
 def _identity(config_json: dict) -> dict:
-  return {k: v for k, v in config_json.items() if k not in RUN_CONTROL_FIELDS}
+  return _drop_none({k: v for k, v in config_json.items()
+                     if k not in RUN_CONTROL_FIELDS})
 
 
 def read_config_json(workdir: str | Path) -> dict | None:
@@ -54,20 +65,26 @@ def read_config_json(workdir: str | Path) -> dict | None:
 def check_run_identity(workdir: str | Path, config) -> None:
   """Raises RunMismatchError if ``workdir`` holds a run with another config.
 
-  Writes ``config.json`` (process 0) for a new workdir.
+  Call it only when ``workdir`` holds a checkpoint: a ``config.json`` alone
+  is what a start that failed before its first checkpoint left. Writes
+  nothing (see `write_config_json`).
   """
-  current = config_to_json(config)
   stored = read_config_json(workdir)
   if stored is not None:
-    old, new = _identity(stored), _identity(current)
+    old, new = _identity(stored), _identity(config_to_json(config))
     if old != new:
       differing = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
       raise RunMismatchError(
           f"workdir {workdir} holds another run (config differs in: "
           f"{', '.join(differing)}); use a new --workdir")
+
+
+def write_config_json(workdir: str | Path, config) -> None:
+  """Stores ``config`` as the run identity of ``workdir`` (process 0)."""
   if jax.process_index() == 0:
     Path(workdir).mkdir(parents=True, exist_ok=True)
-    (Path(workdir) / CONFIG_FILE).write_text(json.dumps(current, indent=2))
+    (Path(workdir) / CONFIG_FILE).write_text(
+        json.dumps(config_to_json(config), indent=2))
 
 
 class _IteratorState:
@@ -95,11 +112,14 @@ class Checkpointer:
   """Saves and restores (TrainState, FeedState[, data iterator state]) under
   ``workdir/checkpoints``."""
 
-  def __init__(self, workdir: str | Path, *, max_to_keep: int = 2):
+  def __init__(self, workdir: str | Path, *, max_to_keep: int = 2,
+               create: bool = True):
+    """``create=False``: only read; a missing directory is not created (and
+    holds no checkpoint). ``save`` creates it in any case."""
     self._directory = Path(workdir).absolute() / "checkpoints"
     self._manager = ocp.CheckpointManager(
         self._directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create),
         item_names=("state", "feed", DATA_ITEM))
 
   def latest_step(self) -> int | None:
@@ -114,6 +134,8 @@ class Checkpointer:
     every process saves its own.
     """
     step = int(jax.device_get(state.step))
+    if jax.process_index() == 0:
+      self._directory.mkdir(parents=True, exist_ok=True)
     items = dict(
         state=ocp.args.StandardSave(state),
         feed=ocp.args.JsonSave({"epoch": int(feed.epoch), "step": int(feed.step)}))
@@ -121,6 +143,13 @@ class Checkpointer:
       items[DATA_ITEM] = grain_checkpoint.CheckpointSave(
           _IteratorState(data_iterator.get_state()))
     self._manager.save(step, args=ocp.args.Composite(**items))
+
+  def read_feed(self, step: int | None = None) -> dict:
+    """The saved data position (``{"epoch", "step"}``) of ``step`` (default:
+    latest), without restoring the state."""
+    step = self.latest_step() if step is None else step
+    return self._manager.restore(
+        step, args=ocp.args.Composite(feed=ocp.args.JsonRestore())).feed
 
   def has_data_state(self, step: int | None = None) -> bool:
     """Whether checkpoint ``step`` (default: latest) holds a data-iterator state."""

@@ -45,9 +45,27 @@ def get_config() -> ml_collections.ConfigDict:
   # Loss: a name of gca_jax.losses, "reference/<name>" for the published-code
   # presets of gca_jax.reference, or "byol".
   config.loss = "gca_uot"
-  config.loss_params = ml_collections.ConfigDict({"eps": 0.5})
+  # Keyword arguments of the loss; the unset (None) ones are not passed, so the
+  # loss's own default applies. A loss that does not take a set parameter is a
+  # config error. The "reference/<name>" presets take gca_jax.reference.PARAMS
+  # (rho_a, rho_b, w_ce, w_rince are passed as relax1, relax2, r1, r2).
+  # "byol" takes no parameters and ignores loss_params.
+  config.loss_params = ml_collections.ConfigDict({
+      "eps": 0.5,
+      "iters": config_dict.placeholder(int),
+      "rho_a": config_dict.placeholder(float),
+      "rho_b": config_dict.placeholder(float),
+      "lam": config_dict.placeholder(float),
+      "q": config_dict.placeholder(float),
+      "w_ce": config_dict.placeholder(float),
+      "w_rince": config_dict.placeholder(float),
+      "lambda_p": config_dict.placeholder(float),
+  })
   config.loss_scope = "global"      # global: plan over the whole global batch
-  config.ema_decay = 0.99           # BYOL target network
+  # BYOL target network: a constant EMA decay (BYOL itself anneals it from
+  # 0.996 to 1 with a cosine schedule), and the symmetric SimCLR views of
+  # config.augmentation (not BYOL's asymmetric blur/solarisation pair).
+  config.ema_decay = 0.99
 
   config.optimizer = "sgd"          # sgd (Nesterov) | adam | lars
   config.learning_rate = 0.3

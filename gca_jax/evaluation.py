@@ -2,7 +2,8 @@
 
 * `make_embed_fn`/`embed_split`: encoder features ``h`` (and projections ``z``)
   of a whole split in evaluation mode (running BN statistics), batched and
-  sharded over the devices of the mesh.
+  sharded over the devices of the mesh (images larger than the model's input
+  are centre-cropped, see `preprocess_for_eval`).
 * `knn_accuracy`: the weighted kNN monitor of InstDisc/SimCLR (cosine
   similarity, k nearest training features vote with weight exp(sim / T),
   k=200, T=0.1).
@@ -35,9 +36,21 @@ def global_array(host_array: np.ndarray, sharding: NamedSharding) -> jax.Array:
 
 
 def preprocess_for_eval(images_uint8, *, mean, std, image_size=None):
-  """Normalised float32 images, resized to ``image_size`` if given."""
+  """Normalised float32 images of side ``image_size`` (if given).
+
+  Images at least ``image_size`` on both sides are centre-cropped to it: with
+  the host's square of ``load_size`` (shorter side resized, centre square)
+  this is the standard evaluation transform, e.g. resize 256, centre-crop
+  224. Smaller images are resized (bilinear) up to ``image_size``.
+  """
   x = augment.normalize(images_uint8, mean, std)
-  if image_size and x.shape[1:3] != (image_size, image_size):
+  if not image_size:
+    return x
+  height, width = x.shape[1:3]
+  if height >= image_size and width >= image_size:
+    top, left = (height - image_size) // 2, (width - image_size) // 2
+    x = x[:, top:top + image_size, left:left + image_size]
+  if x.shape[1:3] != (image_size, image_size):
     x = jax.image.resize(x, (x.shape[0], image_size, image_size, x.shape[3]),
                          "bilinear")
   return x
@@ -59,21 +72,47 @@ def make_embed_fn(model, mesh, *, mean, std, image_size=None):
   return embed
 
 
+def eval_batch_size(batch_size: int, num_devices: int) -> int:
+  """``batch_size`` rounded down to a multiple of ``num_devices`` (at least
+  one row per device): the fixed global batch of `embed_split`."""
+  return max(num_devices, batch_size // num_devices * num_devices)
+
+
+def pad_batch(chunk: np.ndarray, batch_size: int) -> np.ndarray:
+  """``chunk`` padded to ``batch_size`` rows by repeating its last row, so
+  every batch has one shape (and compiles once)."""
+  if len(chunk) < batch_size:
+    chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - len(chunk), 0)])
+  return chunk
+
+
+def embed_batches(embed, variables, batches, num_examples: int, place):
+  """(features, projections) as numpy of the first ``num_examples`` rows of
+  fixed-size, end-padded global ``batches`` (host arrays; ``place`` makes
+  each a sharded global array). Outputs are fetched one batch behind, so
+  reading the next batch overlaps the device work."""
+  features, projections, pending = [], [], None
+  for batch in batches:
+    outputs = embed(variables, place(batch))
+    if pending is not None:
+      features.append(np.asarray(pending[0]))
+      projections.append(np.asarray(pending[1]))
+    pending = outputs
+  if pending is not None:
+    features.append(np.asarray(pending[0]))
+    projections.append(np.asarray(pending[1]))
+  return (np.concatenate(features)[:num_examples],
+          np.concatenate(projections)[:num_examples])
+
+
 def embed_split(embed, variables, images, mesh, *, batch_size: int = 512):
   """(features, projections) as numpy for all ``images`` (numpy or lazy)."""
   data_sharding = NamedSharding(mesh, P(mesh.axis_names[0]))
-  num_devices = mesh.devices.size
-  batch_size = max(num_devices, batch_size // num_devices * num_devices)
-  features, projections = [], []
-  for start in range(0, len(images), batch_size):
-    chunk = np.asarray(images[start:start + batch_size])
-    valid = len(chunk)
-    if valid < batch_size:  # pad the last batch so shapes (and compiles) repeat
-      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - valid, 0)])
-    h, z = embed(variables, global_array(chunk, data_sharding))
-    features.append(np.asarray(h)[:valid])
-    projections.append(np.asarray(z)[:valid])
-  return np.concatenate(features), np.concatenate(projections)
+  batch_size = eval_batch_size(batch_size, mesh.devices.size)
+  batches = (pad_batch(np.asarray(images[start:start + batch_size]), batch_size)
+             for start in range(0, len(images), batch_size))
+  return embed_batches(embed, variables, batches, len(images),
+                       lambda batch: global_array(batch, data_sharding))
 
 
 def _l2_normalize(x):

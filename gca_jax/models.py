@@ -192,6 +192,9 @@ _ARCHITECTURES = {
 }
 
 
+STEMS = ("cifar", "imagenet")
+
+
 def encoder_feature_dim(name: str, width: int | None = None) -> int:
   """Dimension of the pooled encoder features of architecture ``name``."""
   stages, block, default_width = _ARCHITECTURES[name]
@@ -203,6 +206,8 @@ def make_encoder(name: str, *, stem: str = "cifar", width: int | None = None,
                  dtype: Any = jnp.float32, bn_axis_name: str | None = None) -> ResNet:
   if name not in _ARCHITECTURES:
     raise ValueError(f"unknown model {name!r}; choose from {sorted(_ARCHITECTURES)}")
+  if stem not in STEMS:
+    raise ValueError(f"unknown stem {stem!r}; choose from {STEMS}")
   stages, block, default_width = _ARCHITECTURES[name]
   return ResNet(stage_sizes=stages, block_cls=block, width=width or default_width,
                 stem=stem, dtype=dtype, bn_axis_name=bn_axis_name)

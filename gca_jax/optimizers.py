@@ -3,12 +3,16 @@
 ``config.optimizer`` selects one of
 
 * ``"sgd"``: SGD with Nesterov momentum (0.9), weight decay added to the
-  gradient as in PyTorch's ``SGD(weight_decay=...)`` of the paper's code;
+  gradient (coupled, as in PyTorch's ``SGD(weight_decay=...)``) but for
+  kernels only: unlike the paper code's PyTorch SGD, which decays every
+  parameter, batch-norm scales/offsets and biases are not decayed;
 * ``"adam"``: AdamW (decoupled weight decay);
 * ``"lars"``: LARS (SimCLR's large-batch optimiser), trust ratio and weight
   decay skipped for biases and batch-norm parameters as in SimCLR.
 
-Weight decay applies to kernels only (not biases or batch-norm parameters).
+With every optimiser, weight decay applies to kernels (weight matrices and
+convolution kernels, ``ndim > 1``) only, never to biases or batch-norm
+parameters.
 All use linear warm-up followed by cosine decay to zero over the run. The
 base learning rate is scaled by ``global_batch_size / 256`` when
 ``config.lr_scaling == "linear"``.

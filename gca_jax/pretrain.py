@@ -54,12 +54,20 @@ def fail(message: str) -> None:
   sys.exit(EXIT_USAGE)
 
 
+# What loading a config file (--config=<file>, applied with its overrides
+# while the flags are parsed) raises for a missing or broken file.
+CONFIG_LOAD_ERRORS = (OSError, SyntaxError, AttributeError, KeyError, TypeError,
+                      ValueError, ImportError, NameError)
+
+
 def parse_flags(argv):
   """absl flag parsing that reports a bad flag in one line (no usage dump)."""
   try:
     return FLAGS(argv)
   except flags.Error as e:
     fail(str(e) or repr(e))
+  except CONFIG_LOAD_ERRORS as e:
+    fail(f"cannot load --config: {type(e).__name__}: {e}")
 
 
 def initialize_distributed() -> None:
@@ -91,16 +99,19 @@ def main(argv) -> None:
   try:
     config = FLAGS.config
     config.get("loss")  # a config file that failed to load raises here
-  except OSError as e:
-    fail(f"cannot load --config: {e}")
+  except CONFIG_LOAD_ERRORS as e:
+    fail(f"cannot load --config: {type(e).__name__}: {e}")
   workdir = Path(FLAGS.workdir) if FLAGS.workdir else default_workdir(config)
   print(f"workdir: {workdir}")
   try:
     result = train.train_and_evaluate(config, workdir, resume=FLAGS.resume)
   except (train.ConfigError, checkpointing.RunMismatchError, DatasetError) as e:
     fail(str(e))
-  print(f"epochs {result['epochs']}  final loss {result['final_loss']:.4f}  "
-        f"{result['images_per_second']:.0f} images/s")
+  if result.get("already_complete"):
+    return  # train_and_evaluate said so; metrics.json is unchanged
+  print(f"epochs {result['epochs']}  final loss {_number(result['final_loss'], '.4f')}  "
+        f"{_number(result['images_per_second'], '.0f')} images/s "
+        "(source images; each gives two views)")
   if "knn_acc" in result:
     print(f"kNN accuracy: {result['knn_acc']:.4f}")
   if "linear_probe_acc" in result:
@@ -108,6 +119,10 @@ def main(argv) -> None:
   if "random_init_linear_probe_acc" in result:
     print(f"linear-probe accuracy of a randomly initialised encoder: "
           f"{result['random_init_linear_probe_acc']:.4f}")
+
+
+def _number(value, spec: str) -> str:
+  return "n/a" if value is None else format(value, spec)
 
 
 def run() -> None:

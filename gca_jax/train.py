@@ -93,16 +93,51 @@ def uses_byol(config) -> bool:
   return config.loss == BYOL
 
 
+# config.loss_params names of gca_jax.losses passed to the published-code
+# presets of gca_jax.reference under their names there.
+REFERENCE_PARAM_NAMES = {"rho_a": "relax1", "rho_b": "relax2", "w_ce": "r1",
+                         "w_rince": "r2"}
+
+
+def loss_params_of(config) -> dict:
+  """The set (not None) entries of ``config.loss_params``, as loss keywords."""
+  params = {k: v for k, v in dict(config.loss_params).items() if v is not None}
+  if not config.loss.startswith(REFERENCE_PREFIX):
+    return params
+  from gca_jax import reference  # pylint: disable=g-import-not-at-top
+  mapped = {}
+  for name, value in params.items():
+    target = REFERENCE_PARAM_NAMES.get(name, name)
+    if target not in reference.PARAMS:
+      raise ConfigError(f"loss {config.loss!r} does not take parameter {name!r} "
+                        f"(it takes {', '.join(reference.PARAMS)})")
+    if target in mapped:
+      raise ConfigError(f"loss {config.loss!r}: parameter {target!r} is set twice "
+                        f"(as {name!r} too)")
+    mapped[target] = value
+  return mapped
+
+
+def _unexpected_keyword(error: TypeError) -> str | None:
+  import re  # pylint: disable=g-import-not-at-top
+  match = re.search(r"unexpected keyword argument '(\w+)'", str(error))
+  return match[1] if match else None
+
+
 def make_loss_fn(config) -> Callable[[jax.Array, jax.Array], tuple[jax.Array, dict]]:
   """``loss_fn(z1, z2) -> (loss, scalar diagnostics)`` for ``config.loss``.
 
   Names of `gca_jax.losses` report their plan diagnostics; the published-code
-  presets (``"reference/<name>"``) report none.
+  presets (``"reference/<name>"``) report none. Only the set (not None)
+  entries of ``config.loss_params`` are passed (see `loss_params_of`).
   """
-  params = dict(config.loss_params)
+  params = loss_params_of(config)
   if config.loss.startswith(REFERENCE_PREFIX):
     from gca_jax import reference  # pylint: disable=g-import-not-at-top
     preset = config.loss[len(REFERENCE_PREFIX):]
+    if preset not in reference.NAMES:
+      raise ConfigError(f"unknown reference loss {preset!r}; choose one of "
+                        f"{', '.join(reference.NAMES)}")
     return lambda z1, z2: (reference.loss(preset, z1, z2, **params), {})
   try:
     loss = losses.get(config.loss)
@@ -114,6 +149,22 @@ def make_loss_fn(config) -> Callable[[jax.Array, jax.Array], tuple[jax.Array, di
     return value, scalar_diagnostics(aux)
 
   return loss_fn
+
+
+def check_loss(config) -> None:
+  """Traces the loss once on small abstract inputs (no computation), so that
+  bad parameters (unknown names, eps <= 0, ...) are a one-line ConfigError."""
+  loss_fn = make_loss_fn(config)
+  z = jax.ShapeDtypeStruct((4, config.model.projection_dim), jnp.float32)
+  try:
+    jax.eval_shape(loss_fn, z, z)
+  except TypeError as e:
+    name = _unexpected_keyword(e)
+    if name is None:
+      raise ConfigError(f"loss {config.loss!r}: {e}") from None
+    raise ConfigError(f"loss {config.loss!r} does not take parameter {name!r}") from None
+  except ValueError as e:
+    raise ConfigError(f"loss {config.loss!r}: {e}") from None
 
 
 def scalar_diagnostics(aux) -> dict[str, jax.Array]:
@@ -142,8 +193,19 @@ def validate_config(config, num_devices: int) -> None:
   if config.augmentation not in augment.POLICIES:
     raise ConfigError(f"config.augmentation must be one of {augment.POLICIES}, "
                       f"got {config.augmentation!r}")
-  if not uses_byol(config):
-    make_loss_fn(config)
+  for name in ("epochs", "log_every_steps", "checkpoint_every_epochs"):
+    value = config[name]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      raise ConfigError(f"config.{name} must be an integer >= 1, got {value!r}")
+  try:
+    create_models(config)
+  except (TypeError, ValueError) as e:
+    raise ConfigError(f"config.model: {e}") from None
+  if not isinstance(config.model.projection_dim, int) or config.model.projection_dim < 1:
+    raise ConfigError(f"config.model.projection_dim must be an integer >= 1, got "
+                      f"{config.model.projection_dim!r}")
+  if not uses_byol(config):  # BYOL takes no loss parameters (ignores loss_params)
+    check_loss(config)
 
 
 def create_models(config):
@@ -224,6 +286,8 @@ def train_step(state: TrainState, views1, views2, *, model, target_model, tx,
   new_state = state.replace(step=state.step + 1, params=params,
                             batch_stats=batch_stats, opt_state=opt_state)
   if target_model is not None:
+    # BYOL: a constant config.ema_decay (not BYOL's cosine 0.996 -> 1 schedule),
+    # and the two views are the symmetric ones of config.augmentation.
     new_state = new_state.replace(
         target_params=models.ema_update(state.target_params, params, config.ema_decay),
         target_batch_stats=target_vars["batch_stats"])
@@ -326,19 +390,19 @@ def data_workers(config) -> int:
   return int(config.data_workers or 0)
 
 
-def make_host_loader(config, split):
-  """The grain loader of a host-fed train split: an endless stream of this
-  process's uint8 rows of every global batch, reshuffled each pass (seeded by
-  ``config.seed``).
+def make_host_loader(config, split, start_step: int = 0):
+  """The grain loader of a host-fed train split: this process's uint8 rows of
+  the global batches of steps ``start_step`` .. ``config.epochs`` epochs.
 
-  grain gives each process a fixed contiguous shard of the records; they are
-  first put in a fixed random order so that every shard is a random sample
-  even when the source is sorted (by class, by PACS domain).
+  The batches are those the device-fed path gathers (`feed.batch_indices`
+  of ``config.seed``, epoch and step), so the train state's step is the data
+  position: a resumed run starts the loader at its restored step.
   """
-  order = np.random.default_rng(config.seed).permutation(len(split))
   try:
-    return host_feed.make_loader(split.take(order), global_batch_size=config.batch_size,
-                                 seed=config.seed, num_epochs=None, shuffle=True,
+    total = config.epochs * feed.steps_per_epoch(len(split), config.batch_size)
+    return host_feed.make_loader(split, global_batch_size=config.batch_size,
+                                 seed=config.seed, start_step=start_step,
+                                 num_steps=total - start_step,
                                  worker_count=data_workers(config))
   except ValueError as e:
     raise ConfigError(str(e)) from None
@@ -352,24 +416,12 @@ def embed_host_split(embed, variables, split, mesh, *, batch_size: int = 512,
   grain loader; each process decodes only its rows of every batch.
   """
   data_sharding = NamedSharding(mesh, P(mesh.axis_names[0]))
-  num_devices = mesh.devices.size
-  batch_size = max(num_devices, batch_size // num_devices * num_devices)
+  batch_size = evaluation.eval_batch_size(batch_size, mesh.devices.size)
   loader = host_feed.process_eval_loader(split, global_batch_size=batch_size,
                                          worker_count=worker_count)
-  features, projections, pending = [], [], None
-
-  def fetch(outputs, batch_index):  # one batch behind, so decoding overlaps
-    valid = host_feed.num_valid_in_batch(batch_index, len(split), batch_size)
-    features.append(np.asarray(outputs[0])[:valid])
-    projections.append(np.asarray(outputs[1])[:valid])
-
-  for batch_index, batch in enumerate(loader):
-    outputs = embed(variables, host_feed.to_global_array(batch["image"], data_sharding))
-    if pending is not None:
-      fetch(*pending)
-    pending = (outputs, batch_index)
-  fetch(*pending)
-  return np.concatenate(features), np.concatenate(projections)
+  return evaluation.embed_batches(
+      embed, variables, (batch["image"] for batch in loader), len(split),
+      lambda images: host_feed.to_global_array(images, data_sharding))
 
 
 def embed_images(config, embed, variables, split, mesh):
@@ -434,9 +486,12 @@ def load_trained(workdir: str | Path):
   """(config, dataset, setup, state) of the latest checkpoint in ``workdir``."""
   import ml_collections  # pylint: disable=g-import-not-at-top
   stored = checkpointing.read_config_json(workdir)
-  checkpointer = checkpointing.Checkpointer(workdir)
-  if stored is None or checkpointer.latest_step() is None:
-    raise checkpointing.RunMismatchError(f"no checkpoint in workdir {workdir}")
+  if stored is None or not Path(workdir).is_dir():
+    raise checkpointing.RunMismatchError(f"no checkpoint in {workdir}")
+  checkpointer = checkpointing.Checkpointer(workdir, create=False)
+  if checkpointer.latest_step() is None:
+    checkpointer.close()
+    raise checkpointing.RunMismatchError(f"no checkpoint in {workdir}")
   config = ml_collections.ConfigDict(stored)
   dataset = load_data(config)
   run = setup(config, dataset)
@@ -448,6 +503,16 @@ def load_trained(workdir: str | Path):
 def train_and_evaluate(config, workdir: str | Path, *, resume: bool = False) -> dict:
   """Pre-trains per ``config`` in ``workdir``; returns (and writes) metrics.json.
 
+  metrics.json: ``epochs``, ``steps``, ``final_loss`` (mean over the last
+  epoch trained), ``images_per_second`` (source images, i.e. pairs of
+  augmented views, per second of training; the encoder sees twice as many
+  views), ``train_seconds``, the other ``final_<metric>`` epoch means and the
+  evaluation accuracies; a value that could not be measured is null.
+
+  Resuming (``resume=True``) a checkpoint that is already at or after the
+  last epoch to train trains nothing and leaves metrics.json as it is; it
+  returns that metrics.json's contents with ``"already_complete": True``.
+
   Raises ConfigError, checkpointing.RunMismatchError or
   gca_jax.data.DatasetError with a one-line message for unusable inputs.
   """
@@ -455,25 +520,35 @@ def train_and_evaluate(config, workdir: str | Path, *, resume: bool = False) -> 
 
   workdir = Path(workdir)
   validate_config(config, jax.device_count())  # before a long dataset load
-  checkpointing.check_run_identity(workdir, config)
-  checkpointer = checkpointing.Checkpointer(workdir, max_to_keep=config.max_checkpoints)
+  checkpointer = checkpointing.Checkpointer(workdir, max_to_keep=config.max_checkpoints,
+                                            create=False)
   latest = checkpointer.latest_step()
-  if latest is not None and not resume:
-    raise checkpointing.RunMismatchError(
-        f"workdir {workdir} already holds a checkpoint (step {latest}); pass "
-        "--resume to continue it or use a new --workdir")
+  if latest is None and resume:
+    checkpointer.close()
+    raise checkpointing.RunMismatchError(f"no checkpoint to resume in {workdir}")
+  if latest is not None:
+    checkpointing.check_run_identity(workdir, config)
+    if not resume:
+      checkpointer.close()
+      raise checkpointing.RunMismatchError(
+          f"workdir {workdir} already holds a checkpoint (step {latest}); pass "
+          "--resume to continue it or use a new --workdir")
+    saved_epoch = int(checkpointer.read_feed(latest)["epoch"])
+    if saved_epoch >= min(config.epochs, config.stop_after_epoch or config.epochs):
+      checkpointer.close()
+      return _already_complete(config, workdir, saved_epoch)
   dataset = load_data(config)
   run = setup(config, dataset)
+  if latest is None:  # the run's identity, once its data and model are set up
+    checkpointing.write_config_json(workdir, config)
   mesh, steps_per_epoch = run.mesh, run.steps_per_epoch
   state = run.initial_state(config)
   position = FeedState(0, 0)
   log = functools.partial(print, flush=True) if jax.process_index() == 0 else (
       lambda *_: None)
   host_fed = not dataset.train.in_memory
-  # Host-fed: one endless grain stream; its state is checkpointed and restored.
-  data_iterator = iter(make_host_loader(config, dataset.train)) if host_fed else None
   if latest is not None:
-    state, saved = checkpointer.restore(state, data_iterator=data_iterator)
+    state, saved = checkpointer.restore(state)
     position = FeedState(saved["epoch"], saved["step"])
     assert int(state.step) == position.epoch * steps_per_epoch + position.step
     log(f"resuming from step {latest} (epoch {position.epoch})")
@@ -482,7 +557,10 @@ def train_and_evaluate(config, workdir: str | Path, *, resume: bool = False) -> 
                           tx=run.tx, schedule=run.schedule, mesh=mesh,
                           mean=dataset.mean, std=dataset.std,
                           num_train=len(dataset.train), steps_per_epoch=steps_per_epoch)
+  data_iterator = None
   if host_fed:
+    # The batches of steps state.step onwards: the step is the data position.
+    data_iterator = iter(make_host_loader(config, dataset.train, int(state.step)))
     batch_sharding = NamedSharding(mesh, P(DATA_AXIS))
 
     def train_one_step(state):
@@ -520,9 +598,9 @@ def train_and_evaluate(config, workdir: str | Path, *, resume: bool = False) -> 
       progress.update()
       if len(epoch_metrics) % config.log_every_steps == 0:
         loss = float(step_metrics["loss"])  # waits for the step
-        rate = timed_steps * config.batch_size / max(
+        rate = timed_steps * config.batch_size / max(  # source images (pairs)
             train_seconds + time.perf_counter() - tick, 1e-9)
-        progress.set_postfix(loss=f"{loss:.4f}", img_per_s=f"{rate:.0f}")
+        progress.set_postfix(loss=f"{loss:.4f}", src_img_per_s=f"{rate:.0f}")
     jax.block_until_ready(state)
     train_seconds += time.perf_counter() - tick
     position = FeedState(position.epoch + 1, 0)
@@ -542,7 +620,7 @@ def train_and_evaluate(config, workdir: str | Path, *, resume: bool = False) -> 
       progress.write(f"epoch {position.epoch}: " + ", ".join(
           f"{k} {v:.4f}" for k, v in evaluation_result.items()))
     if position.epoch == last_epoch or position.epoch % config.checkpoint_every_epochs == 0:
-      checkpointer.save(state, position, data_iterator=data_iterator)
+      checkpointer.save(state, position)
   progress.close()
   if data_iterator is not None:
     host_feed.close_iterator(data_iterator)
@@ -550,9 +628,10 @@ def train_and_evaluate(config, workdir: str | Path, *, resume: bool = False) -> 
   result = {
       "epochs": position.epoch,
       "steps": int(state.step),
-      "final_loss": epoch_summary.get("loss", float("nan")),
+      "final_loss": epoch_summary.get("loss"),
+      # Source images (pairs of views) per second, compilation excluded.
       "images_per_second": (timed_steps * config.batch_size / train_seconds
-                            if timed_steps else float("nan")),
+                            if timed_steps else None),
       "train_seconds": train_seconds,
       **{f"final_{k}": v for k, v in epoch_summary.items() if k != "loss"},
       **evaluation_result,
@@ -565,6 +644,31 @@ def train_and_evaluate(config, workdir: str | Path, *, resume: bool = False) -> 
                                    for k, v in random_init.items()})
   checkpointer.close()
   writer.close()
+  result = {k: _finite_or_none(v) for k, v in result.items()}
   if jax.process_index() == 0:
-    (workdir / "metrics.json").write_text(json.dumps(result, indent=2))
+    (workdir / "metrics.json").write_text(json.dumps(result, indent=2, allow_nan=False))
   return result
+
+
+def _finite_or_none(value):
+  """JSON has no NaN/inf: a non-finite float becomes None (null)."""
+  if isinstance(value, float) and not np.isfinite(value):
+    return None
+  return value
+
+
+def _already_complete(config, workdir: Path, saved_epoch: int) -> dict:
+  """What resuming a checkpoint with nothing left to train returns (see
+  `train_and_evaluate`); metrics.json is left as it is."""
+  path = workdir / "metrics.json"
+  if jax.process_index() == 0:
+    if saved_epoch >= config.epochs:
+      print(f"run already complete: {path}", flush=True)
+    else:
+      print(f"nothing to train: the checkpoint is at epoch {saved_epoch} and "
+            f"config.stop_after_epoch={config.stop_after_epoch}: {path}", flush=True)
+  try:
+    stored = json.loads(path.read_text())
+  except (OSError, ValueError):
+    stored = {}
+  return {**stored, "already_complete": True}

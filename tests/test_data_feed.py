@@ -54,18 +54,6 @@ def test_process_slices_partition_the_global_batch():
   np.testing.assert_array_equal(feed.process_slice(batch["x"]), batch["x"])
 
 
-def test_feed_state_resumes_the_same_stream():
-  steps = feed.steps_per_epoch(N, BATCH)
-  state, stream = FeedState(), []
-  for _ in range(9):
-    stream.append(np.asarray(feed.batch_indices(3, state.epoch, state.step, BATCH, N)))
-    state = feed.next_state(state, steps)
-  assert state == FeedState(1, 3)
-  saved = FeedState(*[int(v) for v in FeedState(1, 1)])  # as a checkpoint would
-  np.testing.assert_array_equal(feed.batch_indices(3, *saved, BATCH, N), stream[7])
-  assert feed.step_key(0, FeedState(0, 1)) != feed.step_key(0, FeedState(1, 0))
-
-
 def test_device_batch_gathers_this_process_rows():
   ds = load_dataset("digits")
   split = feed.to_device(ds.train)
@@ -81,12 +69,6 @@ def test_device_batch_gathers_this_process_rows():
     feed.to_device(lazy)
 
 
-def test_eval_batches_cover_once():
-  indices, mask = feed.eval_batches(10, 4)
-  assert indices.shape == (3, 4)
-  np.testing.assert_array_equal(indices[mask], np.arange(10))
-
-
 def lazy_split(n: int = 40) -> ImageArrays:
   images = np.arange(n, dtype=np.uint8)[:, None, None, None] * np.ones((1, 4, 4, 3),
                                                                       np.uint8)
@@ -94,36 +76,64 @@ def lazy_split(n: int = 40) -> ImageArrays:
                      np.arange(n, dtype=np.int32), np.arange(n, dtype=np.int32) % 4)
 
 
-def test_host_loader_batches_shuffles_and_restores_state():
-  loader = host_feed.make_loader(lazy_split(), global_batch_size=8, seed=5)
-  iterator = iter(loader)
-  first = next(iterator)
-  assert first["image"].shape == (8, 4, 4, 3) and first["image"].dtype == np.uint8
-  np.testing.assert_array_equal(first["image"][:, 0, 0, 0], first["label"])
-  np.testing.assert_array_equal(first["domain"], first["label"] % 4)
-  state = iterator.get_state()
-  expected = [next(iterator)["label"] for _ in range(6)]  # crosses an epoch
-  resumed = iter(loader)
-  resumed.set_state(state)
-  np.testing.assert_array_equal([next(resumed)["label"] for _ in range(6)], expected)
-  assert not np.array_equal(first["label"], np.arange(8))
+def loader_batches(split, num_steps, **kwargs):
+  iterator = iter(host_feed.make_loader(split, num_steps=num_steps, **kwargs))
+  batches = list(iterator)
+  host_feed.close_iterator(iterator)
+  return batches
 
 
-def test_host_loader_shards_across_processes():
-  seen = []
-  for index in range(2):
-    shard = grain.sharding.ShardOptions(shard_index=index, shard_count=2,
-                                        drop_remainder=True)
-    loader = host_feed.make_loader(lazy_split(), global_batch_size=8, seed=0,
-                                   num_epochs=1, shard_options=shard)
-    batches = list(loader)
-    assert all(b["label"].shape == (4,) for b in batches)
-    seen.append(np.concatenate([b["label"] for b in batches]))
-  assert not set(seen[0]) & set(seen[1])
-  assert len(set(seen[0]) | set(seen[1])) == 40
+def test_host_batches_are_the_device_fed_batches_without_duplicates():
+  # The reviewer's case: 10 records, batch 4 -> 2 steps per epoch, 2 dropped.
+  split = lazy_split(10)
+  batches = loader_batches(split, 6, global_batch_size=4, seed=3)
+  assert len(batches) == 6
+  for step, batch in enumerate(batches):
+    want = np.asarray(feed.batch_indices(3, step // 2, step % 2, 4, 10))
+    np.testing.assert_array_equal(batch["index"], want)
+    assert len(set(batch["index"].tolist())) == 4     # no example twice
+    assert batch["image"].shape == (4, 4, 4, 3) and batch["image"].dtype == np.uint8
+    np.testing.assert_array_equal(batch["image"][:, 0, 0, 0], batch["index"])
+    np.testing.assert_array_equal(batch["label"], batch["index"])
+    np.testing.assert_array_equal(batch["domain"], batch["index"] % 4)
+  for epoch in range(3):  # each epoch reads every example at most once
+    seen = np.concatenate([b["index"] for b in batches[2 * epoch:2 * epoch + 2]])
+    assert len(set(seen.tolist())) == 8
+  assert not np.array_equal(batches[0]["index"], batches[2]["index"])
 
 
-def test_eval_loader_is_ordered_and_complete():
-  labels = np.concatenate([b["label"] for b in host_feed.eval_loader(lazy_split(10),
-                                                                     batch_size=4)])
-  np.testing.assert_array_equal(labels, np.arange(10))
+def test_host_loader_resumes_at_a_step():
+  split = lazy_split()
+  straight = loader_batches(split, 12, global_batch_size=8, seed=5)
+  resumed = loader_batches(split, 5, global_batch_size=8, seed=5, start_step=7)
+  for want, got in zip(straight[7:], resumed, strict=True):
+    np.testing.assert_array_equal(got["index"], want["index"])
+    np.testing.assert_array_equal(got["image"], want["image"])
+  endless = iter(host_feed.make_loader(split, global_batch_size=8, seed=5))
+  for want in straight:  # the default stream has no end
+    np.testing.assert_array_equal(next(endless)["index"], want["index"])
+  host_feed.close_iterator(endless)
+
+
+def test_host_loader_splits_global_batches_over_processes():
+  split = lazy_split()
+  parts = [loader_batches(split, 7, global_batch_size=8, seed=0, process_index=p,
+                          process_count=2) for p in range(2)]
+  for step, (first, second) in enumerate(zip(*parts, strict=True)):
+    assert first["index"].shape == (4,)
+    np.testing.assert_array_equal(
+        np.concatenate([first["index"], second["index"]]),
+        feed.batch_indices(0, step // 5, step % 5, 8, 40))
+  with pytest.raises(ValueError, match="split"):
+    host_feed.make_loader(split, global_batch_size=9, seed=0, process_count=2)
+
+
+def test_host_loader_read_threads_keep_the_order():
+  split = lazy_split(16)
+  want = loader_batches(split, 4, global_batch_size=4, seed=1,
+                        read_options=grain.ReadOptions(num_threads=0))
+  got = loader_batches(split, 4, global_batch_size=4, seed=1,
+                       read_options=grain.ReadOptions(num_threads=4,
+                                                      prefetch_buffer_size=2))
+  for a, b in zip(want, got, strict=True):
+    np.testing.assert_array_equal(a["image"], b["image"])

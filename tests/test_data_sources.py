@@ -263,3 +263,19 @@ def test_prepare_errors(tmp_path):
 def test_catalog_prepare_without_tensorflow_explains(tmp_path):
   with pytest.raises(DatasetError, match=r"gca_jax\[prepare\]"):
     prepare.prepare("cifar10", data_dir=tmp_path)
+
+
+def test_digits_size_is_the_load_size_of_the_config(digits):
+  from gca_jax import configs
+  config = configs.get_config()
+  small = load_dataset("digits", image_size=config.load_size)
+  assert small.image_shape == (config.load_size, config.load_size, 3)
+  assert digits.image_shape == (local.DIGITS_IMAGE_SIZE,) * 2 + (3,)
+
+
+def test_read_split_makes_grey_records_rgb():
+  records = [{"image": np.full((4, 4, 1), i, np.uint8), "label": i} for i in range(3)]
+  split = tfds_sources.read_split(records, "grey")
+  assert split.images.shape == (3, 4, 4, 3) and split.images.dtype == np.uint8
+  np.testing.assert_array_equal(split.images[:, 0, 0], np.repeat(np.arange(3), 3).reshape(3, 3))
+  np.testing.assert_array_equal(split.labels, [0, 1, 2])

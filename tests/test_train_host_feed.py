@@ -3,9 +3,10 @@
 A tiny PACS-layout folder (2 domains x 2 classes x 10 PNGs of 40x40, crop
 32) is loaded with the in-memory limit set to 0 bytes, so its splits are
 ``LazyImages`` exactly as ImageNet-100 or full-size PACS: training, the kNN
-monitor and the linear probe must read them through grain, and a stopped and
-resumed run must read exactly the batches of an uninterrupted one (its final
-parameters are compared bitwise: same programs, same inputs, on CPU).
+monitor and the linear probe must read them through grain, the batches must
+be those of the device-fed path, and a stopped and resumed run must read
+exactly the batches of an uninterrupted one (its final parameters are
+compared bitwise: same programs, same inputs, on CPU).
 """
 
 import functools
@@ -54,8 +55,9 @@ def lazy_pacs(monkeypatch):
 
 
 def host_config(root, **overrides):
+  overrides = {"epochs": 2, **overrides}
   config = tiny_config(dataset="pacs", data_dir=str(root), load_size=32,
-                       batch_size=BATCH, epochs=2, **overrides)
+                       batch_size=BATCH, **overrides)
   return config
 
 
@@ -93,16 +95,13 @@ def test_host_fed_run_trains_and_evaluates(pacs_root, lazy_pacs, tmp_path):
 
 
 def _saved(workdir, config):
-  """(flat params, feed position, grain state) of the latest checkpoint."""
+  """(flat params, feed position) of the latest checkpoint."""
   from gca_jax import checkpointing, train
   dataset = train.load_data(config)
   checkpointer = checkpointing.Checkpointer(workdir)
-  assert checkpointer.has_data_state()
-  iterator = iter(train.make_host_loader(config, dataset.train))
-  state, feed = checkpointer.restore(train.setup(config, dataset).initial_state(config),
-                                     data_iterator=iterator)
+  state, feed = checkpointer.restore(train.setup(config, dataset).initial_state(config))
   checkpointer.close()
-  return flat(jax.device_get(state.params)), feed, json.loads(iterator.get_state())
+  return flat(jax.device_get(state.params)), feed
 
 
 def test_stop_and_resume_equals_uninterrupted_run(pacs_root, lazy_pacs, tmp_path):
@@ -115,14 +114,54 @@ def test_stop_and_resume_equals_uninterrupted_run(pacs_root, lazy_pacs, tmp_path
   resumed = train.train_and_evaluate(config, tmp_path / "resumed", resume=True)
   assert straight["steps"] == resumed["steps"] == 8
   assert straight["final_loss"] == resumed["final_loss"]  # bitwise on CPU
-  params_straight, feed, grain_straight = _saved(tmp_path / "straight", config)
-  params_resumed, _, grain_resumed = _saved(tmp_path / "resumed", config)
-  assert feed == {"epoch": 2, "step": 0}
-  # Both runs end at the same stream position: 8 batches of 8 records read.
-  assert grain_straight == grain_resumed
-  assert grain_straight["last_seen_indices"] == {"0": 8 * BATCH - 1}
+  params_straight, feed = _saved(tmp_path / "straight", config)
+  params_resumed, feed_resumed = _saved(tmp_path / "resumed", config)
+  assert feed == feed_resumed == {"epoch": 2, "step": 0}
   for name, value in params_straight.items():
     np.testing.assert_array_equal(params_resumed[name], value, err_msg=name)
+
+
+def test_host_loader_reads_the_device_fed_batches(pacs_root, lazy_pacs):
+  """Epochs of the trainer = passes of the loader: every step's batch is
+  feed.batch_indices of (seed, epoch, step), without duplicates, and a loader
+  started at a step (a resumed run) continues the same sequence."""
+  from gca_jax import train
+  from gca_jax.data import feed, host_feed
+  config = host_config(pacs_root, epochs=3)
+  split = train.load_data(config).train
+  per_epoch = feed.steps_per_epoch(len(split), BATCH)
+  iterator = iter(train.make_host_loader(config, split))
+  batches = [b["index"] for b in iterator]  # ends after config.epochs epochs
+  assert len(batches) == 3 * per_epoch
+  for step, indices in enumerate(batches):
+    np.testing.assert_array_equal(indices, feed.batch_indices(
+        config.seed, step // per_epoch, step % per_epoch, BATCH, len(split)))
+    assert len(set(indices.tolist())) == BATCH
+  for epoch in range(3):
+    seen = np.concatenate(batches[epoch * per_epoch:(epoch + 1) * per_epoch])
+    assert len(set(seen.tolist())) == len(seen)
+  resumed = iter(train.make_host_loader(config, split, 5))
+  for want in batches[5:]:
+    got = next(resumed)
+    np.testing.assert_array_equal(got["index"], want)
+    np.testing.assert_array_equal(got["image"], np.stack([split.images[i] for i in want]))
+  host_feed.close_iterator(resumed)
+
+
+def test_host_fed_training_equals_device_fed_training(pacs_root, lazy_pacs, tmp_path,
+                                                      monkeypatch):
+  from gca_jax import train
+  config = host_config(pacs_root, epochs=1)
+  host = train.train_and_evaluate(config, tmp_path / "host")
+  monkeypatch.undo()  # the same folder, now decoded into memory
+  assert train.load_data(config).train.in_memory
+  device = train.train_and_evaluate(config, tmp_path / "device")
+  np.testing.assert_allclose(host["final_loss"], device["final_loss"], rtol=1e-5)
+  params_host, _ = _saved(tmp_path / "host", config)
+  params_device, _ = _saved(tmp_path / "device", config)
+  for name, value in params_device.items():
+    np.testing.assert_allclose(params_host[name], value, rtol=1e-4, atol=1e-6,
+                               err_msg=name)
 
 
 class _State(flax.struct.PyTreeNode):
@@ -130,45 +169,25 @@ class _State(flax.struct.PyTreeNode):
   weights: jax.Array
 
 
-def test_grain_state_round_trips_through_checkpoint(pacs_root, lazy_pacs, tmp_path):
-  from gca_jax import checkpointing, train
+class _OldLoaderState:
+  """A data iterator as older host-fed runs saved (grain DataLoader state)."""
+
+  def get_state(self):
+    return json.dumps({"last_seen_indices": {"0": 47}}).encode()
+
+
+def test_checkpoints_with_an_old_loader_state_still_restore(tmp_path):
+  from gca_jax import checkpointing
   from gca_jax.data.feed import FeedState
-  config = host_config(pacs_root)
-  split = train.load_data(config).train
-  loader = train.make_host_loader(config, split)
-  iterator = iter(loader)
-  for _ in range(6):  # crosses the first pass over the 32 records
-    next(iterator)
   state = _State(step=jnp.asarray(6, jnp.int32), weights=jnp.arange(3.0))
   checkpointer = checkpointing.Checkpointer(tmp_path)
-  checkpointer.save(state, FeedState(1, 2), data_iterator=iterator)
-  saved_grain_state = iterator.get_state()
-  expected = [next(iterator) for _ in range(3)]  # the live iterator moves on
+  checkpointer.save(state, FeedState(1, 2), data_iterator=_OldLoaderState())
   checkpointer.close()
-
   checkpointer = checkpointing.Checkpointer(tmp_path)
-  restored_iterator = iter(train.make_host_loader(config, split))
-  restored, feed = checkpointer.restore(state, data_iterator=restored_iterator)
+  restored, feed = checkpointer.restore(state)  # the data item is ignored
   assert feed == {"epoch": 1, "step": 2} and int(restored.step) == 6
-  assert restored_iterator.get_state() == saved_grain_state
-  for want in expected:
-    got = next(restored_iterator)
-    np.testing.assert_array_equal(got["image"], want["image"])
-    np.testing.assert_array_equal(got["label"], want["label"])
-  # Restoring without an iterator ignores the data item (as linear_eval does).
-  _, feed = checkpointer.restore(state)
-  assert feed == {"epoch": 1, "step": 2}
+  np.testing.assert_array_equal(restored.weights, state.weights)
   checkpointer.close()
-
-  # A checkpoint without loader state cannot resume a host-fed run.
-  other = checkpointing.Checkpointer(tmp_path / "no_data")
-  other.save(state, FeedState(1, 2))
-  other.close()
-  other = checkpointing.Checkpointer(tmp_path / "no_data")
-  assert not other.has_data_state()
-  with pytest.raises(checkpointing.RunMismatchError, match="data-loader state"):
-    other.restore(state, data_iterator=iter(loader))
-  other.close()
 
 
 def test_process_eval_loader_splits_padded_global_batches():
@@ -185,3 +204,18 @@ def test_process_eval_loader_splits_padded_global_batches():
   np.testing.assert_array_equal(np.concatenate(global_batches),
                                 [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9])
   assert [host_feed.num_valid_in_batch(b, 10, 4) for b in range(3)] == [4, 4, 2]
+
+
+def test_evaluation_centre_crops_large_images():
+  """Resize 256 (host) + centre-crop 224: the border never reaches the model."""
+  from gca_jax import evaluation
+  images = np.zeros((2, 8, 8, 3), np.uint8)
+  images[:, 2:6, 2:6] = np.arange(16, dtype=np.uint8).reshape(1, 4, 4, 1) * 10
+  x = evaluation.preprocess_for_eval(images, mean=(0.0,) * 3, std=(1.0,) * 3,
+                                     image_size=4)
+  np.testing.assert_allclose(np.asarray(x), images[:, 2:6, 2:6] / 255.0, rtol=1e-6)
+  up = evaluation.preprocess_for_eval(images[:, :2, :2], mean=(0.0,) * 3,
+                                      std=(1.0,) * 3, image_size=4)
+  assert up.shape == (2, 4, 4, 3)  # smaller images are resized up
+  assert evaluation.eval_batch_size(512, 3) == 510
+  assert evaluation.eval_batch_size(2, 4) == 4

@@ -45,6 +45,26 @@ def test_stop_and_resume_equals_uninterrupted_run(tmp_path):
                              resume=True)
 
 
+def _strict_json(path):
+  def reject(constant):
+    raise ValueError(f"{constant} is not JSON")
+  return json.loads(path.read_text(), parse_constant=reject)
+
+
+def test_resuming_a_finished_run_keeps_its_results(tmp_path, capsys):
+  from gca_jax import train
+  config = tiny_config(epochs=1, eval_every_epochs=1)
+  first = train.train_and_evaluate(config, tmp_path)
+  metrics_json = (tmp_path / "metrics.json").read_text()
+  assert _strict_json(tmp_path / "metrics.json")["knn_acc"] == first["knn_acc"]
+  capsys.readouterr()
+  again = train.train_and_evaluate(config, tmp_path, resume=True)
+  assert capsys.readouterr().out.strip() == (
+      f"run already complete: {tmp_path / 'metrics.json'}")
+  assert (tmp_path / "metrics.json").read_text() == metrics_json
+  assert again["already_complete"] and again["knn_acc"] == first["knn_acc"]
+
+
 def _pretrain(workdir, *extra):
   return [sys.executable, "-m", "gca_jax.pretrain", f"--workdir={workdir}",
           "--config.load_size=8", "--config.model.width=4",

@@ -14,9 +14,15 @@ from gca_jax.data.base import DatasetError
 def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
   """Resizes the shorter side to ``size`` (bicubic) and crops the centre square.
 
-  This is the usual "resize 256, centre crop" evaluation transform, used here
-  as the host stage for large images: it gives every image one fixed shape so
-  batches can be stacked, and leaves random cropping to the device.
+  This is the host stage for large images: it gives every image one fixed
+  shape so batches can be stacked, and leaves random cropping to the device
+  (for evaluation, `gca_jax.evaluation.preprocess_for_eval` then centre-crops
+  ``image_size``, e.g. 224 of 256: the standard evaluation transform).
+
+  Known difference from SimCLR: only the central square is kept, also for
+  training, so the device's RandomResizedCrop draws its crops from that
+  square and never sees the sides of a non-square image (a quarter of a 4:3
+  photo). SimCLR crops from the whole image.
   """
   width, height = image.size
   scale = size / min(width, height)
@@ -53,8 +59,8 @@ def decode_all(decode_one, count: int, image_shape, *, threads: int | None = Non
                ) -> np.ndarray:
   """Stacks ``decode_one(i)`` for ``i < count`` into a uint8 array.
 
-  Pillow releases the GIL while decoding, so a thread pool gives a near-linear
-  speed-up; order is preserved.
+  Pillow releases the GIL while decoding, so a thread pool (``threads``,
+  default up to 8) gives a near-linear speed-up; order is preserved.
   """
   from concurrent.futures import ThreadPoolExecutor  # pylint: disable=g-import-not-at-top
   out = np.empty((count, *image_shape), np.uint8)
@@ -63,6 +69,6 @@ def decode_all(decode_one, count: int, image_shape, *, threads: int | None = Non
     out[i] = decode_one(i)
 
   with ThreadPoolExecutor(threads or min(8, os.cpu_count() or 1)) as pool:
-    for _ in pool.map(fill, range(count), chunksize=256):
+    for _ in pool.map(fill, range(count)):
       pass
   return out

@@ -1,10 +1,15 @@
-"""Device-resident feeding: shuffle, batch and slice inside jit.
+"""Device-resident feeding: shuffle and batch inside jit.
 
-For 32x32 datasets the whole uint8 split lives on the device (CIFAR-10 train
-is 150 MB) and a batch is a gather by indices computed from ``(seed, epoch,
-step)``: no host work per image, exact resumption from a ``FeedState``, and
-the same global order on every host, of which each process takes its own
-rows (``process_slice``).
+For small-image datasets (CIFAR, digits) the whole uint8 split lives on the
+device (CIFAR-10 train is 150 MB) and a batch is a gather by indices computed
+from ``(seed, epoch, step)`` (`batch_indices`): no host work per image, and
+exact resumption from the step. `gca_jax.train` gathers the global batch of
+``state.step`` from the replicated split inside its jitted step, identically
+on every process, and the step shards the work over the devices; the host
+feed (`gca_jax.data.host_feed`) reads the same indices for large images.
+
+`to_device`/`device_batch` (with `process_slice` for one process's rows) are
+the standalone form of the gather, used by the input-pipeline benchmark.
 """
 
 from __future__ import annotations
@@ -22,8 +27,8 @@ from gca_jax.data.base import ImageArrays
 class FeedState(NamedTuple):
   """Position in the stream: the next batch is ``step`` of ``epoch``.
 
-  Two ints, so a checkpoint can save it as is and restoring it resumes the
-  exact batch sequence.
+  Two ints that a checkpoint saves alongside the train state (whose global
+  step ``epoch * steps_per_epoch + step`` alone fixes the batch sequence).
   """
 
   epoch: int = 0
@@ -39,14 +44,6 @@ def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
     raise ValueError(f"global_batch_size={global_batch_size} exceeds the "
                      f"{num_examples} examples of the split; lower it.")
   return steps
-
-
-def next_state(state: FeedState, num_steps_per_epoch: int) -> FeedState:
-  """The ``FeedState`` after ``state``, rolling over to the next epoch."""
-  step = state.step + 1
-  if step >= num_steps_per_epoch:
-    return FeedState(state.epoch + 1, 0)
-  return FeedState(state.epoch, step)
 
 
 def epoch_permutation(seed, epoch, num_examples: int) -> jax.Array:
@@ -88,19 +85,6 @@ def process_slice(global_batch, process_index: int | None = None,
   return jax.tree.map(take, global_batch)
 
 
-def step_key(seed, state: FeedState, process_index: int | None = None) -> jax.Array:
-  """The augmentation key of one step on one process.
-
-  Distinct for every (epoch, step, process) and independent of the shuffling
-  key stream, so resuming from a ``FeedState`` reproduces the same views.
-  """
-  index = jax.process_index() if process_index is None else process_index
-  key = jax.random.fold_in(jax.random.key(seed), 0x5EED)
-  for value in (state.epoch, state.step, index):
-    key = jax.random.fold_in(key, value)
-  return key
-
-
 class DeviceSplit(NamedTuple):
   """A split held on the device: uint8 images, int32 labels (and domains)."""
 
@@ -134,15 +118,3 @@ def device_batch(split: DeviceSplit, seed, epoch, step, *, global_batch_size: in
   indices = process_slice(indices, process_index, process_count)
   return jax.tree.map(lambda x: None if x is None else x[indices], split)
 
-
-def eval_batches(num_examples: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-  """Fixed-shape evaluation batches covering every example once.
-
-  Returns ``indices`` (num_batches, batch_size) int32, padding the last batch
-  by repeating index 0, and a boolean ``mask`` that is False on the padding.
-  """
-  num_batches = -(-num_examples // batch_size)
-  flat = np.arange(num_batches * batch_size)
-  mask = flat < num_examples
-  indices = np.where(mask, flat, 0).astype(np.int32)
-  return indices.reshape(num_batches, batch_size), mask.reshape(num_batches, batch_size)

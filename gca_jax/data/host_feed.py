@@ -1,10 +1,23 @@
 """Host feeding with grain for large-image datasets (ImageNet-100, PACS).
 
-Images that do not fit on the device are decoded and resized on the host
-(the split's ``LazyImages``), batched as uint8 by a ``grain.DataLoader`` and
-augmented on the device by ``augment.two_views``. The loader shuffles per
-epoch with a seed, gives each JAX process its shard, and its iterator state
-(``get_state``/``set_state``) can be saved in a checkpoint.
+Images that do not fit on the device are decoded on the host (the split's
+``LazyImages``: decoded, resized and centre-cropped to a square by
+`gca_jax.data.decode.resize_center_crop`), batched as uint8 and augmented on
+the device by ``augment.two_views``.
+
+`make_loader` builds training batches from exactly the indices of the
+device-fed path, `gca_jax.data.feed.batch_indices(seed, epoch, step, ...)`:
+every epoch is a fresh permutation of the split cut into full global batches
+(the remainder is dropped), so a batch never holds an example twice and an
+epoch reads each example at most once. A loader is a ``grain.MapDataset``
+over global step numbers whose element is this process's rows of that step's
+batch, so the data position is just the training step: a resumed run builds
+the loader at its restored step and reads the same batches as an
+uninterrupted one (no iterator state to checkpoint).
+
+Known difference from SimCLR: the host keeps only the central square of each
+image (``resize_center_crop``), so the device's RandomResizedCrop samples its
+crops from that square and never sees the sides of, e.g., a 4:3 photo.
 
 `gca_jax.train` uses `make_loader` for the train split of such datasets
 (each process's uint8 rows become one batch-sharded global array with
@@ -14,10 +27,15 @@ kNN monitor and the linear probe.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import threading
+
+import grain
 import jax
 import numpy as np
-import grain
 
+from gca_jax.data import feed
 from gca_jax.data.base import ImageArrays
 
 
@@ -30,76 +48,109 @@ def _allow_worker_processes(worker_count: int) -> None:
       flags.FLAGS.mark_as_parsed()
 
 
-class SplitSource:
-  """A grain random-access source over an ``ImageArrays`` split.
+def default_read_options() -> grain.ReadOptions:
+  """Reader threads (each decodes whole batches) and a buffer of as many
+  batches again: up to ``2 * num_threads`` decoded batches are held."""
+  threads = max(1, min(8, os.cpu_count() or 1))
+  return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads)
 
-  Record ``i`` is ``{"image": uint8 (H, W, C), "label": int32}`` plus
-  ``"domain"`` when the split has domains; reading a lazy split decodes the
-  image here, i.e. in grain's worker (or the main process when
-  ``worker_count=0``).
+
+class _StepBatch:
+  """``step -> this process's rows of global batch `step``` (a grain map).
+
+  Global step ``s`` is step ``s % steps_per_epoch`` of epoch
+  ``s // steps_per_epoch``; its examples are `feed.batch_indices` of that
+  position, of which process ``p`` of ``P`` takes the contiguous rows
+  ``[p * B / P, (p + 1) * B / P)``. The epoch permutations are computed once
+  (with JAX, as on the device) and cached for the reader threads.
   """
 
-  def __init__(self, split: ImageArrays):
+  def __init__(self, split: ImageArrays, *, seed: int, global_batch_size: int,
+               process_index: int, process_count: int):
     self._split = split
+    self._seed = seed
+    self._global_batch_size = global_batch_size
+    self._local_batch_size = global_batch_size // process_count
+    self._offset = process_index * self._local_batch_size
+    self.steps_per_epoch = feed.steps_per_epoch(len(split), global_batch_size)
+    self._lock = threading.Lock()
+    self._orders: dict[int, np.ndarray] = {}
 
-  def __len__(self) -> int:
-    return len(self._split)
+  def __getstate__(self):  # grain worker processes receive a pickled copy
+    state = dict(self.__dict__)
+    del state["_lock"], state["_orders"]
+    return state
 
-  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-    index = int(index)
-    record = {"image": np.asarray(self._split.images[index], np.uint8),
-              "label": np.int32(self._split.labels[index])}
-    if self._split.domains is not None:
-      record["domain"] = np.int32(self._split.domains[index])
-    return record
+  def __setstate__(self, state):
+    self.__dict__.update(state, _lock=threading.Lock(), _orders={})
 
-  def __repr__(self) -> str:
-    return f"SplitSource(num_records={len(self)})"
+  def _order(self, epoch: int) -> np.ndarray:
+    with self._lock:
+      order = self._orders.get(epoch)
+      if order is None:
+        if multiprocessing.parent_process() is not None:
+          # A grain worker process: compute on the CPU, not the accelerator.
+          jax.config.update("jax_platforms", "cpu")
+        order = np.asarray(feed.epoch_permutation(self._seed, epoch, len(self._split)))
+        for old in sorted(self._orders)[:-2]:  # the stream crosses epochs in order
+          del self._orders[old]
+        self._orders[epoch] = order
+      return order
+
+  def indices(self, step: int) -> np.ndarray:
+    """Example indices of this process's rows of global step ``step``."""
+    epoch, step_in_epoch = divmod(int(step), self.steps_per_epoch)
+    start = step_in_epoch * self._global_batch_size + self._offset
+    return self._order(epoch)[start:start + self._local_batch_size]
+
+  def __call__(self, step: int) -> dict[str, np.ndarray]:
+    indices = self.indices(step)
+    split = self._split
+    batch = {"image": np.stack([np.asarray(split.images[i], np.uint8) for i in indices]),
+             "label": np.asarray(split.labels, np.int32)[indices],
+             "index": indices.astype(np.int32)}
+    if split.domains is not None:
+      batch["domain"] = np.asarray(split.domains, np.int32)[indices]
+    return batch
 
 
 def make_loader(split: ImageArrays, *, global_batch_size: int, seed: int,
-                num_epochs: int | None = None, shuffle: bool = True,
+                start_step: int = 0, num_steps: int | None = None,
+                process_index: int | None = None, process_count: int | None = None,
                 worker_count: int = 0,
-                shard_options: grain.sharding.ShardOptions | None = None,
-                read_options: grain.ReadOptions | None = None
-                ) -> grain.DataLoader:
-  """A grain loader of this process's uint8 batches of ``split``.
+                read_options: grain.ReadOptions | None = None) -> grain.IterDataset:
+  """This process's uint8 training batches of ``split`` from global step
+  ``start_step`` on (``num_steps`` of them; None: endless).
 
-  Each process gets ``global_batch_size / process_count`` examples per batch
-  from its shard (``ShardByJaxProcess`` unless ``shard_options`` is given);
-  the remainder of an epoch is dropped. ``worker_count=0`` decodes in the
-  calling thread (safe default; multi-process workers need a ``__main__``
-  guard and should be drained before exit). ``read_options`` sets grain's
-  reading threads and prefetch buffer (default: 16 threads, 500 records).
+  Batch ``s`` is ``{"image": uint8 (B / P, H, W, C), "label", "index"
+  (int32 example indices), "domain" (if the split has domains)}``, the rows
+  of process ``p`` of ``P`` (default ``jax.process_index()`` of
+  ``jax.process_count()``) of the global batch
+  ``feed.batch_indices(seed, s // S, s % S, B, len(split))``, ``S`` the full
+  batches per epoch (the remainder of every epoch is dropped; the next epoch
+  is another permutation) -- the batches of the device-fed path.
+
+  Decoding runs in grain's reader threads (``read_options``, default
+  `default_read_options`), a whole batch per thread, ahead of the consumer;
+  ``worker_count > 0`` moves the pipeline into that many worker processes
+  (they need a ``__main__`` guard). Close an iterator that is no longer read
+  with `close_iterator`.
   """
-  _allow_worker_processes(worker_count)
-  shard_options = shard_options or grain.sharding.ShardByJaxProcess(
-      drop_remainder=True)
-  if global_batch_size % shard_options.shard_count:
+  index = jax.process_index() if process_index is None else process_index
+  count = jax.process_count() if process_count is None else process_count
+  if global_batch_size % count:
     raise ValueError(f"global_batch_size={global_batch_size} does not split "
-                     f"over {shard_options.shard_count} processes.")
-  sampler = grain.samplers.IndexSampler(
-      num_records=len(split), shard_options=shard_options, shuffle=shuffle,
-      num_epochs=num_epochs, seed=seed)
-  batch = grain.transforms.Batch(
-      batch_size=global_batch_size // shard_options.shard_count,
-      drop_remainder=True)
-  return grain.DataLoader(data_source=SplitSource(split), sampler=sampler,
-                          operations=[batch], worker_count=worker_count,
-                          read_options=read_options)
-
-
-def eval_loader(split: ImageArrays, *, batch_size: int) -> grain.DataLoader:
-  """One ordered pass over ``split`` in this process (no shuffling, no sharding).
-
-  The last batch may be smaller.
-  """
-  sampler = grain.samplers.IndexSampler(
-      num_records=len(split), shard_options=grain.sharding.NoSharding(),
-      shuffle=False, num_epochs=1)
-  return grain.DataLoader(
-      data_source=SplitSource(split), sampler=sampler,
-      operations=[grain.transforms.Batch(batch_size=batch_size)], worker_count=0)
+                     f"over {count} processes.")
+  batches = _StepBatch(split, seed=seed, global_batch_size=global_batch_size,
+                       process_index=index, process_count=count)
+  stop = (np.iinfo(np.int64).max if num_steps is None
+          else start_step + max(0, num_steps))
+  dataset = grain.MapDataset.range(start_step, stop).map(batches)
+  dataset = dataset.to_iter_dataset(read_options or default_read_options())
+  if worker_count:
+    _allow_worker_processes(worker_count)
+    dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+  return dataset
 
 
 class _ProcessEvalSource:
@@ -196,7 +247,3 @@ def close_iterator(iterator) -> None:
   if close is not None:
     close()
 
-
-def to_device(batch: dict[str, np.ndarray], device_or_sharding=None) -> dict:
-  """Moves a host batch to the device, ready for ``augment.two_views``."""
-  return jax.device_put(batch, device_or_sharding)

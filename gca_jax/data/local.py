@@ -14,8 +14,9 @@ from gca_jax.data.base import (Dataset, DatasetError, ImageArrays, LazyImages,
                                as_rgb_uint8, channel_stats)
 
 DIGITS_IMAGE_SIZE = 32
-"""Side of the embedded digits images: 8x8 upscaled to CIFAR's 32x32, so the
-default dataset exercises exactly the CIFAR pipeline (crops, model strides)."""
+"""Default side of the digits images when no size is asked for: the 8x8
+scans upscaled to CIFAR's 32x32. `load_dataset` passes a config's
+``load_size`` instead when set (the default config uses 16 for speed)."""
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 PACS_DOMAINS = ("photo", "art_painting", "cartoon", "sketch")
@@ -51,8 +52,10 @@ def load_digits(*, split_seed: int = 0, image_size: int = DIGITS_IMAGE_SIZE,
   """scikit-learn's bundled digits (1797 real 8x8 scans) as a small RGB dataset.
 
   Ships with scikit-learn, so the default job needs no download. Pixel values
-  0..16 are scaled to 0..255, each image is upscaled bilinearly to
-  ``image_size`` (32 by default) and replicated to 3 channels, and a
+  0..16 are scaled to 0..255, each image is resized bilinearly to
+  ``image_size`` (``DIGITS_IMAGE_SIZE`` = 32 by default; training configs
+  pass their ``load_size``, 16 in the default config) and replicated to 3
+  channels, and a
   stratified ``test_fraction`` split is drawn with ``split_seed`` (1437 train /
   360 test by default). ``mean``/``std`` come from the train split.
   """

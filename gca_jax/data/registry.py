@@ -17,7 +17,8 @@ def load_dataset(name: str = DEFAULT_DATASET, *, data_dir: str | os.PathLike | N
   """Loads a dataset by name; the result's splits are uint8 NHWC + int32 labels.
 
   Names:
-    "digits"            scikit-learn's bundled digits, 32x32 RGB (offline).
+    "digits"            scikit-learn's bundled digits (8x8 scans) resized to
+                        ``image_size`` (default 32x32) RGB, offline.
     "cifar10", "cifar100", "svhn_cropped"
                         tfds catalog, read from prepared array_record files
                         in ``data_dir`` (prepare with gca_jax.data.prepare).
@@ -27,9 +28,13 @@ def load_dataset(name: str = DEFAULT_DATASET, *, data_dir: str | os.PathLike | N
     "npz:<path>", "<path>.npz", "<folder>"   local arrays or image folders.
 
   ``split_seed`` fixes the train/test split of sources without an official
-  one (digits, PACS, folders without train/test). ``image_size`` is the
-  host-side square size of large-image sources (PACS, ImageNet-100,
-  folders). Failures raise ``DatasetError`` with what to do.
+  one (digits, PACS, folders without train/test). ``image_size`` (a
+  config's ``load_size``) is the host-side square size of digits and of
+  large-image sources (PACS, ImageNet-100, folders); None keeps each
+  source's default (digits 32, PACS 224, ImageNet-100 256, folders the
+  shorter side of their first image); the tfds catalog sources ignore it
+  and keep their native size. Failures raise ``DatasetError`` with what to
+  do.
   """
   base = name.partition("/")[0]
   if name == "digits":

@@ -16,7 +16,7 @@ import numpy as np
 
 from gca_jax.data import decode
 from gca_jax.data.base import (Dataset, DatasetError, ImageArrays, LazyImages,
-                               empty_split)
+                               as_rgb_uint8, empty_split)
 from gca_jax.data.local import IMAGENET_MEAN, IMAGENET_STD
 
 IMAGENET100_IMAGE_SIZE = 256
@@ -106,9 +106,7 @@ def read_split(source, name: str) -> ImageArrays:
     return image
 
   images = decode.decode_all(decode_one, count, first.shape, threads=1)
-  if images.shape[-1] == 1:
-    images = np.repeat(images, 3, axis=-1)
-  return ImageArrays(images, labels)
+  return ImageArrays(as_rgb_uint8(images), labels)
 
 
 def _tfds():

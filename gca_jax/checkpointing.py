@@ -3,9 +3,8 @@
 A checkpoint holds the whole `TrainState` (params, optimiser state, batch
 statistics, BYOL's EMA target, the RNG key and the step) plus the data
 position (`FeedState`) as JSON, so a resumed run continues exactly where the
-saved one stopped. Runs fed from the host (`gca_jax.data.host_feed`) also
-save their grain iterator's state (item ``data``: one JSON file per process,
-grain's orbax handler), so a resumed run reads exactly the same batches.
+saved one stopped. Host-fed runs need nothing more: their batches are a
+function of the step (`gca_jax.data.host_feed.make_loader`).
 
 Orbax's `CheckpointManager` writes each step into a temporary directory and
 renames it when complete; a process killed mid-save leaves only that
@@ -27,12 +26,10 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
-from grain import checkpoint as grain_checkpoint  # registers grain's orbax handler
 
 from gca_jax.configs import RUN_CONTROL_FIELDS
 
 CONFIG_FILE = "config.json"
-DATA_ITEM = "data"
 
 
 class RunMismatchError(RuntimeError):
@@ -87,30 +84,8 @@ def write_config_json(workdir: str | Path, config) -> None:
         json.dumps(config_to_json(config), indent=2))
 
 
-class _IteratorState:
-  """A grain iterator's state captured when a save is requested.
-
-  Orbax may write items after `save` returns; the snapshot keeps the saved
-  position from moving with the live iterator. On restore it receives the
-  state (grain's handler calls ``set_state`` and ``start_prefetch``).
-  """
-
-  def __init__(self, state: bytes | None = None):
-    self.state = state
-
-  def get_state(self) -> bytes:
-    return self.state
-
-  def set_state(self, state: bytes) -> None:
-    self.state = state
-
-  def start_prefetch(self) -> None:
-    pass
-
-
 class Checkpointer:
-  """Saves and restores (TrainState, FeedState[, data iterator state]) under
-  ``workdir/checkpoints``."""
+  """Saves and restores (TrainState, FeedState) under ``workdir/checkpoints``."""
 
   def __init__(self, workdir: str | Path, *, max_to_keep: int = 2,
                create: bool = True):
@@ -120,29 +95,20 @@ class Checkpointer:
     self._manager = ocp.CheckpointManager(
         self._directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create),
-        item_names=("state", "feed", DATA_ITEM))
+        item_names=("state", "feed"))
 
   def latest_step(self) -> int | None:
     """Step of the newest complete checkpoint, or None."""
     return self._manager.latest_step()
 
-  def save(self, state, feed, data_iterator=None) -> None:
-    """Saves ``state`` and the ``feed`` position at ``state.step``.
-
-    ``data_iterator``: a grain iterator (``get_state() -> bytes``, e.g. of
-    `gca_jax.data.host_feed.make_loader`) whose current state is saved too;
-    every process saves its own.
-    """
+  def save(self, state, feed) -> None:
+    """Saves ``state`` and the ``feed`` position at ``state.step``."""
     step = int(jax.device_get(state.step))
     if jax.process_index() == 0:
       self._directory.mkdir(parents=True, exist_ok=True)
-    items = dict(
+    self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
-        feed=ocp.args.JsonSave({"epoch": int(feed.epoch), "step": int(feed.step)}))
-    if data_iterator is not None:
-      items[DATA_ITEM] = grain_checkpoint.CheckpointSave(
-          _IteratorState(data_iterator.get_state()))
-    self._manager.save(step, args=ocp.args.Composite(**items))
+        feed=ocp.args.JsonSave({"epoch": int(feed.epoch), "step": int(feed.step)})))
 
   def read_feed(self, step: int | None = None) -> dict:
     """The saved data position (``{"epoch", "step"}``) of ``step`` (default:
@@ -151,39 +117,16 @@ class Checkpointer:
     return self._manager.restore(
         step, args=ocp.args.Composite(feed=ocp.args.JsonRestore())).feed
 
-  def has_data_state(self, step: int | None = None) -> bool:
-    """Whether checkpoint ``step`` (default: latest) holds a data-iterator state."""
-    step = self.latest_step() if step is None else step
-    return step is not None and (self._directory / str(step) / DATA_ITEM).is_dir()
-
-  def restore(self, abstract_state, step: int | None = None, *,
-              data_iterator=None) -> tuple[Any, dict]:
+  def restore(self, abstract_state, step: int | None = None) -> tuple[Any, dict]:
     """(state, feed dict) of ``step`` (default: latest).
 
     ``abstract_state`` gives the tree structure, shapes, dtypes and shardings
-    (e.g. a freshly initialised state). A ``data_iterator`` (see `save`) is
-    set to the saved state of this process; RunMismatchError if the
-    checkpoint has none.
+    (e.g. a freshly initialised state).
     """
     step = self.latest_step() if step is None else step
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
-    items = dict(state=ocp.args.StandardRestore(abstract), feed=ocp.args.JsonRestore())
-    received = _IteratorState()
-    if data_iterator is not None:
-      if not self.has_data_state(step):
-        raise RunMismatchError(
-            f"checkpoint {step} in {self._directory} holds no data-loader state "
-            "(it was written by a run fed from device memory); use a new --workdir")
-      items[DATA_ITEM] = grain_checkpoint.CheckpointRestore(received)
-    if data_iterator is None:
-      restored = self._manager.restore(step, args=ocp.args.Composite(**items))
-      return restored.state, restored.feed
-    try:  # grain raises ValueError for another process or worker count
-      restored = self._manager.restore(step, args=ocp.args.Composite(**items))
-      data_iterator.set_state(received.state)
-    except ValueError as e:
-      raise RunMismatchError(f"cannot restore the data-loader state of checkpoint "
-                             f"{step}: {' '.join(str(e).split())}") from e
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), feed=ocp.args.JsonRestore()))
     return restored.state, restored.feed
 
   def close(self) -> None:

@@ -31,9 +31,10 @@ each process's rows of the global batch, they become one uint8 array
 sharded along the batch axis, and the same jitted step
 (`StepFunctions.on_images`) augments both views on the device and trains
 (``on_split`` differs only in gathering that batch from device memory).
-The loader's iterator state is checkpointed with the rest, so ``--resume``
-continues with exactly the batches the interrupted run would have read; the
-kNN monitor and the linear probe embed such splits batch by batch from a
+Its batches are those of the device-fed path (the same per-epoch
+permutation, `gca_jax.data.feed.batch_indices`), so the data position is the
+step and ``--resume`` reads exactly the batches the interrupted run would
+have read; the kNN monitor and the linear probe embed such splits batch by batch from a
 host loader too.
 """
 

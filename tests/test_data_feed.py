@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gca_jax.data import FeedState, feed, host_feed, load_dataset
+from gca_jax.data import feed, host_feed, load_dataset
 from gca_jax.data.base import ImageArrays, LazyImages
 
 N, BATCH = 103, 16

@@ -12,9 +12,7 @@ compared bitwise: same programs, same inputs, on CPU).
 import functools
 import json
 
-import flax
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -162,32 +160,6 @@ def test_host_fed_training_equals_device_fed_training(pacs_root, lazy_pacs, tmp_
   for name, value in params_device.items():
     np.testing.assert_allclose(params_host[name], value, rtol=1e-4, atol=1e-6,
                                err_msg=name)
-
-
-class _State(flax.struct.PyTreeNode):
-  step: jax.Array
-  weights: jax.Array
-
-
-class _OldLoaderState:
-  """A data iterator as older host-fed runs saved (grain DataLoader state)."""
-
-  def get_state(self):
-    return json.dumps({"last_seen_indices": {"0": 47}}).encode()
-
-
-def test_checkpoints_with_an_old_loader_state_still_restore(tmp_path):
-  from gca_jax import checkpointing
-  from gca_jax.data.feed import FeedState
-  state = _State(step=jnp.asarray(6, jnp.int32), weights=jnp.arange(3.0))
-  checkpointer = checkpointing.Checkpointer(tmp_path)
-  checkpointer.save(state, FeedState(1, 2), data_iterator=_OldLoaderState())
-  checkpointer.close()
-  checkpointer = checkpointing.Checkpointer(tmp_path)
-  restored, feed = checkpointer.restore(state)  # the data item is ignored
-  assert feed == {"epoch": 1, "step": 2} and int(restored.step) == 6
-  np.testing.assert_array_equal(restored.weights, state.weights)
-  checkpointer.close()
 
 
 def test_process_eval_loader_splits_padded_global_batches():

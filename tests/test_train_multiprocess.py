@@ -11,7 +11,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 from test_train_step import ATOL, RTOL, REPO, max_violation, one_step, pretrain_env, random_images, tiny_config
 

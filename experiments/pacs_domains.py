@@ -23,17 +23,16 @@ checkpoints (interrupted runs resume) and a ``metrics.json`` holding
 saved as ``<root>/pacs_domains.png``. ``python -m experiments.report``
 tabulates the runs.
 
-Note: `gca_jax.train` feeds a loss only the two views' embeddings, so a
-target that depends on the batch's domains needs its own step; this script
-builds it from `gca_jax.train.train_step` with the batch's domains passed to
-the loss (global loss scope: the plan spans the whole global batch).
+Each run is an ordinary `gca_jax.train.train_and_evaluate` run with
+``config.target = "domain"`` and ``config.target_alpha`` / ``target_beta``
+(the trainer builds the target of every global batch from its examples'
+domains); ``python -m gca_jax.pretrain --config=experiments/configs/pacs.py
+--config.target=domain --config.target_alpha=0.5`` trains the same thing.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
-import time
 from pathlib import Path
 
 try:
@@ -65,116 +64,37 @@ def synthetic_domain_dataset(dataset, *, seed: int = 0):
                           name=f"{dataset.name}-domains", domain_names=SMOKE_DOMAINS)
 
 
-def make_domain_step(config, setup, dataset, alpha: float, beta: float):
-  """jitted ``step(state, train_images, train_domains) -> (state, metrics)``.
-
-  As `gca_jax.train.make_train_step`'s ``on_split``, with the loss given the
-  domain target of the batch being trained on.
-  """
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from jax.sharding import PartitionSpec as P  # pylint: disable=g-import-not-at-top
-  from gca_jax import losses, train  # pylint: disable=g-import-not-at-top
-  from gca_jax.data import augment, feed  # pylint: disable=g-import-not-at-top
-
-  loss = losses.get(config.loss)
-  params = dict(config.loss_params)
-
-  def step(state, views1, views2, domains):
-    target = losses.domain_target(domains, alpha, beta)
-
-    def loss_fn(z1, z2):
-      value, aux = loss(z1, z2, target=target, return_aux=True, **params)
-      return value, train.scalar_diagnostics(aux)
-
-    return train.train_step(state, views1, views2, model=setup.model, target_model=None,
-                            tx=setup.tx, schedule=setup.schedule, loss_fn=loss_fn,
-                            config=config)
-
-  data = P(train.DATA_AXIS)
-  sharded = jax.shard_map(step, mesh=setup.mesh, in_specs=(P(), data, data, P()),
-                          out_specs=(P(), P()), check_vma=False)
-
-  @functools.partial(jax.jit, donate_argnums=0)
-  def on_split(state, train_images, train_domains):
-    epoch, step_in_epoch = jnp.divmod(state.step, setup.steps_per_epoch)
-    indices = feed.batch_indices(config.seed, epoch, step_in_epoch, config.batch_size,
-                                 train_images.shape[0])
-    key = jax.random.fold_in(state.rng, state.step)
-    views = augment.two_views(key, train_images[indices], policy=config.augmentation,
-                              mean=dataset.mean, std=dataset.std,
-                              out_size=config.image_size)
-    return sharded(state, *views, train_domains[indices])
-
-  return on_split
-
-
 def train_with_domain_target(config, dataset, workdir: Path) -> dict:
-  """Pre-trains with the domain target of ``config.domain_target``, then fits
-  the class and domain probes; writes and returns ``metrics.json``."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
-  from gca_jax import checkpointing, evaluation, train  # pylint: disable=g-import-not-at-top
-  from gca_jax.data import FeedState  # pylint: disable=g-import-not-at-top
+  """Pre-trains ``config`` (``config.target="domain"``) on ``dataset`` with
+  the trainer (`gca_jax.train.train_and_evaluate`; an interrupted run
+  resumes from its checkpoint), then fits the domain probe on the frozen
+  features (the class probe is the trainer's ``linear_probe_acc``); writes
+  and returns ``metrics.json``."""
+  from gca_jax import checkpointing, train  # pylint: disable=g-import-not-at-top
 
-  if config.loss_scope != "global":
-    raise SystemExit("error: the domain target spans the global batch; use "
-                     "loss_scope=global")
-  if not dataset.train.in_memory:
-    raise SystemExit(f"error: the train split of {config.dataset} is decoded lazily "
-                     "(too large for device memory); this script feeds from the device: "
-                     "lower --override load_size=... (the config's 96 fits)")
-  checkpointing.check_run_identity(workdir, config)
-  setup = train.setup(config, dataset)
-  step = make_domain_step(config, setup, dataset, config.domain_target.alpha,
-                          config.domain_target.beta)
-  checkpointer = checkpointing.Checkpointer(workdir, max_to_keep=config.max_checkpoints)
-  state, epoch = setup.initial_state(config), 0
-  if checkpointer.latest_step() is not None:
-    state, position = checkpointer.restore(state)
-    epoch = position["epoch"]
-    common.log(f"resuming from epoch {epoch}")
-  replicated = NamedSharding(setup.mesh, P())
-  images = evaluation.global_array(dataset.train.images, replicated)
-  domains = evaluation.global_array(dataset.train.domains, replicated)
-  seconds, timed_steps, losses_of_epoch = 0.0, 0, []
-  while epoch < config.epochs:
-    tick, losses_of_epoch = time.perf_counter(), []
-    for i in range(setup.steps_per_epoch):
-      state, metrics = step(state, images, domains)
-      losses_of_epoch.append(metrics["loss"])
-      if i == 0 and timed_steps == 0:  # leave compilation out of the throughput
-        jax.block_until_ready(metrics)
-        tick = time.perf_counter()
-      else:
-        timed_steps += 1
-    jax.block_until_ready(state)
-    seconds += time.perf_counter() - tick
-    epoch += 1
-    if epoch == config.epochs or epoch % config.checkpoint_every_epochs == 0:
-      checkpointer.save(state, FeedState(epoch, 0))
-  checkpointer.close()
-
-  encoder = common.Encoder(config, dataset, setup, train.variables_of(state))
-  train_features = encoder.features(dataset.train.images)
-  test_features = encoder.features(dataset.test.images)
-  num_domains = len(dataset.domain_names)
-  result = {
-      "epochs": epoch,
-      "final_loss": float(np.mean(jax.device_get(losses_of_epoch))) if losses_of_epoch
-      else float("nan"),
-      "images_per_second": timed_steps * config.batch_size / seconds if timed_steps
-      else float("nan"),
-      "linear_probe_acc": common.probe_accuracy(
-          encoder, train_features, dataset.train.labels, test_features,
-          dataset.test.labels, dataset.num_classes),
-      DOMAIN_METRIC: common.probe_accuracy(
-          encoder, train_features, dataset.train.domains, test_features,
-          dataset.test.domains, num_domains),
-  }
-  common.write_json(Path(workdir) / common.METRICS, result)
-  return result
+  workdir = Path(workdir)
+  try:
+    metrics = train.train_and_evaluate(config, workdir, dataset=dataset,
+                                       resume=common.has_checkpoint(workdir))
+    _, _, setup, state = train.load_trained(workdir, dataset=dataset)
+  except (train.ConfigError, checkpointing.RunMismatchError) as e:
+    raise SystemExit(f"error: {e}") from None
+  metrics.pop("already_complete", None)
+  variables = train.variables_of(state)
+  encoder = common.Encoder(config, dataset, setup, variables)
+  train_features, _ = train.embed_images(config, encoder.embed_fn, variables,
+                                         dataset.train, setup.mesh)
+  test_features, _ = train.embed_images(config, encoder.embed_fn, variables,
+                                        dataset.test, setup.mesh)
+  if "linear_probe_acc" not in metrics:  # e.g. --override linear_probe=False
+    metrics["linear_probe_acc"] = common.probe_accuracy(
+        encoder, train_features, dataset.train.labels, test_features,
+        dataset.test.labels, dataset.num_classes)
+  metrics[DOMAIN_METRIC] = common.probe_accuracy(
+      encoder, train_features, dataset.train.domains, test_features,
+      dataset.test.domains, len(dataset.domain_names))
+  common.write_json(workdir / common.METRICS, metrics)
+  return metrics
 
 
 def make_config(alpha: float, beta: float, seed: int, args):
@@ -185,7 +105,11 @@ def make_config(alpha: float, beta: float, seed: int, args):
   config.loss = args.loss
   config.loss_params = ml_collections.ConfigDict(
       dict(common.method(args.method, "clean").params))
-  config.domain_target = ml_collections.ConfigDict({"alpha": alpha, "beta": beta})
+  config.target = "domain"
+  config.target_alpha = alpha
+  config.target_beta = beta
+  config.linear_probe = True          # the class probe
+  config.probe_random_init = False
   config.seed = seed
   common.apply_common_flags(config, args)
   return config

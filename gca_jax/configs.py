@@ -62,6 +62,16 @@ def get_config() -> ml_collections.ConfigDict:
       "lambda_p": config_dict.placeholder(float),
   })
   config.loss_scope = "global"      # global: plan over the whole global batch
+  # Target plan of the loss (gca_jax.losses.targets), built in every step from
+  # the ids of the batch's examples (all gathered with the global scope):
+  # "pairs" (each view's positive is its other view), "domain"
+  # (domain_target(domains, target_alpha, target_beta), paper Sec. 3.4 /
+  # Fig. 1(B): 1 on positives, target_alpha within a domain, target_beta
+  # across; needs a dataset with domains) or "class" (class_target(labels):
+  # supervised). Not for "byol" or the "reference/<name>" presets.
+  config.target = "pairs"
+  config.target_alpha = 0.0         # "domain": same-domain weight (>= 0)
+  config.target_beta = 0.0          # "domain": cross-domain weight (>= 0)
   # BYOL target network: a constant EMA decay (BYOL itself anneals it from
   # 0.996 to 1 with a cosine schedule), and the symmetric SimCLR views of
   # config.augmentation (not BYOL's asymmetric blur/solarisation pair).

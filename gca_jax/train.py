@@ -10,7 +10,12 @@ one-axis device mesh (``"data"``) spanning every device of every process:
   all-gathered (tiled) so the loss -- and its transport plan -- sees the whole
   global batch, exactly as on one device; ``"local"`` keeps one plan per
   device on its own rows (cheaper, but a different objective);
-* gradients are averaged over devices with ``lax.pmean``.
+* gradients are averaged over devices with ``lax.pmean``;
+* with ``config.target`` ``"domain"`` or ``"class"`` the step also takes the
+  batch's per-example ids (domains or class labels, gathered like the
+  embeddings with the global scope) and gives the loss the target plan of
+  the batch (`gca_jax.losses.domain_target` / ``class_target``); with the
+  default ``"pairs"`` the step takes no ids and its program is unchanged.
 
 Gradient bookkeeping: the shard_map runs with ``check_vma=False`` (pmap
 semantics), where each device differentiates its own copy of the objective
@@ -62,6 +67,7 @@ from gca_jax.data.feed import FeedState
 DATA_AXIS = "data"
 BYOL = "byol"
 REFERENCE_PREFIX = "reference/"
+TARGETS = ("pairs", "domain", "class")
 
 
 class ConfigError(ValueError):
@@ -125,12 +131,47 @@ def _unexpected_keyword(error: TypeError) -> str | None:
   return match[1] if match else None
 
 
-def make_loss_fn(config) -> Callable[[jax.Array, jax.Array], tuple[jax.Array, dict]]:
-  """``loss_fn(z1, z2) -> (loss, scalar diagnostics)`` for ``config.loss``.
+def target_of(config) -> str:
+  """``config.target`` ("pairs" for configs written before it existed)."""
+  return config.get("target", "pairs")
+
+
+def uses_target(config) -> bool:
+  """Whether the step takes per-example ids to build a target plan."""
+  return target_of(config) != "pairs"
+
+
+def make_target_fn(config) -> Callable[[jax.Array], jax.Array]:
+  """``target_fn(ids) -> (N, N)`` target plan of ``config.target`` from the
+  ``(B,)`` ids (domains or class labels) of the batch the loss sees."""
+  pairing = loss_params_of(config).get("pairing", "joint")
+  if target_of(config) == "domain":
+    alpha = float(config.get("target_alpha", 0.0))
+    beta = float(config.get("target_beta", 0.0))
+    return lambda ids: losses.domain_target(ids, alpha, beta, pairing=pairing)
+  return lambda ids: losses.class_target(ids, pairing=pairing)
+
+
+def target_ids(config, split) -> np.ndarray:
+  """The int32 per-example ids of ``split`` the target of ``config`` is built
+  from: its domains ("domain") or class labels ("class")."""
+  if target_of(config) == "domain":
+    if split.domains is None:
+      raise ConfigError(f"config.target='domain' needs a dataset with domains; "
+                        f"{config.dataset!r} has none")
+    return np.asarray(split.domains, np.int32)
+  return np.asarray(split.labels, np.int32)
+
+
+def make_loss_fn(config) -> Callable[..., tuple[jax.Array, dict]]:
+  """``loss_fn(z1, z2, target=None) -> (loss, scalar diagnostics)`` for
+  ``config.loss``; a given ``target`` (an ``(N, N)`` plan) is passed as the
+  loss's ``target=`` (None: the loss's default, the "pairs" target).
 
   Names of `gca_jax.losses` report their plan diagnostics; the published-code
-  presets (``"reference/<name>"``) report none. Only the set (not None)
-  entries of ``config.loss_params`` are passed (see `loss_params_of`).
+  presets (``"reference/<name>"``) report none and take no target. Only the
+  set (not None) entries of ``config.loss_params`` are passed (see
+  `loss_params_of`).
   """
   params = loss_params_of(config)
   if config.loss.startswith(REFERENCE_PREFIX):
@@ -139,14 +180,15 @@ def make_loss_fn(config) -> Callable[[jax.Array, jax.Array], tuple[jax.Array, di
     if preset not in reference.NAMES:
       raise ConfigError(f"unknown reference loss {preset!r}; choose one of "
                         f"{', '.join(reference.NAMES)}")
-    return lambda z1, z2: (reference.loss(preset, z1, z2, **params), {})
+    return lambda z1, z2, target=None: (reference.loss(preset, z1, z2, **params), {})
   try:
     loss = losses.get(config.loss)
   except ValueError as e:
     raise ConfigError(str(e)) from None
 
-  def loss_fn(z1, z2):
-    value, aux = loss(z1, z2, return_aux=True, **params)
+  def loss_fn(z1, z2, target=None):
+    kwargs = {} if target is None else {"target": target}
+    value, aux = loss(z1, z2, return_aux=True, **kwargs, **params)
     return value, scalar_diagnostics(aux)
 
   return loss_fn
@@ -157,8 +199,13 @@ def check_loss(config) -> None:
   bad parameters (unknown names, eps <= 0, ...) are a one-line ConfigError."""
   loss_fn = make_loss_fn(config)
   z = jax.ShapeDtypeStruct((4, config.model.projection_dim), jnp.float32)
+  if uses_target(config):
+    target_fn = make_target_fn(config)
+    traced = lambda z1, z2: loss_fn(z1, z2, target_fn(jnp.zeros((4,), jnp.int32)))
+  else:
+    traced = loss_fn
   try:
-    jax.eval_shape(loss_fn, z, z)
+    jax.eval_shape(traced, z, z)
   except TypeError as e:
     name = _unexpected_keyword(e)
     if name is None:
@@ -185,6 +232,7 @@ def validate_config(config, num_devices: int) -> None:
   if config.loss_scope not in ("global", "local"):
     raise ConfigError(f"config.loss_scope must be 'global' or 'local', got "
                       f"{config.loss_scope!r}")
+  validate_target(config)
   if config.batch_size % num_devices:
     raise ConfigError(f"config.batch_size={config.batch_size} is not divisible "
                       f"by the {num_devices} devices")
@@ -207,6 +255,32 @@ def validate_config(config, num_devices: int) -> None:
                       f"{config.model.projection_dim!r}")
   if not uses_byol(config):  # BYOL takes no loss parameters (ignores loss_params)
     check_loss(config)
+
+
+def validate_target(config) -> None:
+  """Raises ConfigError for an unusable ``config.target`` (see configs.py)."""
+  target = target_of(config)
+  if target not in TARGETS:
+    raise ConfigError(f"config.target must be one of {', '.join(TARGETS)}, got "
+                      f"{target!r}")
+  if target == "pairs":
+    return
+  if uses_byol(config) or config.loss.startswith(REFERENCE_PREFIX):
+    raise ConfigError(f"loss {config.loss!r} takes no target plan; config.target "
+                      f"must be 'pairs', got {target!r}")
+  if target == "domain":
+    for name in ("target_alpha", "target_beta"):
+      value = config.get(name, 0.0)
+      if (isinstance(value, bool) or not isinstance(value, (int, float))
+          or not value >= 0 or not np.isfinite(value)):
+        raise ConfigError(f"config.{name} must be a finite number >= 0, got {value!r}")
+
+
+def check_dataset(config, dataset) -> None:
+  """Raises ConfigError if ``dataset`` lacks what ``config`` needs."""
+  if target_of(config) == "domain" and dataset.train.domains is None:
+    raise ConfigError(f"config.target='domain' needs a dataset with domains; "
+                      f"{config.dataset!r} has none")
 
 
 def create_models(config):
@@ -248,18 +322,21 @@ def create_train_state(config, model, tx, image_shape, mesh) -> TrainState:
 # The step.
 
 
-def train_step(state: TrainState, views1, views2, *, model, target_model, tx,
-               schedule, loss_fn, config):
+def train_step(state: TrainState, views1, views2, ids=None, *, model, target_model,
+               tx, schedule, loss_fn, config, target_fn=None):
   """One optimisation step on this device's rows (runs inside shard_map).
 
-  ``views1[k]``/``views2[k]`` are the two augmentations of example k.
-  Returns the new state and device-averaged metrics.
+  ``views1[k]``/``views2[k]`` are the two augmentations of example k, and
+  ``ids[k]`` (if given) its domain or class: the loss then gets the target
+  ``target_fn(ids of the rows it sees)`` (the global batch with the global
+  scope). Returns the new state and device-averaged metrics.
   """
   global_scope = config.loss_scope == "global"
 
   def gather(x):  # this device's rows -> the global batch (global scope)
     return lax.all_gather(x, DATA_AXIS, tiled=True) if global_scope else x
 
+  plan = None if ids is None else target_fn(gather(ids))
   both_views = jnp.concatenate([views1, views2])
   if target_model is not None:
     target_out, target_vars = target_model.apply(
@@ -275,7 +352,7 @@ def train_step(state: TrainState, views1, views2, *, model, target_model, tx,
       p1, p2 = (gather(p) for p in jnp.split(out.prediction, 2))
       loss, diagnostics = losses.byol(p1, p2, *(gather(t) for t in targets)), {}
     else:
-      loss, diagnostics = loss_fn(z1, z2)
+      loss, diagnostics = loss_fn(z1, z2) if plan is None else loss_fn(z1, z2, plan)
     return loss, (new_vars["batch_stats"], diagnostics, z1, z2)
 
   (loss, (batch_stats, diagnostics, z1, z2)), grads = jax.value_and_grad(
@@ -313,6 +390,11 @@ class StepFunctions:
   on_images(state, images_uint8): augments a global uint8 batch, then steps.
   on_split(state, train_images): gathers the batch of ``state.step`` from the
     device-resident train split (shuffled per epoch), augments, steps.
+
+  With a target (``config.target`` not "pairs") each takes one more
+  argument, the int32 ids (`target_ids`) of its examples: ``ids`` of the
+  batch for on_views / on_images, those of the whole train split for
+  on_split (gathered with the images).
   """
 
   on_views: Callable
@@ -324,25 +406,39 @@ def make_train_step(config, *, model, target_model, tx, schedule, mesh,
                     mean, std, num_train: int, steps_per_epoch: int) -> StepFunctions:
   """Builds the jitted, device-sharded steps (see `StepFunctions`)."""
   data_sharding = NamedSharding(mesh, P(DATA_AXIS))
+  num_ids = int(uses_target(config))  # extra per-example arguments (0 or 1)
   step = functools.partial(train_step, model=model, target_model=target_model,
                            tx=tx, schedule=schedule, loss_fn=make_loss_fn(config)
-                           if not uses_byol(config) else None, config=config)
-  sharded = jax.shard_map(step, mesh=mesh, in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS)),
-                          out_specs=(P(), P()), check_vma=False)
+                           if not uses_byol(config) else None, config=config,
+                           target_fn=make_target_fn(config) if num_ids else None)
+  sharded_step = jax.shard_map(
+      step, mesh=mesh, in_specs=(P(),) + (P(DATA_AXIS),) * (2 + num_ids),
+      out_specs=(P(), P()), check_vma=False)
 
-  def on_images(state, images_uint8):
+  def check_ids(ids):
+    if len(ids) != num_ids:
+      raise TypeError(f"with config.target={target_of(config)!r} the step takes "
+                      f"{num_ids} id argument(s), got {len(ids)}")
+
+  def sharded(state, views1, views2, *ids):
+    check_ids(ids)
+    return sharded_step(state, views1, views2, *ids)
+
+  def on_images(state, images_uint8, *ids):
+    check_ids(ids)
     key = jax.random.fold_in(state.rng, state.step)
     images_uint8 = lax.with_sharding_constraint(images_uint8, data_sharding)
     views1, views2 = augment.two_views(key, images_uint8, policy=config.augmentation,
                                        mean=mean, std=std, out_size=config.image_size)
     return sharded(state, *(lax.with_sharding_constraint(v, data_sharding)
-                            for v in (views1, views2)))
+                            for v in (views1, views2, *ids)))
 
-  def on_split(state, train_images):
+  def on_split(state, train_images, *train_ids):
+    check_ids(train_ids)
     epoch, step_in_epoch = jnp.divmod(state.step, steps_per_epoch)
     indices = feed.batch_indices(config.seed, epoch, step_in_epoch,
                                  config.batch_size, num_train)
-    return on_images(state, train_images[indices])
+    return on_images(state, train_images[indices], *(ids[indices] for ids in train_ids))
 
   jit = functools.partial(jax.jit, donate_argnums=0)
   return StepFunctions(jit(sharded), jit(on_images), jit(on_split))
@@ -472,6 +568,7 @@ class Setup:
 def setup(config, dataset, mesh=None) -> Setup:
   mesh = make_mesh() if mesh is None else mesh
   validate_config(config, mesh.devices.size)
+  check_dataset(config, dataset)
   try:
     steps_per_epoch = feed.steps_per_epoch(len(dataset.train), config.batch_size)
   except ValueError as e:
@@ -483,8 +580,9 @@ def setup(config, dataset, mesh=None) -> Setup:
                steps_per_epoch, image_shape_of(config, dataset))
 
 
-def load_trained(workdir: str | Path):
-  """(config, dataset, setup, state) of the latest checkpoint in ``workdir``."""
+def load_trained(workdir: str | Path, dataset=None):
+  """(config, dataset, setup, state) of the latest checkpoint in ``workdir``
+  (``dataset``: the run's dataset if given, else loaded from its config)."""
   import ml_collections  # pylint: disable=g-import-not-at-top
   stored = checkpointing.read_config_json(workdir)
   if stored is None or not Path(workdir).is_dir():
@@ -494,15 +592,19 @@ def load_trained(workdir: str | Path):
     checkpointer.close()
     raise checkpointing.RunMismatchError(f"no checkpoint in {workdir}")
   config = ml_collections.ConfigDict(stored)
-  dataset = load_data(config)
+  dataset = load_data(config) if dataset is None else dataset
   run = setup(config, dataset)
   state, _ = checkpointer.restore(run.initial_state(config))
   checkpointer.close()
   return config, dataset, run, state
 
 
-def train_and_evaluate(config, workdir: str | Path, *, resume: bool = False) -> dict:
+def train_and_evaluate(config, workdir: str | Path, *, resume: bool = False,
+                       dataset=None) -> dict:
   """Pre-trains per ``config`` in ``workdir``; returns (and writes) metrics.json.
+
+  ``dataset`` is the data to train and evaluate on (default: `load_data` of
+  ``config``; e.g. a restyled copy for a synthetic experiment).
 
   metrics.json: ``epochs``, ``steps``, ``final_loss`` (mean over the last
   epoch trained), ``images_per_second`` (source images, i.e. pairs of
@@ -538,7 +640,7 @@ def train_and_evaluate(config, workdir: str | Path, *, resume: bool = False) -> 
     if saved_epoch >= min(config.epochs, config.stop_after_epoch or config.epochs):
       checkpointer.close()
       return _already_complete(config, workdir, saved_epoch)
-  dataset = load_data(config)
+  dataset = load_data(config) if dataset is None else dataset
   run = setup(config, dataset)
   if latest is None:  # the run's identity, once its data and model are set up
     checkpointing.write_config_json(workdir, config)
@@ -559,20 +661,27 @@ def train_and_evaluate(config, workdir: str | Path, *, resume: bool = False) -> 
                           mean=dataset.mean, std=dataset.std,
                           num_train=len(dataset.train), steps_per_epoch=steps_per_epoch)
   data_iterator = None
+  # Per-example ids of the train split for the target plan (none for "pairs").
+  split_ids = target_ids(config, dataset.train) if uses_target(config) else None
   if host_fed:
     # The batches of steps state.step onwards: the step is the data position.
     data_iterator = iter(make_host_loader(config, dataset.train, int(state.step)))
     batch_sharding = NamedSharding(mesh, P(DATA_AXIS))
 
     def train_one_step(state):
-      batch = next(data_iterator)["image"]  # decoded while the device steps
-      return steps.on_images(state, host_feed.to_global_array(batch, batch_sharding))
+      batch = next(data_iterator)  # decoded while the device steps
+      ids = () if split_ids is None else (
+          host_feed.to_global_array(split_ids[batch["index"]], batch_sharding),)
+      return steps.on_images(
+          state, host_feed.to_global_array(batch["image"], batch_sharding), *ids)
   else:
-    train_images = evaluation.global_array(dataset.train.images,
-                                           NamedSharding(mesh, P()))
+    replicated = NamedSharding(mesh, P())
+    train_images = evaluation.global_array(dataset.train.images, replicated)
+    train_ids = () if split_ids is None else (
+        evaluation.global_array(split_ids, replicated),)
 
     def train_one_step(state):
-      return steps.on_split(state, train_images)
+      return steps.on_split(state, train_images, *train_ids)
 
   embed = evaluation.make_embed_fn(run.model, mesh, mean=dataset.mean,
                                    std=dataset.std, image_size=config.image_size)

@@ -78,8 +78,9 @@ def random_images(batch_size: int, size: int = 8, seed: int = 0) -> np.ndarray:
                                               dtype=np.uint8)
 
 
-def one_step(config, devices, images):
-  """Loss, gradients and new params of one step on ``images`` over ``devices``."""
+def one_step(config, devices, images, ids=None):
+  """Loss, gradients and new params of one step on ``images`` over ``devices``
+  (``ids``: the examples' domains or classes, for a config with a target)."""
   import jax
   from jax.sharding import NamedSharding, PartitionSpec as P
   from gca_jax import evaluation, optimizers, train
@@ -92,8 +93,10 @@ def one_step(config, devices, images):
                                 schedule=schedule, mesh=mesh, mean=(0.5,) * 3,
                                 std=(0.25,) * 3, num_train=len(images),
                                 steps_per_epoch=10)
-  state, metrics = steps.on_images(state, evaluation.global_array(
-      images, NamedSharding(mesh, P())))
+  replicated = NamedSharding(mesh, P())
+  extra = () if ids is None else (evaluation.global_array(ids, replicated),)
+  state, metrics = steps.on_images(state, evaluation.global_array(images, replicated),
+                                   *extra)
   local = lambda tree: jax.tree.map(lambda a: np.asarray(a.addressable_data(0)), tree)
   # First SGD step: the momentum trace is the gradient (+ weight decay term).
   return {"loss": local(metrics["loss"]), "metrics": local(metrics),
@@ -128,6 +131,15 @@ def _devices_worker() -> None:
                for k in ("params", "grads", "batch_stats", "metrics")}}
   config.loss_scope = "local"
   report["loss8_local"] = float(one_step(config, devices, images)["loss"])
+  # A domain-block target plan built from the all-gathered domains.
+  config = tiny_config(**{"model.dtype": "float32", "target": "domain",
+                          "target_alpha": 0.5, "target_beta": 0.1})
+  domains = np.arange(config.batch_size, dtype=np.int32) % 3
+  one = one_step(config, devices[:1], images, domains)
+  eight = one_step(config, devices, images, domains)
+  report.update({"domain_loss1": float(one["loss"]), "domain_loss8": float(eight["loss"]),
+                 **{f"domain_violation_{k}": max_violation(eight[k], one[k])
+                    for k in ("params", "grads", "batch_stats", "metrics")}})
   print(json.dumps(report))
 
 
@@ -144,6 +156,14 @@ def test_eight_devices_global_plan_equals_one_device(eight_device_report):
   np.testing.assert_allclose(report["loss8"], report["loss1"], rtol=RTOL)
   for key in ("params", "grads", "batch_stats", "metrics"):
     assert report[f"violation_{key}"] <= 0, (key, report)
+
+
+def test_eight_devices_domain_target_equals_one_device(eight_device_report):
+  report = eight_device_report
+  np.testing.assert_allclose(report["domain_loss8"], report["domain_loss1"], rtol=RTOL)
+  assert abs(report["domain_loss1"] - report["loss1"]) > 1e-3, report
+  for key in ("params", "grads", "batch_stats", "metrics"):
+    assert report[f"domain_violation_{key}"] <= 0, (key, report)
 
 
 def test_local_scope_is_a_different_objective(eight_device_report):

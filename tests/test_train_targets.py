@@ -1,0 +1,88 @@
+"""Target plans in the trainer: ``config.target`` = "pairs" | "domain" | "class".
+
+The step builds the loss's target from the per-example ids (domains or class
+labels) of the batch the loss sees; with alpha = beta = 0 the domain target
+is the "pairs" target, so the loss must not change. The 8-device equality
+with a domain target is in test_train_step.py (one subprocess for both).
+"""
+
+import jax
+import numpy as np
+import pytest
+
+from test_train_step import one_step, random_images, tiny_config
+from test_train_host_feed import host_config, lazy_pacs, pacs_root  # pylint: disable=unused-import
+
+BATCH = 16
+
+
+def _config(**overrides):
+  return tiny_config(**{"model.dtype": "float32", "batch_size": BATCH, **overrides})
+
+
+def _loss(config, ids=None):
+  images = random_images(BATCH)
+  return float(one_step(config, jax.devices()[:1], images, ids)["loss"])
+
+
+DOMAINS = np.arange(BATCH, dtype=np.int32) % 3
+
+
+def test_domain_target_with_zero_weights_is_the_pairs_target():
+  pairs = _loss(_config())
+  domain = _loss(_config(target="domain"), DOMAINS)
+  assert domain == pairs  # bitwise: the same objective
+
+
+def test_domain_and_class_targets_change_the_loss():
+  pairs = _loss(_config())
+  domain = _loss(_config(target="domain", target_alpha=0.5, target_beta=0.1), DOMAINS)
+  classes = _loss(_config(target="class"), DOMAINS)
+  assert abs(domain - pairs) > 1e-3 and abs(classes - pairs) > 1e-3
+  assert np.isfinite(domain) and np.isfinite(classes)
+
+
+def test_step_with_a_target_requires_the_ids():
+  config = _config(target="domain")
+  images = random_images(BATCH)
+  with pytest.raises(TypeError, match="id argument"):
+    one_step(config, jax.devices()[:1], images)  # no ids
+  with pytest.raises(TypeError, match="id argument"):
+    one_step(_config(), jax.devices()[:1], images, DOMAINS)  # ids for "pairs"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"target": "domains"}, "config.target must be one of pairs, domain, class"),
+    ({"target": "domain", "loss": "byol"}, "takes no target plan"),
+    ({"target": "class", "loss": "reference/gca_uot"}, "takes no target plan"),
+    ({"target": "domain", "target_alpha": -0.5}, "config.target_alpha must be"),
+])
+def test_bad_targets_are_config_errors(overrides, message):
+  from gca_jax import train
+  with pytest.raises(train.ConfigError, match=message) as error:
+    train.validate_config(_config(**overrides), 1)
+  assert "\n" not in str(error.value)
+
+
+def test_domain_target_needs_a_dataset_with_domains():
+  from gca_jax import train
+  config = _config(target="domain")
+  with pytest.raises(train.ConfigError, match="needs a dataset with domains") as error:
+    train.setup(config, train.load_data(config))
+  assert "\n" not in str(error.value)
+
+
+def test_host_fed_domain_target_equals_device_fed(pacs_root, lazy_pacs, tmp_path,
+                                                   monkeypatch):
+  """Host-fed batches take their domains by index; the device-fed path
+  gathers them with the images: both train the same thing."""
+  from gca_jax import train
+  config = host_config(pacs_root, epochs=1, target="domain", target_alpha=1.0)
+  assert not train.load_data(config).train.in_memory
+  host = train.train_and_evaluate(config, tmp_path / "host")
+  monkeypatch.undo()  # the same folder, now decoded into memory
+  assert train.load_data(config).train.in_memory
+  device = train.train_and_evaluate(config, tmp_path / "device")
+  np.testing.assert_allclose(host["final_loss"], device["final_loss"], rtol=1e-5)
+  pairs = train.train_and_evaluate(host_config(pacs_root, epochs=1), tmp_path / "pairs")
+  assert abs(pairs["final_loss"] - device["final_loss"]) > 1e-3

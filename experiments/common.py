@@ -327,6 +327,23 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
   return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
+def errorbar_curve(ax, samples_by_x: dict, **kwargs) -> None:
+  """Plots mean +/- std over seeds of ``samples_by_x[x]`` against sorted x."""
+  xs = sorted(samples_by_x)
+  stats = [mean_std(samples_by_x[x]) for x in xs]
+  ax.errorbar(xs, [s[0] for s in stats], yerr=[s[1] for s in stats],
+              marker="o", capsize=3, **kwargs)
+
+
+def save_figure(fig, path: Path, dpi: int = 100) -> Path:
+  """Saves ``fig`` (tight layout) to ``path`` and releases it."""
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig.tight_layout()
+  fig.savefig(path, dpi=dpi)
+  plt.close(fig)
+  return Path(path)
+
+
 def format_mean_std(values: Sequence[float], scale: float = 100.0) -> str:
   if not values:
     return "–"

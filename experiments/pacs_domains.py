@@ -128,20 +128,15 @@ def save_figure(root: Path) -> Path | None:
                                          metrics[DOMAIN_METRIC]))
   if not by_gap:
     return None
-  gaps = sorted(by_gap)
   fig, ax = plt.subplots(figsize=(4.5, 3.2))
   for column, name, color in ((0, "class", "tab:blue"), (1, "domain", "tab:red")):
-    stats = [common.mean_std([100 * v[column] for v in by_gap[g]]) for g in gaps]
-    ax.errorbar(gaps, [s[0] for s in stats], yerr=[s[1] for s in stats], marker="o",
-                color=color, label=f"{name} accuracy", capsize=3)
+    common.errorbar_curve(
+        ax, {gap: [100 * v[column] for v in runs] for gap, runs in by_gap.items()},
+        color=color, label=f"{name} accuracy")
   ax.set_xlabel(r"$\alpha - \beta$")
   ax.set_ylabel("linear-probe accuracy (%)")
   ax.legend()
-  fig.tight_layout()
-  path = Path(root) / FIGURE
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return common.save_figure(fig, Path(root) / FIGURE)
 
 
 def parse_args(argv=None):

@@ -90,11 +90,7 @@ def save_plans(plans, out: Path, class_of_row) -> Path:
       ax.set_yticks([])
       ax.set_title(f"{label}, eps={eps:g}\npositives {diagnostics['positive_mass']:.2f}",
                    fontsize=8)
-  fig.tight_layout()
-  path = Path(out) / "plans.png"
-  fig.savefig(path, dpi=90)
-  plt.close(fig)
-  return path
+  return common.save_figure(fig, Path(out) / "plans.png", dpi=90)
 
 
 def parse_args(argv=None):

@@ -55,20 +55,13 @@ def save_figure(root: Path) -> Path | None:
       for r, m in runs:
         if r["method"] == label and r[fixed] == r[f"default_{fixed}"]:
           curve.setdefault(r[swept], []).append(100 * m["linear_probe_acc"])
-      xs = sorted(curve)
-      stats = [common.mean_std(curve[x]) for x in xs]
-      ax.errorbar(xs, [s[0] for s in stats], yerr=[s[1] for s in stats], marker="o",
-                  capsize=3, label=label)
+      common.errorbar_curve(ax, curve, label=label)
     ax.set_xlabel(r"$\varepsilon$" if swept == "eps" else "iterations")
     if swept == "eps":
       ax.set_xscale("log")
   axes[0].set_ylabel("linear-probe accuracy (%)")
   axes[1].legend()
-  fig.tight_layout()
-  path = Path(root) / FIGURE
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return common.save_figure(fig, Path(root) / FIGURE)
 
 
 def parse_args(argv=None):

@@ -105,6 +105,16 @@ def get_config() -> ml_collections.ConfigDict:
   return config
 
 
+def use_paper_heads(config) -> ml_collections.ConfigDict:
+  """The paper code's projector (Linear 2048, no bias - ReLU - Linear 128),
+  BYOL's 4096-wide predictor, and bfloat16 compute for accelerators."""
+  config.model.dtype = "bfloat16"
+  config.model.projector_hidden_dim = 2048
+  config.model.projection_dim = 128
+  config.model.predictor_hidden_dim = 4096
+  return config
+
+
 def paper_cifar_config(dataset: str) -> ml_collections.ConfigDict:
   """The paper's CIFAR setup (ResNet-18, CIFAR stem, 2048-128 projector,
   SGD Nesterov + cosine, batch 512, synchronised BN) on a 32x32 dataset."""
@@ -113,10 +123,7 @@ def paper_cifar_config(dataset: str) -> ml_collections.ConfigDict:
   config.load_size = None
   config.model.name = "resnet18"
   config.model.stem = "cifar"
-  config.model.dtype = "bfloat16"
-  config.model.projector_hidden_dim = 2048
-  config.model.projection_dim = 128
-  config.model.predictor_hidden_dim = 4096
+  use_paper_heads(config)
   config.batch_size = 512
   config.epochs = 500
   config.warmup_epochs = 10.0

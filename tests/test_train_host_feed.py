@@ -12,11 +12,10 @@ compared bitwise: same programs, same inputs, on CPU).
 import functools
 import json
 
-import jax
 import numpy as np
 import pytest
 
-from test_train_step import flat, tiny_config
+from test_train_step import saved_params, tiny_config
 
 DOMAINS = ("photo", "sketch")       # the other two PACS domains stay empty
 CLASSES = ("dog", "horse")
@@ -92,16 +91,6 @@ def test_host_fed_run_trains_and_evaluates(pacs_root, lazy_pacs, tmp_path):
     np.testing.assert_allclose(streamed, in_memory, rtol=1e-6, atol=1e-6)
 
 
-def _saved(workdir, config):
-  """(flat params, feed position) of the latest checkpoint."""
-  from gca_jax import checkpointing, train
-  dataset = train.load_data(config)
-  checkpointer = checkpointing.Checkpointer(workdir)
-  state, feed = checkpointer.restore(train.setup(config, dataset).initial_state(config))
-  checkpointer.close()
-  return flat(jax.device_get(state.params)), feed
-
-
 def test_stop_and_resume_equals_uninterrupted_run(pacs_root, lazy_pacs, tmp_path):
   from gca_jax import train
   config = host_config(pacs_root)
@@ -112,8 +101,8 @@ def test_stop_and_resume_equals_uninterrupted_run(pacs_root, lazy_pacs, tmp_path
   resumed = train.train_and_evaluate(config, tmp_path / "resumed", resume=True)
   assert straight["steps"] == resumed["steps"] == 8
   assert straight["final_loss"] == resumed["final_loss"]  # bitwise on CPU
-  params_straight, feed = _saved(tmp_path / "straight", config)
-  params_resumed, feed_resumed = _saved(tmp_path / "resumed", config)
+  params_straight, feed = saved_params(tmp_path / "straight", config)
+  params_resumed, feed_resumed = saved_params(tmp_path / "resumed", config)
   assert feed == feed_resumed == {"epoch": 2, "step": 0}
   for name, value in params_straight.items():
     np.testing.assert_array_equal(params_resumed[name], value, err_msg=name)
@@ -155,8 +144,8 @@ def test_host_fed_training_equals_device_fed_training(pacs_root, lazy_pacs, tmp_
   assert train.load_data(config).train.in_memory
   device = train.train_and_evaluate(config, tmp_path / "device")
   np.testing.assert_allclose(host["final_loss"], device["final_loss"], rtol=1e-5)
-  params_host, _ = _saved(tmp_path / "host", config)
-  params_device, _ = _saved(tmp_path / "device", config)
+  params_host, _ = saved_params(tmp_path / "host", config)
+  params_device, _ = saved_params(tmp_path / "device", config)
   for name, value in params_device.items():
     np.testing.assert_allclose(params_host[name], value, rtol=1e-4, atol=1e-6,
                                err_msg=name)

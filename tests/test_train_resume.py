@@ -6,20 +6,10 @@ import subprocess
 import sys
 import time
 
-import jax
 import numpy as np
 import pytest
 
-from test_train_step import REPO, flat, pretrain_env, tiny_config
-
-
-def _final_params(workdir, config):
-  from gca_jax import checkpointing, train
-  dataset = train.load_data(config)
-  checkpointer = checkpointing.Checkpointer(workdir)
-  state, feed = checkpointer.restore(train.setup(config, dataset).initial_state(config))
-  checkpointer.close()
-  return flat(jax.device_get(state.params)), feed
+from test_train_step import REPO, pretrain_env, saved_params, tiny_config
 
 
 def test_stop_and_resume_equals_uninterrupted_run(tmp_path):
@@ -30,8 +20,8 @@ def test_stop_and_resume_equals_uninterrupted_run(tmp_path):
   assert straight["epochs"] == resumed["epochs"] == 4
   assert straight["steps"] == resumed["steps"]
   assert straight["final_loss"] == resumed["final_loss"]  # bitwise on CPU
-  params_straight, feed = _final_params(tmp_path / "straight", tiny_config())
-  params_resumed, _ = _final_params(tmp_path / "resumed", tiny_config())
+  params_straight, feed = saved_params(tmp_path / "straight", tiny_config())
+  params_resumed, _ = saved_params(tmp_path / "resumed", tiny_config())
   assert feed == {"epoch": 4, "step": 0}
   for name, value in params_straight.items():
     np.testing.assert_array_equal(params_resumed[name], value, err_msg=name)

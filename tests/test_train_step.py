@@ -110,6 +110,16 @@ def flat(tree) -> dict:
           for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
+def saved_params(workdir, config):
+  """(flat params, feed position) of the latest checkpoint in ``workdir``."""
+  from gca_jax import checkpointing, train
+  dataset = train.load_data(config)
+  checkpointer = checkpointing.Checkpointer(workdir)
+  state, feed = checkpointer.restore(train.setup(config, dataset).initial_state(config))
+  checkpointer.close()
+  return flat(jax.device_get(state.params)), feed
+
+
 def max_violation(a, b) -> float:
   """max over leaves of |a-b| - (ATOL + RTOL |b|) (<= 0 means within tolerance)."""
   fa, fb = flat(a), flat(b)

@@ -18,10 +18,7 @@ def get_config():
   config.image_size = 224
   config.model.name = "resnet50"
   config.model.stem = "imagenet"
-  config.model.dtype = "bfloat16"
-  config.model.projector_hidden_dim = 2048
-  config.model.projection_dim = 128
-  config.model.predictor_hidden_dim = 4096
+  configs.use_paper_heads(config)
   config.batch_size = 256
   config.epochs = 200
   config.warmup_epochs = 10.0

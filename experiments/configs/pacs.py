@@ -16,9 +16,7 @@ def get_config():
   config.load_size = 96
   config.model.name = "resnet18"
   config.model.stem = "cifar"
-  config.model.dtype = "bfloat16"
-  config.model.projector_hidden_dim = 2048
-  config.model.projection_dim = 128
+  configs.use_paper_heads(config)
   config.batch_size = 256
   config.epochs = 200
   config.warmup_epochs = 10.0

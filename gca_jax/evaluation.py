@@ -3,12 +3,18 @@
 * `make_embed_fn`/`embed_split`: encoder features ``h`` (and projections ``z``)
   of a whole split in evaluation mode (running BN statistics), batched and
   sharded over the devices of the mesh (images larger than the model's input
-  are centre-cropped, see `preprocess_for_eval`).
+  are centre-cropped, see `preprocess_for_eval`); `embed_host_split` does
+  the same for a split too large for memory, decoded by a host loader.
 * `knn_accuracy`: the weighted kNN monitor of InstDisc/SimCLR (cosine
   similarity, k nearest training features vote with weight exp(sim / T),
   k=200, T=0.1).
-* `linear_probe`: a linear softmax classifier trained with optax on the
-  standardised frozen features of the train split; returns test accuracy.
+* `linear_probe`: the ``linear`` protocol: a linear softmax classifier
+  trained with optax (full-batch AdamW) on the standardised frozen features
+  of the un-augmented train split; returns test accuracy. A fast monitor,
+  not the paper's CIFAR protocol (that one fine-tunes the whole encoder,
+  see `gca_jax.finetune`).
+* `evaluate_encoder`: the kNN monitor and optionally the linear probe of an
+  encoder on a dataset, as a run's config asks.
 """
 
 from __future__ import annotations
@@ -19,20 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import NamedSharding, PartitionSpec as P
 
-from gca_jax.data import augment
-
-
-def global_array(host_array: np.ndarray, sharding: NamedSharding) -> jax.Array:
-  """A global jax.Array from a host array every process holds in full.
-
-  Works on one or several hosts: each process places only the slices its
-  own devices hold.
-  """
-  host_array = np.asarray(host_array)
-  return jax.make_array_from_callback(host_array.shape, sharding,
-                                      lambda index: host_array[index])
+from gca_jax.data import augment, host_feed
+from gca_jax.sharding import batch_sharded, global_array, process_local_array, replicated
 
 
 def preprocess_for_eval(images_uint8, *, mean, std, image_size=None):
@@ -61,9 +56,7 @@ def make_embed_fn(model, mesh, *, mean, std, image_size=None):
 
   Images are sharded over the mesh's (only) axis; outputs are replicated.
   """
-  replicated = NamedSharding(mesh, P())
-
-  @functools.partial(jax.jit, out_shardings=(replicated, replicated))
+  @functools.partial(jax.jit, out_shardings=(replicated(mesh),) * 2)
   def embed(variables, images_uint8):
     x = preprocess_for_eval(images_uint8, mean=mean, std=std, image_size=image_size)
     out = model.apply(variables, x, train=False)
@@ -107,12 +100,31 @@ def embed_batches(embed, variables, batches, num_examples: int, place):
 
 def embed_split(embed, variables, images, mesh, *, batch_size: int = 512):
   """(features, projections) as numpy for all ``images`` (numpy or lazy)."""
-  data_sharding = NamedSharding(mesh, P(mesh.axis_names[0]))
+  data_sharding = batch_sharded(mesh)
   batch_size = eval_batch_size(batch_size, mesh.devices.size)
   batches = (pad_batch(np.asarray(images[start:start + batch_size]), batch_size)
              for start in range(0, len(images), batch_size))
   return embed_batches(embed, variables, batches, len(images),
                        lambda batch: global_array(batch, data_sharding))
+
+
+def embed_host_split(embed, variables, split, mesh, *, batch_size: int = 512,
+                     worker_count: int = 0):
+  """As `embed_split`, for a split too large for memory: a grain loader
+  decodes the images batch by batch, each process only its rows."""
+  batch_size = eval_batch_size(batch_size, mesh.devices.size)
+  loader = host_feed.process_eval_loader(split, global_batch_size=batch_size,
+                                         worker_count=worker_count)
+  data_sharding = batch_sharded(mesh)
+  return embed_batches(embed, variables, (batch["image"] for batch in loader),
+                       len(split), lambda images: process_local_array(images, data_sharding))
+
+
+def embed_any_split(embed, variables, split, mesh, *, worker_count: int = 0):
+  """Features of a split: from memory, or from a host loader if it is lazy."""
+  if split.in_memory or not len(split):
+    return embed_split(embed, variables, split.images, mesh)
+  return embed_host_split(embed, variables, split, mesh, worker_count=worker_count)
 
 
 def _l2_normalize(x):
@@ -177,3 +189,21 @@ def linear_probe(train_features, train_labels, test_features, test_labels,
   params = fit(params)
   predictions = jnp.argmax(test_x @ params["w"] + params["b"], axis=-1)
   return float(jnp.mean(predictions == jnp.asarray(test_labels)))
+
+
+def evaluate_encoder(config, embed, variables, dataset, mesh, *, probe: bool) -> dict:
+  """kNN accuracy (``knn_acc``) and, if ``probe``, linear-probe accuracy
+  (``linear_probe_acc``) of an encoder, with the settings of ``config``."""
+  workers = config.data_workers
+  train_h, _ = embed_any_split(embed, variables, dataset.train, mesh, worker_count=workers)
+  test_h, _ = embed_any_split(embed, variables, dataset.test, mesh, worker_count=workers)
+  result = {"knn_acc": knn_accuracy(
+      train_h, dataset.train.labels, test_h, dataset.test.labels,
+      dataset.num_classes, k=config.knn_k, temperature=config.knn_temperature)}
+  if probe:
+    result["linear_probe_acc"] = linear_probe(
+        train_h, dataset.train.labels, test_h, dataset.test.labels,
+        dataset.num_classes, steps=config.linear_probe_steps,
+        learning_rate=config.linear_probe_learning_rate,
+        weight_decay=config.linear_probe_weight_decay)
+  return result

@@ -3,18 +3,28 @@ r"""Contrastive pre-training from the command line.
     python -m gca_jax.pretrain                      # digits on CPU, ~2 minutes
     python -m gca_jax.pretrain --config=experiments/configs/cifar10.py \
         --config.epochs=2 --config.loss=gca_uot --workdir=runs/cifar10
-    python -m gca_jax.pretrain --workdir=runs/cifar10 --resume ...
+    python -m gca_jax.pretrain --workdir=runs/cifar10       # continue that run
+    python -m gca_jax.pretrain --config=experiments/configs/cifar10.py:small
+
+A workdir that holds a run is continued from its own saved config and
+latest checkpoint: flags are needed only to change run-control fields
+(``--config.epochs`` aside, e.g. ``--config.log_every_steps=50``); a changed
+field that alters what the run computes is refused, naming the fields.
+SIGTERM or Ctrl-C saves the current step and stops; the same command
+continues.
 
 Uses every device of the host (or of all hosts: pass ``--coordinator_address``,
 ``--num_processes`` and ``--process_id``, or ``--distributed`` to let JAX
 detect a cluster). ``--workdir`` receives checkpoints, TensorBoard events and
 ``metrics.json``; by default a new ``runs/<dataset>-<loss>-<time>`` directory.
 Unusable input (a bad flag, a missing dataset, a workdir of another run)
-ends with one line on stderr and exit status 2.
+ends with one line on stderr and exit status 2; a diverged run (a NaN or
+infinite loss) with status 1; an interrupted one with status 130.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,18 +32,20 @@ from pathlib import Path
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gca_jax import configs
+from gca_jax.training import config as config_lib
 
 
 def define_flags() -> None:
   """Defines this entry point's flags (at start-up, not at import, so that
   other entry points can import the helpers below)."""
   config_flags.DEFINE_config_file(
-      "config", str(Path(configs.__file__)),
-      "Config file (experiments/configs/<dataset>.py); fields are overridable "
-      "as --config.<field>=<value>.")
+      "config", str(Path(config_lib.__file__)),
+      "Config file (experiments/configs/<dataset>.py, or <file>.py:small for a "
+      "seconds-long CPU run); fields are overridable as --config.<field>=<value>. "
+      "Default: the run saved in --workdir, else the embedded digits config.")
   flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
-  flags.DEFINE_bool("resume", False, "Continue the run checkpointed in --workdir.")
+  flags.DEFINE_bool("resume", False, "Insist on continuing the run checkpointed in "
+                    "--workdir (a workdir holding a run is continued in any case).")
   flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
   flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
   flags.DEFINE_integer("process_id", None, "Index of this process (multi-host).")
@@ -46,12 +58,14 @@ def define_flags() -> None:
 FLAGS = flags.FLAGS
 
 EXIT_USAGE = 2
+EXIT_DIVERGED = 1
+EXIT_INTERRUPTED = 130
 
 
-def fail(message: str) -> None:
-  """Prints ``message`` as one line to stderr and exits with EXIT_USAGE."""
-  print(f"error: {' '.join(message.split())}", file=sys.stderr)
-  sys.exit(EXIT_USAGE)
+def fail(message: str, status: int = EXIT_USAGE) -> None:
+  """Prints ``message`` as one line to stderr and exits with ``status``."""
+  print(f"error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+  sys.exit(status)
 
 
 # What loading a config file (--config=<file>, applied with its overrides
@@ -82,6 +96,25 @@ def initialize_distributed() -> None:
     jax.distributed.initialize()
 
 
+def resolve_config(workdir: Path):
+  """The config to run in ``workdir``: the run it holds, with only the
+  ``--config.<field>`` flags given applied, unless ``--config`` names a file."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from gca_jax.training import checkpoint  # pylint: disable=g-import-not-at-top
+  config = FLAGS.config
+  stored = checkpoint.read_config_json(workdir) if workdir.is_dir() else None
+  if stored is None or FLAGS["config"].present:
+    return config
+  resumed = ml_collections.ConfigDict(stored)
+  overrides = config_flags.get_override_values(FLAGS["config"])
+  try:
+    resumed.update_from_flattened_dict(overrides)
+  except (KeyError, AttributeError, TypeError) as e:
+    raise config_lib.ConfigError(f"cannot apply --config flags to the run in {workdir}: "
+                                 f"{e}") from None
+  return resumed
+
+
 def default_workdir(config) -> Path:
   loss = config.loss.replace("/", "_")
   return Path("runs") / f"{config.dataset}-{loss}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -93,20 +126,27 @@ def main(argv) -> None:
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   initialize_distributed()
   # Imported after distributed init: nothing may touch the backend before it.
-  from gca_jax import checkpointing, train  # pylint: disable=g-import-not-at-top
+  from gca_jax import training  # pylint: disable=g-import-not-at-top
   from gca_jax.data.base import DatasetError  # pylint: disable=g-import-not-at-top
+  from gca_jax.training import checkpoint, loop, reporting  # pylint: disable=g-import-not-at-top
 
   try:
-    config = FLAGS.config
-    config.get("loss")  # a config file that failed to load raises here
+    FLAGS.config.get("loss")  # a config file that failed to load raises here
+    workdir = Path(FLAGS.workdir) if FLAGS.workdir else default_workdir(FLAGS.config)
+    config = resolve_config(workdir)
   except CONFIG_LOAD_ERRORS as e:
     fail(f"cannot load --config: {type(e).__name__}: {e}")
-  workdir = Path(FLAGS.workdir) if FLAGS.workdir else default_workdir(config)
-  print(f"workdir: {workdir}")
+  print(f"workdir: {workdir}", flush=True)
   try:
-    result = train.train_and_evaluate(config, workdir, resume=FLAGS.resume)
-  except (train.ConfigError, checkpointing.RunMismatchError, DatasetError) as e:
+    result = training.train_and_evaluate(config, workdir, resume=FLAGS.resume).metrics
+  except (training.ConfigError, checkpoint.WorkdirError, DatasetError) as e:
     fail(str(e))
+  except loop.TrainingDiverged as e:
+    fail(str(e), EXIT_DIVERGED)
+  except loop.Interrupted as e:
+    print(str(e), file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(EXIT_INTERRUPTED)  # pylint: disable=protected-access
   if result.get("already_complete"):
     return  # train_and_evaluate said so; metrics.json is unchanged
   print(f"epochs {result['epochs']}  final loss {_number(result['final_loss'], '.4f')}  "
@@ -119,6 +159,7 @@ def main(argv) -> None:
   if "random_init_linear_probe_acc" in result:
     print(f"linear-probe accuracy of a randomly initialised encoder: "
           f"{result['random_init_linear_probe_acc']:.4f}")
+  print(reporting.where_to_look(workdir))
 
 
 def _number(value, spec: str) -> str:

@@ -8,8 +8,9 @@ cosine schedule, global batch 512, synchronised batch norm.
 Prepare the data once with ``python -m gca_jax.data.prepare cifar10``.
 """
 
-from gca_jax import configs
+from gca_jax.training import config as configs
 
 
-def get_config():
-  return configs.paper_cifar_config("cifar10")
+def get_config(variant=None):
+  """``variant="small"``: the same method as a seconds-long CPU run."""
+  return configs.apply_variant(configs.paper_cifar_config("cifar10"), variant)

@@ -8,10 +8,11 @@ Needs the manual download prepared with
 ``python -m gca_jax.data.prepare imagenet100 --data_dir=...``.
 """
 
-from gca_jax import configs
+from gca_jax.training import config as configs
 
 
-def get_config():
+def get_config(variant=None):
+  """``variant="small"``: the same method as a seconds-long CPU run."""
   config = configs.get_config()
   config.dataset = "imagenet100"
   config.load_size = 256
@@ -34,4 +35,4 @@ def get_config():
   # training process, enough for most hosts as Pillow releases the GIL).
   # Part of the run's identity: the batch order depends on it.
   config.data_workers = 0
-  return config
+  return configs.apply_variant(config, variant)

@@ -400,7 +400,7 @@ def two_views(key: jax.Array, images_uint8: jax.Array, *, policy: str = "simclr"
   """
   _check_policy(policy)
   key1, key2 = jax.random.split(key)
-  kwargs = dict(policy=policy, mean=tuple(mean), std=tuple(std),
-                out_size=out_size, blur=blur)
+  kwargs = {"policy": policy, "mean": tuple(mean), "std": tuple(std),
+            "out_size": out_size, "blur": blur}
   return augment_batch(key1, images_uint8, **kwargs), augment_batch(
       key2, images_uint8, **kwargs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -13,9 +14,16 @@ class DatasetError(RuntimeError):
   """A dataset cannot be read; the message says what to do about it.
 
   Raised for a wrong path, a missing split, an unprepared or manual-download
-  dataset and an undecodable image, so that users see one actionable message
-  instead of a traceback from deep inside tensorflow-datasets or Pillow.
+  dataset, a damaged file, an undecodable image, unusable arrays or labels
+  and loader arguments that select no usable data, so that users see one
+  actionable message naming the file or field instead of a traceback from
+  deep inside numpy, tensorflow-datasets or Pillow.
   """
+
+
+class DatasetWarning(UserWarning):
+  """A dataset is usable but has a property that changes what its metrics
+  mean (e.g. test classes without train examples); the message says which."""
 
 
 class LazyImages:
@@ -85,7 +93,7 @@ class ImageArrays(NamedTuple):
     """Whether ``images`` is a plain numpy array (device-feedable)."""
     return isinstance(self.images, np.ndarray)
 
-  def take(self, indices) -> "ImageArrays":
+  def take(self, indices) -> ImageArrays:
     """The examples at ``indices`` (kept lazy for lazy images)."""
     indices = np.asarray(indices)
     if self.in_memory:
@@ -146,18 +154,144 @@ def channel_stats(images: np.ndarray | LazyImages, *, max_images: int = 2048,
   return tuple(float(m) for m in pixels.mean(axis=0)), tuple(float(s) for s in std)
 
 
-def as_rgb_uint8(images: np.ndarray) -> np.ndarray:
-  """``images`` as uint8 (N,H,W,3): grey (N,H,W) or (N,H,W,1) is replicated."""
+def check_size(value, name: str = "image_size") -> int:
+  """``value`` as a positive int, else a ``DatasetError`` naming ``name``."""
+  if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or (
+      value < 1):
+    raise DatasetError(f"{name} must be a positive integer (pixels), got {value!r}.")
+  return int(value)
+
+
+def as_rgb_uint8(images: np.ndarray, what: str = "images") -> np.ndarray:
+  """``images`` as uint8 (N,H,W,3): grey (N,H,W) or (N,H,W,1) is replicated.
+
+  Anything else (another dtype, rank or channel count, or an empty image
+  side) raises ``DatasetError`` naming ``what``.
+  """
   images = np.asarray(images)
   if images.dtype != np.uint8:
     raise DatasetError(
-        f"Expected uint8 images, got dtype {images.dtype}; convert them to "
-        "uint8 in [0, 255] first.")
+        f"{what} have dtype {images.dtype}; images must be uint8 in [0, 255] "
+        "(e.g. np.round(x * 255).astype(np.uint8) for floats in [0, 1], or "
+        "(x >> 8).astype(np.uint8) for uint16).")
   if images.ndim == 3:
     images = images[..., None]
-  if images.ndim != 4 or images.shape[-1] not in (1, 3):
+  if images.ndim != 4 or images.shape[-1] not in (1, 3) or 0 in images.shape[1:3]:
     raise DatasetError(
-        f"Expected images of shape (N, H, W[, 1 or 3]), got {images.shape}.")
+        f"{what} have shape {images.shape}; expected (N, H, W), (N, H, W, 1) or "
+        "(N, H, W, 3) with H, W >= 1.")
   if images.shape[-1] == 1:
     images = np.repeat(images, 3, axis=-1)
   return images
+
+
+def as_labels(values, what: str = "labels") -> np.ndarray:
+  """``values`` as int32 (N,) class ids, refusing what would be misread.
+
+  Accepts an integer array of shape (N,) or (N, 1) with ids in
+  [0, 2**31 - 1]; a float, bool or other array, another shape, a negative
+  id or one beyond int32 raises ``DatasetError`` naming ``what``.
+  """
+  values = np.asarray(values)
+  if values.dtype == np.bool_ or not np.issubdtype(values.dtype, np.integer):
+    raise DatasetError(
+        f"{what} have dtype {values.dtype}; labels must be integer class ids "
+        "(0..K-1), e.g. y.astype(np.int64) after checking they are whole numbers.")
+  if values.ndim == 2 and values.shape[1] == 1:
+    values = values[:, 0]
+  if values.ndim != 1:
+    raise DatasetError(f"{what} have shape {values.shape}; labels must have shape "
+                       "(N,) or (N, 1), one class id per image.")
+  if values.size:
+    low, high = int(values.min()), int(values.max())
+    if low < 0 or high > np.iinfo(np.int32).max:
+      bad = low if low < 0 else high
+      raise DatasetError(f"{what} hold the class id {bad}; class ids must be in "
+                         "0..K-1 for K classes.")
+  return values.astype(np.int32)
+
+
+def preview(items, limit: int = 8) -> str:
+  """``items`` as a short list for an error message (the first ``limit``)."""
+  items = [i.item() if isinstance(i, np.generic) else i for i in items]
+  return str(items) if len(items) <= limit else (
+      f"{items[:limit]} (and {len(items) - limit} more)")
+
+
+def _check_split(split: ImageArrays, which: str, source: str, dataset: Dataset) -> None:
+  images = split.images
+  n = len(split.labels)
+  if (images.dtype != np.uint8 or len(images.shape) != 4 or images.shape[-1] != 3
+      or images.shape[0] != n):
+    raise DatasetError(f"{source}: the {which} split has images of shape "
+                       f"{tuple(images.shape)} ({images.dtype}) for {n} labels; "
+                       "expected uint8 (N, H, W, 3) with one label per image.")
+  labels = np.asarray(split.labels)
+  if labels.dtype != np.int32 or labels.ndim != 1:
+    raise DatasetError(f"{source}: {which} labels must be int32 (N,), got "
+                       f"{labels.dtype} {labels.shape}.")
+  if n and (labels.min() < 0 or labels.max() >= dataset.num_classes):
+    bad = labels.min() if labels.min() < 0 else labels.max()
+    raise DatasetError(f"{source}: {which} label {int(bad)} is outside 0.."
+                       f"{dataset.num_classes - 1} ({dataset.num_classes} classes).")
+  if split.domains is not None:
+    domains = np.asarray(split.domains)
+    if domains.shape != (n,) or (n and (domains.min() < 0 or (
+        dataset.domain_names and domains.max() >= len(dataset.domain_names)))):
+      raise DatasetError(f"{source}: {which} domains must be one id per image in "
+                         f"0..{max(len(dataset.domain_names), 1) - 1}.")
+
+
+def warn_unseen_test_classes(train_labels, test_labels, class_names: Sequence[str],
+                             source: str) -> np.ndarray:
+  """Warns (``DatasetWarning``) if test classes have no train examples.
+
+  Such classes stay in the test split and in ``num_classes``: evaluation
+  is then honest but no classifier fitted on the train split (kNN, linear
+  probe) can predict them, so their test images count as errors. Returns
+  the ids of those classes.
+  """
+  unseen = np.setdiff1d(np.asarray(test_labels), np.asarray(train_labels))
+  if unseen.size:
+    names = [class_names[i] if i < len(class_names) else str(i) for i in unseen]
+    count = int(np.isin(test_labels, unseen).sum())
+    warnings.warn(
+        f"{source}: test classes {preview(names)} ({count} test image{'s' * (count != 1)}) have no "
+        "train images; they are kept, but no classifier fitted on train can "
+        "predict them, so those test images count as errors.", DatasetWarning,
+        stacklevel=3)
+  return unseen
+
+
+def check_dataset(dataset: Dataset, source: str, *,
+                  allow_empty_train: bool = False) -> Dataset:
+  """Returns ``dataset`` if training and evaluation can use it as it is.
+
+  Holds when: the test split is not empty, nor is the train split unless
+  ``allow_empty_train`` (an evaluation-only set); both splits are uint8
+  (N, H, W, 3) with int32 labels in [0, num_classes) (and domain ids, if
+  any, index ``domain_names``) and one image shape. Raises ``DatasetError``
+  naming ``source`` otherwise. Test classes without train examples are
+  kept, with a ``DatasetWarning`` (`warn_unseen_test_classes`).
+  """
+  if not len(dataset.test):
+    raise DatasetError(f"{source}: the test split is empty; evaluation (kNN "
+                       "accuracy, linear probe) needs at least one test image.")
+  if not len(dataset.train) and not allow_empty_train:
+    raise DatasetError(f"{source}: the train split is empty; training needs at "
+                       "least one train image.")
+  if dataset.num_classes < 1 or (dataset.class_names and
+                                 len(dataset.class_names) != dataset.num_classes):
+    raise DatasetError(f"{source}: {dataset.num_classes} classes but "
+                       f"{len(dataset.class_names)} class names.")
+  for which, split in (("train", dataset.train), ("test", dataset.test)):
+    _check_split(split, which, source, dataset)
+  if not len(dataset.train):
+    return dataset
+  if dataset.train.images.shape[1:] != dataset.test.images.shape[1:]:
+    raise DatasetError(f"{source}: train images are {dataset.train.images.shape[1:]} "
+                       f"but test images are {dataset.test.images.shape[1:]}; both "
+                       "splits need one image size.")
+  warn_unseen_test_classes(dataset.train.labels, dataset.test.labels,
+                           dataset.class_names, source)
+  return dataset

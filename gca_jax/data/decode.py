@@ -33,25 +33,73 @@ def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
   return image.crop((left, top, left + size, top + size))
 
 
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+"""Pillow modes of 16-bit single-channel images (e.g. 16-bit grey PNGs)."""
+
+
+def to_8bit(image: Image.Image, what: str) -> Image.Image:
+  """``image`` with 8-bit samples: 16-bit grey is scaled, never clipped.
+
+  A 16-bit sample ``v`` in [0, 65535] becomes its high byte ``v >> 8``
+  (0 -> 0, 32768 -> 128, 65535 -> 255): the reduction Pillow applies to
+  16-bit colour PNGs (libpng's ``strip_16``), so a 16-bit grey image and its
+  16-bit RGB copy give the same 8-bit image, each within one level of the
+  exact ``v * 255 / 65535``. (Pillow's own ``convert`` would clip 16-bit grey
+  at 255, turning mid-grey white.) Pillow opens 16-bit grey PNGs as
+  ``I;16`` (mode ``I`` before Pillow 11). 32-bit integer or float images
+  (mode ``I`` from other formats, ``F``) have no fixed range and raise
+  ``DatasetError`` naming ``what``. 8-bit and lower-depth modes pass
+  through.
+  """
+  sixteen_bit = image.mode in SIXTEEN_BIT_MODES or (
+      image.mode == "I" and image.format == "PNG")
+  if sixteen_bit:
+    values = np.asarray(image).astype(np.int64)
+    if values.size and (values.min() < 0 or values.max() > 65535):
+      raise DatasetError(f"{what} has 16-bit samples outside [0, 65535]; the "
+                         "file is corrupt: delete or replace it.")
+    return Image.fromarray((values >> 8).astype(np.uint8))
+  if image.mode in ("I", "F") or image.mode.startswith(("I;", "F;")):
+    raise DatasetError(
+        f"{what} has {'float' if image.mode.startswith('F') else '32-bit integer'} "
+        f"samples (Pillow mode {image.mode}), which have no fixed range; save it "
+        "as an 8- or 16-bit image.")
+  return image
+
+
 def decode_image(data: bytes | str | os.PathLike, *, size: int | None = None,
                  what: str | None = None) -> np.ndarray:
   """Decodes encoded bytes or an image file to uint8 RGB (H, W, 3).
 
-  With ``size``, the image is also resized and centre-cropped to a square by
-  ``resize_center_crop``. An unreadable image raises ``DatasetError`` naming
-  ``what`` (the file or record), so one bad file is easy to find and remove.
+  16-bit images are reduced to 8 bits by scaling (``to_8bit``); grey is
+  replicated to RGB and an alpha channel is dropped. With ``size``, the
+  image is also resized and centre-cropped to a square by
+  ``resize_center_crop``. An unreadable image raises ``DatasetError``
+  naming ``what`` (the file or record), so one bad file is easy to find and
+  remove.
   """
   source = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
   what = what or (str(data) if isinstance(data, (str, os.PathLike)) else "image bytes")
   try:
     with Image.open(source) as image:
-      image = image.convert("RGB")
+      image = to_8bit(image, what).convert("RGB")
       if size is not None:
         image = resize_center_crop(image, size)
       return np.asarray(image, np.uint8)
   except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
     raise DatasetError(
         f"Cannot decode {what}: {e}. The file is corrupt or not an image; "
+        "delete or replace it and try again.") from e
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+  """(width, height) of the image file at ``path``, read from its header only."""
+  try:
+    with Image.open(path) as image:
+      return image.size
+  except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    raise DatasetError(
+        f"Cannot decode {path}: {e}. The file is corrupt or not an image; "
         "delete or replace it and try again.") from e
 
 
@@ -66,7 +114,11 @@ def decode_all(decode_one, count: int, image_shape, *, threads: int | None = Non
   out = np.empty((count, *image_shape), np.uint8)
 
   def fill(i):
-    out[i] = decode_one(i)
+    image = decode_one(i)
+    if image.shape != out.shape[1:]:  # callers name the file; this is a backstop
+      raise DatasetError(f"Image {i} has shape {image.shape}, expected "
+                         f"{out.shape[1:]}; all images must share one size.")
+    out[i] = image
 
   with ThreadPoolExecutor(threads or min(8, os.cpu_count() or 1)) as pool:
     for _ in pool.map(fill, range(count)):

@@ -9,6 +9,7 @@ downloaded ImageNet in class-folder layout into tfds ``array_record`` files
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import tensorflow_datasets as tfds
 
@@ -54,7 +55,7 @@ class ImageNet100(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   name = "imagenet100"
   VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "Initial release."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
 
   def _info(self) -> tfds.core.DatasetInfo:

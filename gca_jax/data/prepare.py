@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from gca_jax.data import tfds_sources
 from gca_jax.data.base import DatasetError
@@ -42,11 +43,16 @@ def prepare(name: str, *, data_dir: str | os.PathLike | None = None,
   try:
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
-  except (FileNotFoundError, AssertionError) as e:
+  except (OSError, AssertionError) as e:  # missing files, network errors
     raise DatasetError(f"Preparing '{name}' failed: {e}") from e
 
 
+EXIT_FAILURE = 1
+
+
 def main(argv=None) -> None:
+  """Command line: prepares one dataset; a failure is one line on stderr and
+  exit status ``EXIT_FAILURE`` (argparse's usage errors exit with 2)."""
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("name", help="imagenet100, cifar10, cifar100, svhn_cropped "
                       "or cifar10_corrupted/<corruption>_<severity>")
@@ -55,7 +61,11 @@ def main(argv=None) -> None:
   parser.add_argument("--manual_dir", default=None,
                       help="manual download folder (ImageNet-100)")
   args = parser.parse_args(argv)
-  prepare(args.name, data_dir=args.data_dir, manual_dir=args.manual_dir)
+  try:
+    prepare(args.name, data_dir=args.data_dir, manual_dir=args.manual_dir)
+  except DatasetError as e:
+    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+    sys.exit(EXIT_FAILURE)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+
 from gca_jax.data import local, tfds_sources
-from gca_jax.data.base import Dataset, DatasetError
+from gca_jax.data.base import Dataset, DatasetError, check_size
 
 DEFAULT_DATASET = "digits"
 NAMES = ("digits", *tfds_sources.CATALOG, "pacs", "imagenet100")
@@ -31,11 +33,21 @@ def load_dataset(name: str = DEFAULT_DATASET, *, data_dir: str | os.PathLike | N
   one (digits, PACS, folders without train/test). ``image_size`` (a
   config's ``load_size``) is the host-side square size of digits and of
   large-image sources (PACS, ImageNet-100, folders); None keeps each
-  source's default (digits 32, PACS 224, ImageNet-100 256, folders the
-  shorter side of their first image); the tfds catalog sources ignore it
-  and keep their native size. Failures raise ``DatasetError`` with what to
-  do.
+  source's default (digits 32, PACS 224, ImageNet-100 256; a folder's
+  images must then all have one size, see `local.load_image_folder`); the
+  tfds catalog sources ignore it and keep their native size.
+
+  Every source is checked before it is returned (`base.check_dataset`):
+  non-empty train and test splits (the train split of cifar10_corrupted
+  excepted), labels in range, one image size, and train images of every
+  test class. Failures raise ``DatasetError``, one message naming the file
+  or field and what to do.
   """
+  if image_size is not None:
+    image_size = check_size(image_size, "image_size (config.load_size)")
+  if isinstance(split_seed, bool) or not isinstance(split_seed, (int, np.integer)) or (
+      split_seed < 0):
+    raise DatasetError(f"split_seed must be a non-negative integer, got {split_seed!r}.")
   base = name.partition("/")[0]
   if name == "digits":
     return local.load_digits(split_seed=split_seed,
@@ -51,7 +63,7 @@ def load_dataset(name: str = DEFAULT_DATASET, *, data_dir: str | os.PathLike | N
     return tfds_sources.load_imagenet100(
         data_dir=data_dir,
         image_size=image_size or tfds_sources.IMAGENET100_IMAGE_SIZE)
-  path = name[len("npz:"):] if name.startswith("npz:") else name
+  path = name.removeprefix("npz:")
   looks_like_path = name.startswith("npz:") or os.sep in name or name.endswith(".npz")
   if looks_like_path or Path(path).exists():
     if Path(path).is_dir():

@@ -15,8 +15,16 @@ from typing import NamedTuple
 import numpy as np
 
 from gca_jax.data import decode
-from gca_jax.data.base import (Dataset, DatasetError, ImageArrays, LazyImages,
-                               as_rgb_uint8, empty_split)
+from gca_jax.data.base import (
+  Dataset,
+  DatasetError,
+  ImageArrays,
+  LazyImages,
+  as_rgb_uint8,
+  check_dataset,
+  check_size,
+  empty_split,
+)
 from gca_jax.data.local import IMAGENET_MEAN, IMAGENET_STD
 
 IMAGENET100_IMAGE_SIZE = 256
@@ -145,8 +153,9 @@ def load_catalog(name: str, *, data_dir=None) -> Dataset:
                        name)
   label_feature = builder.info.features["label"]
   class_names = tuple(getattr(label_feature, "names", ()) or ())
-  return Dataset(train, test, entry.num_classes, name, entry.mean, entry.std,
-                 class_names)
+  return check_dataset(
+      Dataset(train, test, entry.num_classes, name, entry.mean, entry.std, class_names),
+      f"Dataset '{name}'", allow_empty_train=entry.train_split is None)
 
 
 def imagenet100_builder(data_dir):
@@ -181,6 +190,7 @@ def load_imagenet100(*, data_dir=None,
   set of the 100 classes. Images are resized/centre-cropped on the host to
   ``image_size``; labels are read eagerly (one pass over the records).
   """
+  image_size = check_size(image_size)
   tfds = _tfds()
   from gca_jax.data import imagenet100  # pylint: disable=g-import-not-at-top
   builder = imagenet100_builder(data_dir)
@@ -194,8 +204,10 @@ def load_imagenet100(*, data_dir=None,
   for split in ("train", "validation"):
     source = builder.as_data_source(split=split, decoders=decoders)
     splits[split] = _lazy_tfds_images(source, "imagenet100", image_size)
-  return Dataset(splits["train"], splits["validation"], len(imagenet100.CLASSES),
-                 "imagenet100", IMAGENET_MEAN, IMAGENET_STD, imagenet100.CLASSES)
+  return check_dataset(
+      Dataset(splits["train"], splits["validation"], len(imagenet100.CLASSES),
+              "imagenet100", IMAGENET_MEAN, IMAGENET_STD, imagenet100.CLASSES),
+      f"ImageNet-100{f' in {data_dir}' if data_dir else ''}")
 
 
 def tensorflow_available() -> bool:

@@ -1,10 +1,11 @@
-"""Contrastive losses as distribution alignment (SPEC section 3).
+"""Contrastive losses as distribution alignment.
 
 Every loss here is a pure function of the two views' embeddings ``z1, z2``
 (``(B, D)``, row ``k`` of each from sample ``k``) returning a scalar, the
 mean over anchors. The GCA losses are presets of one function,
 :func:`gca_loss`: build the batch geometry, project its kernel
 (:mod:`gca_jax.losses.projections`), and compare the plan with a target.
+``docs/losses.md`` states the whole contract in one place.
 
 Notation: ``s = S / eps`` (scaled cosine similarity), ``M = -C / eps``
 (log-kernel), ``t(i)`` the positive of anchor ``i``, ``P̄`` the plan with each
@@ -26,7 +27,20 @@ matrix-vector product per half step) when :func:`scaling_form_is_safe` says
 ``max C / eps`` is small enough for the dtype (``eps >= 2/35 ≈ 0.057`` in
 float32 for normalised embeddings), and in the log domain otherwise, so a
 finite input never gives NaN or inf. All other quantities are formed from
-log-potentials.
+log-potentials. Two limits of the float range remain:
+
+* the robust term on the similarity kernel grows like ``exp(q / eps)``
+  (``rince``, ``gca_rince``, ``hs_rince``): an ``eps`` at which it cannot be
+  represented in the dtype (in float32 with ``q = 0.6``, below about
+  ``0.008``) is refused with the smallest allowed ``eps``;
+* in float32 at ``eps <= 0.02`` a loss whose exact value is below the
+  round-off of its terms (e.g. InfoNCE of well-separated positives)
+  underflows: it returns 0 or a slightly negative value, down to about
+  ``-1e-7``, with finite gradients.
+
+Non-finite embeddings (NaN or inf anywhere) give a non-finite loss, never a
+finite one: the normalisation maps such a row to NaN and every term
+propagates it.
 """
 
 from __future__ import annotations
@@ -36,6 +50,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from gca_jax.losses import projections
@@ -70,18 +85,30 @@ class LossAux:
 # Argument checks (trace time).
 
 
-def _check_eps(eps) -> None:
+def _concrete(value):
+  """``float(value)``, or ``None`` for a traced value (checked by no one)."""
   try:
-    value = float(eps)
+    return float(value)
   except (TypeError, jax.errors.ConcretizationTypeError):
-    return  # a traced eps cannot be checked at trace time
-  if not value > 0:
-    raise ValueError(f"eps must be > 0, got {eps}.")
+    return None
+
+
+def _check_eps(eps) -> None:
+  value = _concrete(eps)
+  if value is not None and not 0 < value < math.inf:
+    raise ValueError(f"eps must be finite and > 0, got {eps}.")
 
 
 def _check_q(q) -> None:
-  if not 0 < float(q) <= 1:
+  value = _concrete(q)
+  if value is not None and not 0 < value <= 1:
     raise ValueError(f"q must be in (0, 1], got {q}.")
+
+
+def _check_nonnegative(name: str, value) -> None:
+  concrete = _concrete(value)
+  if concrete is not None and not 0 <= concrete < math.inf:
+    raise ValueError(f"{name} must be finite and >= 0, got {value}.")
 
 
 def _check_iters(iters) -> None:
@@ -89,8 +116,69 @@ def _check_iters(iters) -> None:
     raise ValueError(f"iters must be an int >= 0, got {iters!r}.")
 
 
+def _is_one(tau) -> bool:
+  """Whether ``tau`` is statically 1 (a balanced side); traced: unknown."""
+  return _concrete(tau) == 1.0
+
+
+def relaxation(rho, eps):
+  """``tau = rho / (rho + eps)`` of a KL-relaxed marginal of weight ``rho``.
+
+  ``rho = inf`` is the hard constraint (``tau = 1``, balanced); ``rho`` must
+  be > 0 (a concrete value is checked, a traced one is trusted).
+  """
+  value = _concrete(rho)
+  if value is not None:
+    if not value > 0:
+      raise ValueError(
+          f"rho must be > 0 (inf: a balanced marginal), got {rho}.")
+    if value == math.inf:
+      return 1.0
+  return rho / (rho + eps)
+
+
+def _robust_log_magnitude(eps: float, q: float, lam: float, rows: int):
+  """Static log-bound on the similarity-kernel robust term and its gradient.
+
+  Per anchor ``x^q <= exp(q / eps)`` and ``y^q <= (lam N exp(1 / eps))^q``;
+  the sum over ``N`` anchors adds ``log N`` and the gradient a factor
+  ``1 / eps``.
+  """
+  return (q * (1.0 / eps + max(0.0, math.log(lam * rows) if lam else 0.0))
+          + math.log(rows) + max(0.0, math.log(1.0 / eps)))
+
+
+def _check_robust_range(eps, q, lam, rows: int, dtype) -> None:
+  """Refuses an ``eps`` at which the robust term overflows ``dtype``."""
+  eps, q, lam = _concrete(eps), _concrete(q), _concrete(lam)
+  if eps is None or q is None or lam is None:
+    return  # traced: cannot be checked at trace time
+  limit = math.log(float(jnp.finfo(dtype).max))
+  if _robust_log_magnitude(eps, q, lam, rows) <= limit:
+    return
+  low, high = eps, 1.0  # smallest representable eps, by bisection
+  while _robust_log_magnitude(high, q, lam, rows) > limit:
+    high *= 2.0
+  for _ in range(60):
+    middle = 0.5 * (low + high)
+    if _robust_log_magnitude(middle, q, lam, rows) > limit:
+      low = middle
+    else:
+      high = middle
+  raise ValueError(
+      f"eps={eps} is too small for the robust (RINCE) term in "
+      f"{jnp.dtype(dtype).name}: it grows like exp(q / eps) = exp({q / eps:.4g})"
+      f", beyond the dtype's range. Use eps >= {high:.3g} (for q={q}, "
+      f"lam={lam}, N={rows}), or enable float64 (jax_enable_x64).")
+
+
 def _log_marginal(marginal, size: int, dtype, name: str) -> jax.Array:
-  """``"uniform"`` (``1/N``), ``"ones"`` or a positive ``(size,)`` array."""
+  """``"uniform"`` (``1/N``), ``"ones"`` or a positive ``(size,)`` array.
+
+  A concrete array must be finite and > 0; a traced one is not checked, but
+  an entry that is not (negative, zero, NaN or inf) becomes NaN, so the loss
+  is not finite instead of silently wrong.
+  """
   if isinstance(marginal, str):
     if marginal == "uniform":
       return jnp.full(size, -math.log(size), dtype)
@@ -99,11 +187,39 @@ def _log_marginal(marginal, size: int, dtype, name: str) -> jax.Array:
     raise ValueError(
         f"{name} must be one of {MARGINALS} or a ({size},) array, got "
         f"{marginal!r}.")
+  if not isinstance(marginal, jax.core.Tracer):
+    values = np.asarray(marginal)
+    if values.dtype.kind not in "biuf":
+      raise TypeError(f"{name} must be a real array, got dtype {values.dtype}.")
+    if values.shape == (size,) and not np.all(
+        (values > 0) & np.isfinite(values)):
+      raise ValueError(f"{name} must be finite and > 0 everywhere.")
   marginal = jnp.asarray(marginal, dtype)
   if marginal.shape != (size,):
     raise ValueError(
         f"{name} must have shape ({size},), got {marginal.shape}.")
-  return jnp.log(marginal)
+  valid = (marginal > 0) & (marginal < jnp.inf)
+  return jnp.where(valid, jnp.log(jnp.where(valid, marginal, 1.0)), jnp.nan)
+
+
+def _check_target_values(target, excluded) -> None:
+  """A concrete target: real, finite, >= 0, every row naming some pair."""
+  values = np.asarray(target)
+  if values.dtype.kind not in "biuf":
+    raise TypeError(f"target must be a real matrix, got dtype {values.dtype}.")
+  if not np.all(np.isfinite(values)):
+    raise ValueError("target must be finite (it holds NaN or inf).")
+  if np.any(values < 0):
+    raise ValueError(
+        f"target must be >= 0 everywhere (min {values.min()}).")
+  if excluded is not None:
+    values = np.where(np.asarray(excluded), 0, values)
+  empty = np.flatnonzero(values.sum(axis=1) <= 0)
+  if empty.size:
+    raise ValueError(
+        f"every row of target needs a positive entry off the excluded self "
+        f"pairs; rows {empty[:5].tolist()}{' ...' if empty.size > 5 else ''} "
+        f"({empty.size} of {values.shape[0]}) have none.")
 
 
 def _normalized_target(target: Target, geometry: BatchGeometry):
@@ -114,26 +230,45 @@ def _normalized_target(target: Target, geometry: BatchGeometry):
           f"target must be 'pairs' or an (N, N) matrix from domain_target / "
           f"class_target, got {target!r}.")
     return None
-  target = jnp.asarray(target, geometry.cost.dtype)
-  if target.shape != geometry.cost.shape:
+  if jnp.shape(target) != geometry.cost.shape:
     raise ValueError(
         f"target must have shape {geometry.cost.shape} for this pairing, "
-        f"got {target.shape}.")
+        f"got {jnp.shape(target)}.")
+  if not isinstance(target, jax.core.Tracer):
+    _check_target_values(target, geometry.excluded)
+  target = jnp.asarray(target, geometry.cost.dtype)
+  # A traced target is not checked; a negative entry, NaN, inf or an empty
+  # row becomes NaN here (fused into the normalisation), and the terms below
+  # propagate NaN weights, so a bad target gives a non-finite loss.
+  target = jnp.where(target >= 0, target, jnp.nan)
   if geometry.excluded is not None:
     target = jnp.where(geometry.excluded, 0.0, target)
   row_sum = jnp.sum(target, axis=1, keepdims=True)
-  return target / jnp.where(row_sum > 0, row_sum, 1.0)
+  return target / jnp.where(row_sum > 0, row_sum, jnp.nan)
 
 
-def _select_form(form: str, geometry: BatchGeometry, eps) -> str:
+def _select_form(form: str, cost_bound: float, eps, dtype) -> str:
+  """The numerical form: ``"auto"`` resolved, a forced unsafe one refused.
+
+  ``cost_bound`` is the static bound on ``max C`` (plus the range the
+  potentials gain from a shifted kernel). A traced ``eps`` cannot be judged:
+  ``"auto"`` then takes the log form and a forced ``"scaling"`` is trusted.
+  """
   if form not in projections.FORMS:
     raise ValueError(
         f"form must be one of {projections.FORMS}, got {form!r}.")
-  if form != "auto":
+  if form == "log":
     return form
-  safe = projections.scaling_form_is_safe(geometry.cost_bound, eps,
-                                          geometry.cost.dtype)
-  return "scaling" if safe else "log"
+  safe = projections.scaling_form_is_safe(cost_bound, eps, dtype)
+  if form == "auto":
+    return "scaling" if safe else "log"
+  if not safe and _concrete(eps) is not None:
+    raise ValueError(
+        f"form='scaling' is unsafe at eps={eps} in {jnp.dtype(dtype).name}: "
+        f"exp(-C / eps) and its scalings leave the float range (static bound "
+        f"max C / eps = {cost_bound / float(eps):.4g}). Use form='auto' (which "
+        f"picks the log form here) or form='log'.")
+  return form
 
 
 # ----------------------------------------------------------------------------
@@ -145,8 +280,8 @@ def _at_positives(matrix: jax.Array, positives: jax.Array) -> jax.Array:
 
 
 def _masked_weighted_sum(weights, log_values):
-  """``sum_j w_ij log_values_ij`` with ``0 * -inf`` read as 0."""
-  return jnp.sum(jnp.where(weights > 0, weights * log_values, 0.0), axis=1)
+  """``sum_j w_ij log_values_ij`` with ``0 * -inf`` read as 0 (NaN kept)."""
+  return jnp.sum(jnp.where(weights != 0, weights * log_values, 0.0), axis=1)
 
 
 def _alignment_cross_entropy(log_kernel, log_v, row_lse, positives, target):
@@ -175,8 +310,10 @@ def _robust_term(log_kernel, log_u, log_v, positives, target, *, lam, q,
     log_x = _at_positives(log_kernel, positives) + log_v[positives]
     log_y = jnp.log(lam) - log_u
   else:
-    log_target = jnp.where(target > 0, jnp.log(jnp.where(target > 0, target,
-                                                         1.0)), -jnp.inf)
+    # Zero weights are -inf (absent pairs); NaN weights stay NaN.
+    nonzero = target != 0
+    log_target = jnp.where(nonzero, jnp.log(jnp.where(nonzero, target, 1.0)),
+                           -jnp.inf)
     log_x = jax.nn.logsumexp(log_target + log_kernel + log_v[None, :], axis=1)
     log_y = jnp.log(lam) + jax.nn.logsumexp(log_target - log_u[None, :],
                                             axis=1)
@@ -205,7 +342,7 @@ def _uniform_negatives_kl(log_plan):
   uniform = jnp.where(diagonal, plan, off_diagonal_mean)
   # Excluded self pairs have P = Q = 0: substitute before the log so that
   # neither the value nor the gradient sees 0 * inf.
-  support = uniform > 0
+  support = uniform != 0  # NaN stays in the support: it must propagate
   log_uniform = jnp.log(jnp.where(support, uniform, 1.0))
   log_plan = jnp.where(support, log_plan, 0.0)
   return jnp.mean(jnp.where(support, uniform * (log_uniform - log_plan), 0.0))

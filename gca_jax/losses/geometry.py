@@ -1,9 +1,10 @@
 """The batch's geometry: normalised embeddings, cosine cost, positives.
 
-Everything a loss needs before any projection runs (SPEC section 1):
+Everything a loss needs before any projection runs (``docs/losses.md``):
 
-* embeddings are L2-normalised (a zero row stays a zero row, so the loss is
-  finite);
+* embeddings are L2-normalised: a zero row stays a zero row (so the loss is
+  finite), a row holding NaN or inf becomes NaN (so the loss is not finite),
+  and the result does not depend on the scale of a finite row;
 * ``S = Ẑ Ẑᵀ`` is the cosine similarity and ``C = 1 - S`` the cost, so the
   log-kernel is ``M = -C / eps``;
 * ``pairing="joint"`` stacks both views (``N = 2B``, positive of row ``i`` is
@@ -60,29 +61,65 @@ def compute_dtype(dtype) -> jnp.dtype:
 
 
 def l2_normalize(z: jax.Array, axis: int = -1) -> jax.Array:
-  """Divides each row by its norm; a zero row maps to zero (not NaN).
+  """``z / |z|_2`` along ``axis``; a zero row maps to zero, NaN/inf to NaN.
 
-  The ``where`` keeps the gradient of a zero row finite as well: the norm is
-  replaced by 1 *before* the square root is differentiated.
+  Each row is first divided by its largest absolute entry ``m``, so that the
+  squares neither overflow nor underflow: a finite row normalises the same
+  whatever its scale (``1e30 z`` or ``1e-30 z`` in float32). ``m`` is held
+  constant in the gradient, which is exact because ``z / |z|`` does not
+  change when ``z`` is scaled.
+
+  * a zero row (``m = 0``) maps to a zero row with a zero gradient: the
+    divisors are replaced by 1 *before* anything is differentiated;
+  * a row holding NaN or inf has ``m`` NaN or inf, which is not 0, and maps
+    to a NaN row, so a loss of it is not finite.
   """
-  squared_norm = jnp.sum(z * z, axis=axis, keepdims=True)
-  safe = squared_norm > 0
-  norm = jnp.sqrt(jnp.where(safe, squared_norm, 1.0))
-  return jnp.where(safe, z / norm, 0.0)
+  if z.shape[axis] == 0:
+    raise ValueError(
+        f"cannot normalise along an empty axis (shape {z.shape}, axis {axis}).")
+  scale = jax.lax.stop_gradient(jnp.max(jnp.abs(z), axis=axis, keepdims=True))
+  nonzero = scale != 0  # True for NaN and inf, which must propagate
+  scaled = z / jnp.where(nonzero, scale, 1.0)
+  # Between 1 and D for a finite non-zero row, so its square root is safe.
+  squared_norm = jnp.sum(scaled * scaled, axis=axis, keepdims=True)
+  norm = jnp.sqrt(jnp.where(nonzero, squared_norm, 1.0))
+  return jnp.where(nonzero, scaled / norm, 0.0)
 
 
-def check_pair(z1, z2) -> None:
-  """Trace-time checks on the two views' embeddings."""
+def check_real(name: str, z) -> None:
+  """``z`` must be an array of a real (floating, integer or bool) dtype."""
+  dtype = getattr(z, "dtype", None)
+  if dtype is None or not hasattr(z, "shape"):
+    raise TypeError(
+        f"{name} must be a jax or numpy array, got {type(z).__name__}.")
+  if not (jnp.issubdtype(dtype, jnp.floating)
+          or jnp.issubdtype(dtype, jnp.integer) or dtype == jnp.bool_):
+    raise TypeError(
+        f"{name} must have a real (floating-point or integer) dtype, got {dtype}"
+        + ("; complex embeddings are not supported (split them into real "
+           "features)." if jnp.issubdtype(dtype, jnp.complexfloating)
+           else "."))
+
+
+def check_pair(z1, z2, names: tuple[str, str] = ("z1", "z2")) -> None:
+  """Trace-time checks on the two views' embeddings (shapes and dtypes)."""
+  first, second = names
+  both = f"{first} and {second}"
+  check_real(first, z1)
+  check_real(second, z2)
   if z1.ndim != 2 or z2.ndim != 2:
     raise ValueError(
-        f"z1 and z2 must be (B, D) matrices, got shapes {z1.shape} and "
+        f"{both} must be (B, D) matrices, got shapes {z1.shape} and "
         f"{z2.shape}; use jax.vmap for a leading batch of problems.")
   if z1.shape != z2.shape:
     raise ValueError(
-        f"z1 and z2 must have the same shape, got {z1.shape} and {z2.shape}.")
+        f"{both} must have the same shape, got {z1.shape} and {z2.shape}.")
   if z1.shape[0] < 2:
     raise ValueError(
-        f"z1 and z2 need at least 2 rows (B >= 2), got B = {z1.shape[0]}.")
+        f"{both} need at least 2 rows (B >= 2), got B = {z1.shape[0]}.")
+  if z1.shape[1] < 1:
+    raise ValueError(
+        f"{both} need at least 1 feature (D >= 1), got D = {z1.shape[1]}.")
 
 
 def batch_geometry(
@@ -93,11 +130,11 @@ def batch_geometry(
     self_mask: str = "exclude",
     similarity_floor: float | None = None,
 ) -> BatchGeometry:
-  """Cosine cost between the two views' embeddings (SPEC section 1).
+  """Cosine cost between the two views' embeddings.
 
   Args:
     z1, z2: ``(B, D)`` embeddings of the two views; row ``k`` of each comes
-      from sample ``k``. Any float dtype; computed in at least float32.
+      from sample ``k``. Any real dtype; computed in at least float32.
     pairing: ``"joint"`` (``N = 2B`` rows, SimCLR's layout) or ``"cross"``
       (``B x B`` between ``z1`` and ``z2``).
     self_mask: for ``"joint"``: ``"exclude"`` removes self pairs from the

@@ -1,6 +1,6 @@
 """Bregman projections of a batch kernel: balanced and unbalanced Sinkhorn.
 
-The math (SPEC section 2), in potentials measured in units of ``eps``
+The math (``docs/losses.md``), in potentials measured in units of ``eps``
 (``alpha = f / eps``, ``beta = g / eps``) on the log-kernel ``M = -C / eps``.
 One iteration is a row projection then a column projection::
 
@@ -20,7 +20,9 @@ Two numerical forms compute the same ``LSE_j(M_ij + beta_j)``:
 * ``"scaling"``: ``log(K @ exp(beta))`` with ``K = exp(M)`` computed once
   (one matrix-vector product per half step: the fast form). It is safe while
   ``exp(-max C / eps)`` and the scalings stay inside the float range, which
-  :func:`scaling_form_is_safe` checks from a static bound on the cost.
+  :func:`scaling_form_is_safe` checks from a static bound on the cost
+  (the losses refuse a forced ``"scaling"`` form that the bound calls unsafe;
+  :func:`sinkhorn` itself sees only the log-kernel and trusts its caller).
 
 Differentiation (``grad_mode``): ``"unroll"`` backpropagates through every
 iteration; ``"implicit"`` differentiates the fixed point
@@ -157,6 +159,51 @@ def _iterate(ops, log_a, log_b, log_u, log_v, *, iters, tau_a, tau_b,
   return log_u, log_v, jnp.concatenate([errors, last[None]])
 
 
+def check_relaxation(name: str, tau) -> None:
+  """A concrete relaxation must be in ``(0, 1]``; a traced one is trusted."""
+  try:
+    value = float(tau)
+  except (TypeError, jax.errors.ConcretizationTypeError):
+    return
+  if not 0.0 < value <= 1.0:
+    raise ValueError(
+        f"{name} must be in (0, 1] (1: balanced; rho / (rho + eps) for a "
+        f"KL-relaxed marginal), got {tau}.")
+
+
+def _real_array(name: str, value) -> jax.Array:
+  value = jnp.asarray(value)
+  if not (jnp.issubdtype(value.dtype, jnp.floating)
+          or jnp.issubdtype(value.dtype, jnp.integer)):
+    raise TypeError(f"{name} must be a real array, got dtype {value.dtype}.")
+  return value
+
+
+def _check_shapes(log_kernel, log_a, log_b, init_log_v):
+  """Trace-time shape checks; returns the arguments as arrays."""
+  log_kernel = _real_array("log_kernel", log_kernel)
+  if log_kernel.ndim != 2 or 0 in log_kernel.shape:
+    raise ValueError(
+        f"log_kernel must be a non-empty (N, M) matrix, got shape "
+        f"{log_kernel.shape}.")
+  if not jnp.issubdtype(log_kernel.dtype, jnp.floating):
+    log_kernel = log_kernel.astype(jnp.result_type(float))
+  rows, cols = log_kernel.shape
+  checked = []
+  for name, value, size in (("log_a", log_a, rows), ("log_b", log_b, cols),
+                            ("init_log_v", init_log_v, cols)):
+    if value is None:
+      checked.append(None)
+      continue
+    value = _real_array(name, value)
+    if value.shape != (size,):
+      raise ValueError(
+          f"{name} must have shape ({size},) for a log_kernel of shape "
+          f"{log_kernel.shape}, got {value.shape}.")
+    checked.append(value.astype(log_kernel.dtype))
+  return (log_kernel, *checked)
+
+
 def sinkhorn(
     log_kernel: jax.Array,
     log_a: jax.Array,
@@ -178,7 +225,8 @@ def sinkhorn(
     log_a, log_b: ``(N,)`` and ``(M,)`` log-marginals.
     iters: static number of full (row then column) iterations; 0 runs none.
     tau_a, tau_b: marginal relaxations in ``(0, 1]`` (1: balanced).
-    init_log_v: starting column potential ``beta`` (default 0, as ott-jax).
+    init_log_v: ``(M,)`` starting column potential ``beta`` (default 0, as
+      ott-jax).
     final_row_step: after the iterations, one more row projection replaces
       ``log_u`` (a "half step"; with ``iters = 0`` it is the only step).
     form: ``"log"`` or ``"scaling"`` (see the module docstring).
@@ -186,12 +234,22 @@ def sinkhorn(
 
   Returns:
     A :class:`ProjectionOutput`.
+
+  Raises:
+    ValueError: for a shape that does not match ``log_kernel``, a concrete
+      ``tau`` outside ``(0, 1]``, or an unknown ``form``/``grad_mode``.
   """
   if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
     raise ValueError(f"iters must be an int >= 0, got {iters!r}.")
   if grad_mode not in GRAD_MODES:
     raise ValueError(
         f"grad_mode must be one of {GRAD_MODES}, got {grad_mode!r}.")
+  if form not in ("log", "scaling"):
+    raise ValueError(f"form must be 'log' or 'scaling', got {form!r}.")
+  check_relaxation("tau_a", tau_a)
+  check_relaxation("tau_b", tau_b)
+  log_kernel, log_a, log_b, init_log_v = _check_shapes(
+      log_kernel, log_a, log_b, init_log_v)
   if init_log_v is None:
     init_log_v = jnp.zeros(log_kernel.shape[1], log_kernel.dtype)
   log_u0 = jnp.zeros(log_kernel.shape[0], log_kernel.dtype)

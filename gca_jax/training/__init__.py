@@ -1,0 +1,29 @@
+"""Data-parallel pre-training, one job per module.
+
+* `config`: the configs (`get_config`, the ``"small"`` variant, the paper's
+  presets) and `validate`, run once where a config enters;
+* `objectives`: what a step minimises (`Contrastive` over any loss of
+  `gca_jax.losses`, `Byol`), selected from the config;
+* `state`: `TrainState` (and BYOL's);
+* `optimizers`: optax optimisers and schedules;
+* `setup`: a config and a dataset made into a `Run` (mesh, objective,
+  optimiser, initial state, the jitted `train_step`);
+* `step`: ``train_step(state, batch) -> (state, metrics)``, one `shard_map`;
+* `feeds`: batches from a device-resident split or a host loader;
+* `checkpoint`: orbax checkpoints with checksums, the run identity, the
+  workdir lock;
+* `reporting`: TensorBoard, text logs and the ``metrics.json`` history;
+* `loop`: `train_and_evaluate`, the whole run in named phases.
+"""
+
+from gca_jax.training.checkpoint import RunMismatchError
+from gca_jax.training.config import ConfigError, get_config, validate
+from gca_jax.training.loop import TrainingDiverged, load_trained, train_and_evaluate
+from gca_jax.training.setup import Run, setup
+from gca_jax.training.state import ByolTrainState, TrainState
+
+__all__ = [
+    "ByolTrainState", "ConfigError", "Run", "RunMismatchError", "TrainState",
+    "TrainingDiverged", "get_config", "load_trained", "setup", "train_and_evaluate",
+    "validate",
+]

@@ -1,0 +1,288 @@
+"""Checkpoints (orbax), their integrity, the run identity and the workdir lock.
+
+A checkpoint holds the whole train state (params, optimiser state, batch
+statistics, BYOL's EMA target, the RNG key and the step) and, as JSON, the
+data position and the running sums of the epoch's metrics, so a resumed run
+continues exactly where the saved one stopped, even mid-epoch.
+
+Integrity: orbax writes each step into a temporary directory and renames it
+when complete, so a process killed mid-save leaves nothing that
+``all_steps()`` lists. After each save the SHA-256 of every file of the step
+is recorded in ``checksums/<step>.json``; `Checkpointer.restore` verifies
+them and falls back, with a warning, to the newest intact checkpoint when
+the latest is truncated, has lost a file or has flipped bytes (damaged
+steps are moved to ``damaged/``).
+
+Identity: a run stores its config as ``config.json``; a workdir holding a
+checkpoint refuses a config that differs outside the run-control fields
+(`gca_jax.training.config.RUN_CONTROL_FIELDS`), and refuses to resume at all
+without its ``config.json``. `WorkdirLock` keeps two runs off one workdir.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from gca_jax.training.config import RUN_CONTROL_FIELDS
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+CHECKSUM_DIR = "checksums"
+DAMAGED_DIR = "damaged"
+LOCK_FILE = ".lock"
+
+
+class WorkdirError(RuntimeError):
+  """The workdir cannot be used as asked (one-line message)."""
+
+
+class RunMismatchError(WorkdirError):
+  """The workdir belongs to a different run."""
+
+
+# ---------------------------------------------------------------------------
+# The workdir.
+
+
+def prepare_workdir(workdir: str | Path) -> Path:
+  """Creates ``workdir`` if needed and checks that it is a writable directory."""
+  workdir = Path(workdir)
+  if workdir.exists() and not workdir.is_dir():
+    raise WorkdirError(f"--workdir {workdir} is a file, not a directory")
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+    probe = workdir / ".write_test"
+    probe.write_text("")
+    probe.unlink()
+  except OSError as e:
+    raise WorkdirError(f"cannot write to --workdir {workdir}: {e.strerror or e}") from None
+  return workdir
+
+
+class WorkdirLock:
+  """An exclusive lock on a workdir for the life of a run (process 0 only).
+
+  The operating system releases it when the process dies, so a killed run
+  never leaves a stale lock.
+  """
+
+  def __init__(self, workdir: str | Path):
+    self._file = None
+    if jax.process_index() != 0:
+      return
+    path = Path(workdir) / LOCK_FILE
+    self._file = open(path, "a+")  # pylint: disable=consider-using-with
+    try:
+      fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      self._file.seek(0)
+      holder = self._file.read().strip() or "another process"
+      self._file.close()
+      self._file = None
+      raise WorkdirError(f"workdir {workdir} is in use by another run ({holder}); "
+                         "wait for it to finish or use another --workdir") from None
+    self._file.seek(0)
+    self._file.truncate()
+    self._file.write(f"pid {os.getpid()}")
+    self._file.flush()
+
+  def release(self) -> None:
+    if self._file is not None:
+      fcntl.flock(self._file, fcntl.LOCK_UN)
+      self._file.close()
+      self._file = None
+
+
+# ---------------------------------------------------------------------------
+# Run identity.
+
+
+def config_to_json(config) -> dict:
+  """The config as a plain JSON-compatible dict."""
+  return json.loads(config.to_json(sort_keys=True))
+
+
+def _drop_none(value):
+  """``value`` without the None entries of its (nested) dicts: an unset
+  placeholder field and a field absent from an older config.json agree."""
+  if isinstance(value, dict):
+    return {k: _drop_none(v) for k, v in value.items() if v is not None}
+  return value
+
+
+def identity(config_json: dict) -> dict:
+  """The fields of a config that define what a run computes."""
+  return _drop_none({k: v for k, v in config_json.items()
+                     if k not in RUN_CONTROL_FIELDS})
+
+
+def differing_fields(old: dict, new: dict) -> list[str]:
+  """Top-level identity fields where two configs (as JSON) differ."""
+  old, new = identity(old), identity(new)
+  return sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+
+
+def read_config_json(workdir: str | Path) -> dict | None:
+  """The stored config of ``workdir`` (None if there is none)."""
+  path = Path(workdir) / CONFIG_FILE
+  if not path.exists():
+    return None
+  try:
+    return json.loads(path.read_text())
+  except (OSError, ValueError) as e:
+    raise WorkdirError(f"{path} is unreadable ({type(e).__name__}: {e}); restore it "
+                       "or use a new --workdir") from None
+
+
+def check_run_identity(workdir: str | Path, config) -> None:
+  """Raises RunMismatchError unless ``config`` is the run stored in ``workdir``.
+
+  Call it only when ``workdir`` holds a checkpoint (a ``config.json`` alone
+  is what a start that failed before its first checkpoint left).
+  """
+  stored = read_config_json(workdir)
+  if stored is None:
+    raise RunMismatchError(
+        f"workdir {workdir} holds checkpoints but no {CONFIG_FILE}, so its run "
+        "cannot be identified; restore the file or use a new --workdir")
+  differing = differing_fields(stored, config_to_json(config))
+  if differing:
+    raise RunMismatchError(
+        f"workdir {workdir} holds another run (config differs in: "
+        f"{', '.join(differing)}); use a new --workdir")
+
+
+def write_config_json(workdir: str | Path, config) -> None:
+  """Stores ``config`` as the run identity of ``workdir`` (process 0)."""
+  if jax.process_index() == 0:
+    path = Path(workdir) / CONFIG_FILE
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(config_to_json(config), indent=2))
+    temporary.replace(path)
+
+
+# ---------------------------------------------------------------------------
+# Checkpoints.
+
+
+def _file_digests(directory: Path) -> dict[str, str]:
+  return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+          for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+class Checkpointer:
+  """Saves and restores (state, position) under ``workdir/checkpoints``."""
+
+  def __init__(self, workdir: str | Path, *, max_to_keep: int = 2):
+    self._workdir = Path(workdir).absolute()
+    self._directory = self._workdir / CHECKPOINT_DIR
+    self._manager = ocp.CheckpointManager(
+        self._directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=False),
+        item_names=("state", "feed"))
+
+  def all_steps(self) -> list[int]:
+    """Steps of the complete checkpoints, oldest first."""
+    return sorted(self._manager.all_steps())
+
+  def save(self, state, position: dict) -> None:
+    """Saves ``state`` and the JSON ``position`` at ``state.step``, waits for
+    the write and records its checksums."""
+    step = int(jax.device_get(state.step))
+    if jax.process_index() == 0:
+      self._directory.mkdir(parents=True, exist_ok=True)
+    self._manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), feed=ocp.args.JsonSave(position)))
+    self._manager.wait_until_finished()
+    if jax.process_index() == 0:
+      checksums = self._workdir / CHECKSUM_DIR
+      checksums.mkdir(exist_ok=True)
+      temporary = checksums / f"{step}.json.tmp"
+      temporary.write_text(json.dumps(_file_digests(self._step_dir(step))))
+      temporary.replace(checksums / f"{step}.json")
+      kept = {str(s) for s in self.all_steps()}
+      for stale in checksums.glob("*.json"):
+        if stale.stem not in kept:
+          stale.unlink()
+
+  def _step_dir(self, step: int) -> Path:
+    return self._directory / str(step)
+
+  def damage(self, step: int) -> str | None:
+    """Why checkpoint ``step`` fails verification (None if it is intact)."""
+    record = self._workdir / CHECKSUM_DIR / f"{step}.json"
+    try:
+      expected = json.loads(record.read_text())
+    except (OSError, ValueError):
+      return "its checksum record is missing or unreadable"
+    actual = _file_digests(self._step_dir(step))
+    missing = sorted(expected.keys() - actual.keys())
+    if missing:
+      return f"file {missing[0]} is missing"
+    changed = sorted(k for k in expected if expected[k] != actual[k])
+    if changed:
+      return f"file {changed[0]} has changed (truncated or corrupted)"
+    return None
+
+  def _set_aside(self, step: int, reason: str) -> None:
+    print(f"warning: checkpoint {step} in {self._workdir} is damaged ({reason}); "
+          f"moved to {DAMAGED_DIR}/ and skipped", file=sys.stderr, flush=True)
+    if jax.process_index() == 0:
+      target = self._workdir / DAMAGED_DIR / str(step)
+      target.parent.mkdir(exist_ok=True)
+      shutil.rmtree(target, ignore_errors=True)
+      shutil.move(str(self._step_dir(step)), str(target))
+      (self._workdir / CHECKSUM_DIR / f"{step}.json").unlink(missing_ok=True)
+    self._manager.reload()
+
+  def latest_step(self) -> int | None:
+    """Step of the newest intact checkpoint (damaged newer ones are set
+    aside with a warning); None if there is no checkpoint at all.
+
+    Raises WorkdirError if checkpoints exist but none is intact.
+    """
+    steps = self.all_steps()
+    for step in reversed(steps):
+      reason = self.damage(step)
+      if reason is None:
+        return step
+      self._set_aside(step, reason)
+    if steps:
+      raise WorkdirError(f"every checkpoint in {self._directory} is damaged (see "
+                         f"{DAMAGED_DIR}/); move the workdir away to start over")
+    return None
+
+  def read_position(self, step: int) -> dict:
+    """The saved JSON position of ``step`` without restoring the state."""
+    return self._manager.restore(
+        step, args=ocp.args.Composite(feed=ocp.args.JsonRestore())).feed
+
+  def restore(self, abstract_state, step: int) -> tuple[Any, dict]:
+    """(state, position) of the intact checkpoint ``step``.
+
+    ``abstract_state`` gives the tree structure, shapes, dtypes and shardings
+    (e.g. a freshly initialised state).
+    """
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
+    try:
+      restored = self._manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract), feed=ocp.args.JsonRestore()))
+    except (ValueError, KeyError, TypeError) as e:
+      raise WorkdirError(f"checkpoint {step} in {self._directory} does not fit this "
+                         f"run's state ({type(e).__name__}); use a new --workdir") from None
+    return restored.state, restored.feed
+
+  def close(self) -> None:
+    """Waits for pending saves and releases resources."""
+    self._manager.wait_until_finished()
+    self._manager.close()

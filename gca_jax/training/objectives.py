@@ -1,0 +1,269 @@
+"""What a pre-training step minimises: the contrastive and BYOL objectives.
+
+An objective owns its model(s) and the state it adds to the common
+`TrainState`, and exposes
+
+* ``create_state(params, batch_stats, opt_state, rng)``: its initial state;
+* ``loss(params, state, views1, views2, ids, gather) -> (loss, Output)``: the
+  objective on this device's rows (inside `jax.shard_map`; ``gather`` turns
+  this device's rows into the rows the loss sees: the global batch with the
+  global scope), differentiable in ``params``;
+* ``after_update(state) -> state``: what follows the optimiser update (BYOL:
+  the EMA of the target network).
+
+`Contrastive` runs any loss of `gca_jax.losses` (or a published-code preset
+of `gca_jax.reference`) on the two views' projections, optionally against a
+target plan built from the batch's domains or labels (``config.target``);
+`Byol` regresses the online predictions on an EMA target's projections.
+`make_objective(config)` picks one; `check(config)` validates the loss, its
+parameters and the target without computing anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from gca_jax import losses, models
+from gca_jax.sharding import DATA_AXIS
+from gca_jax.training.config import ConfigError
+from gca_jax.training.state import ByolTrainState, TrainState
+
+BYOL = "byol"
+REFERENCE_PREFIX = "reference/"
+# config.loss_params names of gca_jax.losses passed to the published-code
+# presets of gca_jax.reference under their names there.
+REFERENCE_PARAM_NAMES = {"rho_a": "relax1", "rho_b": "relax2", "w_ce": "r1",
+                         "w_rince": "r2"}
+# Which per-example ids a target plan is built from.
+TARGET_IDS = {"domain": "domain", "class": "label"}
+
+
+class Output(NamedTuple):
+  """What `loss` returns beside the loss value."""
+
+  state_updates: dict      # new values of state fields (batch statistics)
+  diagnostics: dict        # scalar diagnostics of the loss
+  z1: jax.Array            # the projections the loss saw (for metrics)
+  z2: jax.Array
+
+
+# ---------------------------------------------------------------------------
+# Loss selection.
+
+
+def is_reference(config) -> bool:
+  return config.loss.startswith(REFERENCE_PREFIX)
+
+
+def loss_params_of(config) -> dict:
+  """The set (not None) entries of ``config.loss_params``, as loss keywords
+  (renamed for the published-code presets, see `REFERENCE_PARAM_NAMES`)."""
+  params = {k: v for k, v in dict(config.loss_params).items() if v is not None}
+  if not is_reference(config):
+    return params
+  mapped = {}
+  for name, value in params.items():
+    target = REFERENCE_PARAM_NAMES.get(name, name)
+    if target in mapped:
+      raise ConfigError(f"loss {config.loss!r}: parameter {target!r} is set twice "
+                        f"(as {name!r} too)")
+    mapped[target] = value
+  return mapped
+
+
+def accepted_params(loss: Callable) -> tuple[str, ...]:
+  """Keyword parameters ``loss`` takes, from its signature (and from
+  `gca_jax.losses.gca_loss`'s for presets that forward ``**kwargs`` to it)."""
+  signature = inspect.signature(loss).parameters
+  names = [n for n, p in signature.items() if p.kind is p.KEYWORD_ONLY]
+  if any(p.kind is p.VAR_KEYWORD for p in signature.values()):
+    names += [n for n in inspect.signature(losses.gca_loss).parameters
+              if n not in names and n not in ("z1", "z2")]
+  return tuple(n for n in names if n != "return_aux")
+
+
+def _check_param_names(config) -> None:
+  params = loss_params_of(config)
+  if is_reference(config):
+    from gca_jax import reference  # pylint: disable=g-import-not-at-top
+    preset = config.loss[len(REFERENCE_PREFIX):]
+    if preset not in reference.NAMES:
+      raise ConfigError(f"config.loss: unknown reference loss {preset!r}; choose one "
+                        f"of {', '.join(REFERENCE_PREFIX + n for n in reference.NAMES)}")
+    accepted = reference.PARAMS
+  else:
+    try:
+      accepted = accepted_params(losses.get(config.loss))
+    except ValueError as e:
+      raise ConfigError(f"config.loss: {e}") from None
+  unknown = sorted(set(params) - set(accepted))
+  if unknown:
+    raise ConfigError(f"loss {config.loss!r} does not take parameter {unknown[0]!r} "
+                      f"(config.loss_params; it takes {', '.join(accepted)})")
+
+
+def scalar_diagnostics(aux) -> dict[str, jax.Array]:
+  """The scalar fields of a loss's aux (vectors: their last entry, e.g. the
+  marginal error after the final Sinkhorn iteration); matrices are dropped."""
+  fields = dataclasses.asdict(aux) if dataclasses.is_dataclass(aux) else dict(aux)
+  out = {}
+  for name, value in fields.items():
+    value = jnp.asarray(value)
+    if value.ndim <= 1 and value.size:
+      out[name] = value.reshape(-1)[-1].astype(jnp.float32)
+  return out
+
+
+def make_loss_fn(config) -> Callable[..., tuple[jax.Array, dict]]:
+  """``loss_fn(z1, z2, target=None) -> (loss, scalar diagnostics)`` of
+  ``config.loss``; ``target`` (an ``(N, N)`` plan) replaces the default
+  "pairs" target. The published-code presets report no diagnostics."""
+  params = loss_params_of(config)
+  if is_reference(config):
+    from gca_jax import reference  # pylint: disable=g-import-not-at-top
+    preset = config.loss[len(REFERENCE_PREFIX):]
+    return lambda z1, z2, target=None: (reference.loss(preset, z1, z2, **params), {})
+  loss = losses.get(config.loss)
+
+  def loss_fn(z1, z2, target=None):
+    kwargs = {} if target is None else {"target": target}
+    value, aux = loss(z1, z2, return_aux=True, **kwargs, **params)
+    return value, scalar_diagnostics(aux)
+
+  return loss_fn
+
+
+def make_target_fn(config) -> Callable[[jax.Array], jax.Array] | None:
+  """``target_fn(ids) -> (N, N)`` plan of ``config.target`` from the ``(B,)``
+  ids of the rows the loss sees; None for the "pairs" target."""
+  pairing = loss_params_of(config).get("pairing", "joint")
+  if config.target == "domain":
+    alpha, beta = float(config.target_alpha), float(config.target_beta)
+    return lambda ids: losses.domain_target(ids, alpha, beta, pairing=pairing)
+  if config.target == "class":
+    return lambda ids: losses.class_target(ids, pairing=pairing)
+  return None
+
+
+def check(config) -> None:
+  """Raises a one-line ConfigError if the loss, its parameters, the target or
+  the model cannot run; traces the objective on abstract inputs only."""
+  try:
+    models.create_model(config.model, bn_axis_name=DATA_AXIS)
+  except (TypeError, ValueError) as e:
+    raise ConfigError(f"config.model: {e}") from None
+  if config.loss == BYOL:  # BYOL takes no loss parameters (ignores loss_params)
+    if config.target != "pairs":
+      raise ConfigError(f"loss 'byol' takes no target plan; config.target must be "
+                        f"'pairs', got {config.target!r}")
+    return
+  if config.target != "pairs" and is_reference(config):
+    raise ConfigError(f"loss {config.loss!r} takes no target plan; config.target "
+                      f"must be 'pairs', got {config.target!r}")
+  _check_param_names(config)
+  loss_fn, target_fn = make_loss_fn(config), make_target_fn(config)
+  z = jax.ShapeDtypeStruct((4, config.model.projection_dim), jnp.float32)
+
+  def traced(z1, z2):
+    if target_fn is None:
+      return loss_fn(z1, z2)
+    return loss_fn(z1, z2, target_fn(jnp.arange(4, dtype=jnp.int32) % 2))
+
+  try:
+    jax.eval_shape(traced, z, z)
+  except (TypeError, ValueError) as e:
+    raise ConfigError(f"loss {config.loss!r} (config.loss_params): "
+                      f"{' '.join(str(e).split())}") from None
+
+
+# ---------------------------------------------------------------------------
+# Objectives.
+
+
+def _initial_state(params, batch_stats, opt_state, rng) -> TrainState:
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    batch_stats=batch_stats, opt_state=opt_state, rng=rng)
+
+
+@dataclasses.dataclass(frozen=True)
+class Contrastive:
+  """A contrastive loss on the two views' projections (see module doc)."""
+
+  model: Any
+  loss_fn: Callable
+  target_fn: Callable | None = None
+  id_key: str | None = None     # batch field the target plan is built from
+
+  def create_state(self, params, batch_stats, opt_state, rng) -> TrainState:
+    return _initial_state(params, batch_stats, opt_state, rng)
+
+  def loss(self, params, state, views1, views2, ids, gather):
+    out, new_vars = self.model.apply(
+        {"params": params, "batch_stats": state.batch_stats},
+        jnp.concatenate([views1, views2]), train=True, mutable=["batch_stats"])
+    z1, z2 = (gather(z) for z in jnp.split(out.projection, 2))
+    if self.target_fn is None:
+      loss, diagnostics = self.loss_fn(z1, z2)
+    else:
+      loss, diagnostics = self.loss_fn(z1, z2, self.target_fn(gather(ids)))
+    return loss, Output({"batch_stats": new_vars["batch_stats"]}, diagnostics, z1, z2)
+
+  def after_update(self, state):
+    return state
+
+
+@dataclasses.dataclass(frozen=True)
+class Byol:
+  """BYOL: online predictions regress an EMA target's projections.
+
+  A constant EMA decay (BYOL anneals it from 0.996 to 1 with a cosine
+  schedule), and the symmetric views of ``config.augmentation`` (not BYOL's
+  asymmetric blur/solarisation pair).
+  """
+
+  model: Any            # online network, with predictor
+  target_model: Any     # the same network without predictor
+  ema_decay: float
+  id_key = None
+
+  def create_state(self, params, batch_stats, opt_state, rng) -> ByolTrainState:
+    base = _initial_state(params, batch_stats, opt_state, rng)
+    return ByolTrainState(**vars(base), target_params=models.target_subtree(params),
+                          target_batch_stats=models.target_subtree(batch_stats))
+
+  def loss(self, params, state, views1, views2, ids, gather):
+    del ids
+    both_views = jnp.concatenate([views1, views2])
+    target_out, target_vars = self.target_model.apply(
+        {"params": state.target_params, "batch_stats": state.target_batch_stats},
+        both_views, train=True, mutable=["batch_stats"])
+    t1, t2 = (gather(t) for t in jnp.split(lax.stop_gradient(target_out.projection), 2))
+    out, new_vars = self.model.apply(
+        {"params": params, "batch_stats": state.batch_stats},
+        both_views, train=True, mutable=["batch_stats"])
+    z1, z2 = (gather(z) for z in jnp.split(out.projection, 2))
+    p1, p2 = (gather(p) for p in jnp.split(out.prediction, 2))
+    updates = {"batch_stats": new_vars["batch_stats"],
+               "target_batch_stats": target_vars["batch_stats"]}
+    return losses.byol(p1, p2, t1, t2), Output(updates, {}, z1, z2)
+
+  def after_update(self, state):
+    return state.replace(target_params=models.ema_update(
+        state.target_params, state.params, self.ema_decay))
+
+
+def make_objective(config) -> Contrastive | Byol:
+  """The objective of ``config.loss`` (validate the config first)."""
+  model = models.create_model(config.model, with_predictor=config.loss == BYOL,
+                              bn_axis_name=DATA_AXIS)
+  if config.loss == BYOL:
+    return Byol(model, models.create_model(config.model, bn_axis_name=DATA_AXIS),
+                float(config.ema_decay))
+  return Contrastive(model, make_loss_fn(config), make_target_fn(config),
+                     TARGET_IDS.get(config.target))

@@ -1,0 +1,159 @@
+"""What a run tells: TensorBoard scalars, text lines and ``metrics.json``.
+
+* `TensorBoard`: scalars under ``workdir/tensorboard`` (process 0 only).
+* `Progress`: a progress bar on a terminal, or plain text lines (step,
+  epoch, loss, images/s, ETA) when there is no terminal or no bar (cluster
+  jobs), every ``log_every_steps`` steps.
+* `MetricsFile`: ``workdir/metrics.json``. Its top-level keys are the latest
+  results (``final_loss``, ``linear_probe_acc``, ...); ``invocations`` keeps
+  one record per invocation (command, steps, timings) and ``evaluations``
+  one per evaluation, with the protocol that produced it (``knn``,
+  ``linear``, ``finetune``). Each write merges into what is there, so a
+  resume or a ``linear_eval`` never loses earlier results; the file is
+  replaced atomically.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import jax
+
+METRICS_FILE = "metrics.json"
+TENSORBOARD_DIR = "tensorboard"
+
+
+def is_main_process() -> bool:
+  return jax.process_index() == 0
+
+
+def log(message: str) -> None:
+  """A line on stdout from process 0."""
+  if is_main_process():
+    print(message, flush=True)
+
+
+class TensorBoard:
+  """TensorBoard scalars (tensorboardX) on process 0; no-op elsewhere."""
+
+  def __init__(self, workdir: str | Path):
+    self._writer = None
+    if is_main_process():
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._writer = SummaryWriter(str(Path(workdir) / TENSORBOARD_DIR))
+
+  def write(self, step: int, scalars: dict, prefix: str = "") -> None:
+    if self._writer:
+      for name, value in scalars.items():
+        if value is not None:
+          self._writer.add_scalar(prefix + name, float(value), step)
+      self._writer.flush()
+
+  def close(self) -> None:
+    if self._writer:
+      self._writer.close()
+
+
+def _duration(seconds: float) -> str:
+  return str(datetime.timedelta(seconds=round(seconds)))
+
+
+class Progress:
+  """Progress of a run: a tqdm bar, or text lines where there is no terminal."""
+
+  def __init__(self, *, total_steps: int, initial_step: int, steps_per_epoch: int,
+               batch_size: int, use_bar: bool, what: str = "step"):
+    from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+    self._total, self._steps_per_epoch = total_steps, steps_per_epoch
+    self._batch_size = batch_size
+    self._text = not (use_bar and sys.stdout.isatty()) and is_main_process()
+    self._bar = tqdm(total=total_steps, initial=initial_step, unit=what,
+                     dynamic_ncols=True,
+                     disable=self._text or not use_bar or not is_main_process())
+
+  def update(self, steps: int = 1) -> None:
+    self._bar.update(steps)
+
+  def report(self, step: int, loss: float, images_per_second: float | None) -> None:
+    """Shows the latest loss and throughput (a text line without a bar)."""
+    rate = "n/a" if not images_per_second else f"{images_per_second:.0f}"
+    if not self._text:
+      self._bar.set_postfix(loss=f"{loss:.4f}", img_per_s=rate)
+      return
+    eta = ""
+    if images_per_second:
+      steps_per_second = images_per_second / self._batch_size
+      eta = f"  eta {_duration((self._total - step) / steps_per_second)}"
+    log(f"step {step}/{self._total}  epoch {step / self._steps_per_epoch:.2f}  "
+        f"loss {loss:.4f}  images/s {rate}{eta}")
+
+  def write(self, message: str) -> None:
+    if self._text:
+      log(message)
+    else:
+      self._bar.write(message)
+
+  def close(self) -> None:
+    self._bar.close()
+
+
+def finite_or_none(value):
+  """JSON has no NaN/inf: a non-finite float becomes None (null)."""
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  return value
+
+
+class MetricsFile:
+  """``metrics.json``: latest results plus the history (see module doc)."""
+
+  def __init__(self, workdir: str | Path):
+    self.path = Path(workdir) / METRICS_FILE
+
+  def read(self) -> dict:
+    """The stored metrics ({} if none). An unreadable file is kept aside as
+    ``metrics.json.damaged`` with a warning, never silently dropped."""
+    if not self.path.exists():
+      return {}
+    try:
+      stored = json.loads(self.path.read_text())
+      if not isinstance(stored, dict):
+        raise ValueError("not a JSON object")
+      return stored
+    except (OSError, ValueError) as e:
+      damaged = self.path.with_name(METRICS_FILE + ".damaged")
+      if is_main_process():
+        self.path.replace(damaged)
+      print(f"warning: {self.path} was unreadable ({e}); kept as {damaged.name}, "
+            "starting a new history", file=sys.stderr, flush=True)
+      return {}
+
+  def update(self, results: dict, *, invocation: dict | None = None,
+             evaluations: list[dict] = ()) -> dict:
+    """Merges ``results`` (latest values) and appends the history records."""
+    stored = self.read()
+    merged = {**stored, **{k: finite_or_none(v) for k, v in results.items()}}
+    merged["invocations"] = list(stored.get("invocations", []))
+    if invocation is not None:
+      merged["invocations"].append({"finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                    **invocation})
+    merged["evaluations"] = list(stored.get("evaluations", [])) + [
+        {k: finite_or_none(v) for k, v in record.items()} for record in evaluations]
+    if is_main_process():
+      temporary = self.path.with_suffix(".tmp")
+      temporary.write_text(json.dumps(merged, indent=2, allow_nan=False))
+      temporary.replace(self.path)
+    return merged
+
+
+def where_to_look(workdir: str | Path) -> str:
+  """The closing lines of a run: where its results are and how to view them."""
+  workdir = Path(workdir)
+  return (f"metrics: {workdir / METRICS_FILE}\n"
+          f"TensorBoard logs: {workdir / TENSORBOARD_DIR}  "
+          f"(view: tensorboard --logdir {workdir / TENSORBOARD_DIR})")

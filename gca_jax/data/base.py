@@ -105,6 +105,19 @@ class ImageArrays(NamedTuple):
     return ImageArrays(images, self.labels[indices], domains)
 
 
+def _make_image_arrays(cls, iterable) -> ImageArrays:
+  result = tuple.__new__(cls, iterable)
+  if tuple.__len__(result) != len(cls._fields):
+    raise TypeError(f"ImageArrays takes {len(cls._fields)} fields, got "
+                    f"{tuple.__len__(result)}.")
+  return result
+
+
+# namedtuple's own _make (behind _replace) checks the field count with len(),
+# which for a split counts examples; NamedTuple forbids defining it in the body.
+ImageArrays._make = classmethod(_make_image_arrays)
+
+
 class Dataset(NamedTuple):
   """A train/test pair with what training and evaluation need to know.
 

@@ -8,11 +8,10 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from gca_jax.data import DatasetError, load_dataset, local, tfds_sources
-from gca_jax.data import imagenet100, prepare
+from gca_jax.data import DatasetError, imagenet100, load_dataset, local, prepare, tfds_sources
+from tests.conftest import shared_path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CIFAR10_JPEG = REPO_ROOT.parent / "shared" / "data" / "cifar10_jpeg.npz"
+CIFAR10_JPEG = shared_path.__wrapped__("data", "cifar10_jpeg.npz")
 
 
 @pytest.fixture(scope="module")
@@ -266,7 +265,7 @@ def test_catalog_prepare_without_tensorflow_explains(tmp_path):
 
 
 def test_digits_size_is_the_load_size_of_the_config(digits):
-  from gca_jax import configs
+  from gca_jax.training import config as configs
   config = configs.get_config()
   small = load_dataset("digits", image_size=config.load_size)
   assert small.image_shape == (config.load_size, config.load_size, 3)

@@ -265,7 +265,8 @@ def finetune(model_config, variables, dataset, *, mesh: Mesh | None = None, epoc
   augment_batch = jax.vmap(functools.partial(
       _augment_one, out_size=image_size, mean=tuple(dataset.mean), std=tuple(dataset.std)))
 
-  @functools.partial(jax.jit, donate_argnums=0, out_shardings=replicated)
+  # No donation: the state's first buffers may be the caller's own arrays.
+  @functools.partial(jax.jit, out_shardings=replicated)
   def train_step(state, epoch, step, global_step):
     params, batch_stats, opt_state = state
     indices = feed.batch_indices(seed, epoch, step, batch_size, num_train)

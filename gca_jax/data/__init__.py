@@ -3,15 +3,18 @@
 ``load_dataset(name)`` gives uint8 NHWC arrays (default: the embedded digits,
 no download); ``augment.two_views`` makes SimCLR-style views on the device;
 ``feed`` shuffles and batches device-resident splits inside jit, and
-``host_feed`` streams large-image datasets with grain.
+``host_feed`` streams large-image datasets with grain. An unusable file,
+field or argument raises ``DatasetError`` (one line naming it); a usable
+dataset whose metrics need a caveat gives a ``DatasetWarning``.
 """
 
 from gca_jax.data import augment, feed
-from gca_jax.data.base import Dataset, DatasetError, ImageArrays, LazyImages
+from gca_jax.data.base import (Dataset, DatasetError, DatasetWarning, ImageArrays,
+                               LazyImages)
 from gca_jax.data.feed import FeedState
 from gca_jax.data.registry import DEFAULT_DATASET, NAMES, load_dataset
 
 __all__ = [
-    "DEFAULT_DATASET", "NAMES", "Dataset", "DatasetError", "FeedState",
+    "DEFAULT_DATASET", "NAMES", "Dataset", "DatasetError", "DatasetWarning", "FeedState",
     "ImageArrays", "LazyImages", "augment", "feed", "load_dataset",
 ]

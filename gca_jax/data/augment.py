@@ -51,10 +51,36 @@ BRIGHTNESS_SHIFTS = (0.1, 0.2, 0.3, 0.4, 0.5)
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, as torchvision's rgb_to_grayscale.
 
 
+def _check_uint8(images, name: str, ndim: int | None = None) -> None:
+  """A TypeError/ValueError unless ``images`` is uint8 (of rank ``ndim``):
+  float images in [0, 1] would otherwise be read as near-black."""
+  if images.dtype != jnp.uint8:
+    raise TypeError(f"{name} must be uint8 in [0, 255], got dtype {images.dtype}.")
+  if ndim is not None and images.ndim != ndim:
+    raise ValueError(f"{name} must have rank {ndim} (N, H, W, C), got shape "
+                     f"{images.shape}.")
+
+
+def _check_stats(mean, std, channels: int) -> None:
+  """``mean``/``std`` of one value per channel, std > 0 (when concrete)."""
+  for name, values in (("mean", mean), ("std", std)):
+    try:
+      values = np.asarray(values, np.float64)
+    except (TypeError, jax.errors.TracerArrayConversionError):
+      return  # traced statistics are the caller's to check
+    if values.shape not in ((), (channels,)) or not np.isfinite(values).all() or (
+        name == "std" and (values <= 0).any()):
+      raise ValueError(f"{name} must be {channels} finite values (one per channel)"
+                       f"{', all > 0' if name == 'std' else ''}; got {values.tolist()}.")
+
+
 def normalize(images_uint8: jax.Array, mean: Sequence[float],
               std: Sequence[float]) -> jax.Array:
   """float32 ``(x / 255 - mean) / std`` per channel; the eval transform."""
-  images = jnp.asarray(images_uint8).astype(jnp.float32) / 255.0
+  images_uint8 = jnp.asarray(images_uint8)
+  _check_uint8(images_uint8, "images_uint8")
+  _check_stats(mean, std, images_uint8.shape[-1])
+  images = images_uint8.astype(jnp.float32) / 255.0
   return (images - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
 
 
@@ -381,6 +407,11 @@ def augment_batch(key: jax.Array, images_uint8: jax.Array, *,
   BLUR_MIN_SIZE`` (ImageNet-size views only, as in SimCLR).
   """
   _check_policy(policy)
+  _check_uint8(images_uint8, "images_uint8", ndim=4)
+  _check_stats(mean, std, images_uint8.shape[-1])
+  if out_size is not None and (isinstance(out_size, bool) or not isinstance(
+      out_size, (int, np.integer)) or out_size < 1):
+    raise ValueError(f"out_size must be a positive integer or None, got {out_size!r}.")
   out_size = out_size or images_uint8.shape[1]
   blur = out_size >= BLUR_MIN_SIZE if blur is None else blur
   keys = jax.random.split(key, images_uint8.shape[0])
@@ -399,6 +430,8 @@ def two_views(key: jax.Array, images_uint8: jax.Array, *, policy: str = "simclr"
   ``policy`` is one of ``POLICIES`` (see ``augment_view``). Jit-compatible.
   """
   _check_policy(policy)
+  _check_uint8(images_uint8, "images_uint8", ndim=4)
+  _check_stats(mean, std, images_uint8.shape[-1])  # concrete here, traced in augment_batch
   key1, key2 = jax.random.split(key)
   kwargs = {"policy": policy, "mean": tuple(mean), "std": tuple(std),
             "out_size": out_size, "blur": blur}

@@ -175,3 +175,24 @@ def test_normalize():
   assert out.dtype == jnp.float32
   np.testing.assert_allclose(out[0, 0, 0], [(0 - .5) / .25, (1 - .4) / .2, (.2 - .3) / .3],
                              rtol=1e-5)
+
+
+@pytest.mark.parametrize("images,kwargs,error,match", [
+    (uint8_batch().astype(np.float32) / 255, {}, TypeError, "images_uint8 must be uint8"),
+    (uint8_batch()[0], {}, ValueError, "rank 4"),
+    (uint8_batch(), {"std": (0.2, 0.0, 0.3)}, ValueError, "std must be 3 finite"),
+    (uint8_batch(), {"mean": (0.5, 0.5)}, ValueError, "mean must be 3 finite"),
+    (uint8_batch(), {"mean": (0.5, float("nan"), 0.5)}, ValueError, "mean must be"),
+    (uint8_batch(), {"out_size": 0}, ValueError, "out_size must be a positive"),
+])
+def test_two_views_refuses_what_it_would_misread(images, kwargs, error, match):
+  kwargs = {"mean": MEAN, "std": STD, **kwargs}
+  with pytest.raises(error, match=match):
+    augment.two_views(jax.random.key(0), images, **kwargs)
+
+
+def test_normalize_refuses_float_images_and_zero_std():
+  with pytest.raises(TypeError, match="uint8"):
+    augment.normalize(np.zeros((1, 2, 2, 3), np.float32), MEAN, STD)
+  with pytest.raises(ValueError, match="std"):
+    augment.normalize(np.zeros((1, 2, 2, 3), np.uint8), MEAN, (0.0, 1.0, 1.0))

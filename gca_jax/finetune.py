@@ -33,12 +33,14 @@ selection on the test set. `FinetuneResult.best_accuracy` is that number,
 labelled as such; `FinetuneResult.last_accuracy` (the last epoch, no
 selection) is recorded beside it, with every epoch's accuracy.
 
-Differences from the published code, both minor: batches are drawn from a
-per-epoch permutation keyed by ``(seed, epoch)`` (`gca_jax.data.feed`) and
-the last partial batch of an epoch is dropped (the published loader keeps
-it; with CIFAR at batch 512 that is 97 instead of 98 updates per epoch);
-crops are resampled bilinearly with antialiasing on the device rather than
-by PIL.
+Differences from the published code: batches are drawn from a per-epoch
+permutation keyed by ``(seed, epoch)`` (`gca_jax.data.feed`) and the last
+partial batch of an epoch is dropped (the published loader keeps it; CIFAR at
+batch 512 gets 97 instead of 98 updates per epoch); crops are resampled
+bilinearly with antialiasing on the device rather than by PIL; the mean/std
+are the dataset's (``dataset.mean``/``std``: the published code's constants for
+the catalog CIFAR datasets, sample statistics for local files); the encoder
+computes in ``model_config.dtype`` (float32 gives the published precision).
 
 Data parallel: one jitted step per batch, the batch sharded over the
 mesh's (only) axis; batch statistics are those of the global batch, as on
@@ -235,8 +237,9 @@ def finetune(model_config, variables, dataset, *, mesh: Mesh | None = None, epoc
     image_size: side of the training crops and test images (default: the
       dataset's image height).
     progress: called after every epoch as ``progress(epoch, metrics)``
-      (1-based epoch; metrics: step, learning_rate, train_loss,
-      train_accuracy, test_accuracy, best_accuracy, best_epoch).
+      (1-based epoch; metrics: step, learning_rate of the epoch's last
+      update, train_loss and train_accuracy averaged over the epoch's
+      batches, test_accuracy, best_accuracy, best_epoch).
 
   Returns:
     A `FinetuneResult`. Raises ValueError for a bad argument and

@@ -63,7 +63,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from gca_jax import evaluation, models
+from gca_jax import evaluation, models, sharding
 from gca_jax.data import augment, feed
 
 BEST_ACCURACY_NOTE = ("best test accuracy over epochs: model selection on the test set, "
@@ -245,7 +245,7 @@ def finetune(model_config, variables, dataset, *, mesh: Mesh | None = None, epoc
     A `FinetuneResult`. Raises ValueError for a bad argument and
     FloatingPointError if the training loss becomes non-finite.
   """
-  mesh = Mesh(np.asarray(jax.devices()), ("data",)) if mesh is None else mesh
+  mesh = sharding.make_mesh() if mesh is None else mesh
   _check_args(
       dataset, variables, mesh, epochs=epochs, batch_size=batch_size, base_lr=base_lr,
       cosine_start=cosine_start, cosine_end=cosine_end, momentum=momentum,
@@ -263,8 +263,8 @@ def finetune(model_config, variables, dataset, *, mesh: Mesh | None = None, epoc
   initial = initial_variables(model_config, variables, dataset.num_classes, seed)
   state = jax.device_put((initial["params"], initial["batch_stats"],
                           tx.init(initial["params"])), replicated)
-  train_images = evaluation.global_array(np.asarray(dataset.train.images, np.uint8), replicated)
-  train_labels = evaluation.global_array(np.asarray(dataset.train.labels, np.int32), replicated)
+  train_images = sharding.global_array(np.asarray(dataset.train.images, np.uint8), replicated)
+  train_labels = sharding.global_array(np.asarray(dataset.train.labels, np.int32), replicated)
   augment_batch = jax.vmap(functools.partial(
       _augment_one, out_size=image_size, mean=tuple(dataset.mean), std=tuple(dataset.std)))
 
@@ -308,7 +308,7 @@ def finetune(model_config, variables, dataset, *, mesh: Mesh | None = None, epoc
       batch = [evaluation.pad_batch(np.asarray(test_images[start:start + test_batch]),
                                     test_batch), evaluation.pad_batch(labels, test_batch), valid]
       totals.append(test_counts(params, batch_stats, *(
-          evaluation.global_array(a, batch_sharding) for a in batch)))
+          sharding.global_array(a, batch_sharding) for a in batch)))
     correct, nonfinite = np.sum([np.asarray(t) for t in totals], axis=0)
     # Non-finite logits make the accuracy undefined, not a count of argmax = 0.
     return float("nan") if nonfinite else float(correct) / len(test_labels)

@@ -2,7 +2,8 @@
 
 Wang and Isola, "Understanding Contrastive Representation Learning through
 Alignment and Uniformity on the Hypersphere", ICML 2020. Both are computed on
-L2-normalised embeddings; lower is better for both.
+L2-normalised embeddings (as the losses normalise them: scale-invariant, a
+zero row stays zero, a NaN or inf row gives NaN); lower is better for both.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from gca_jax.losses.geometry import compute_dtype, l2_normalize
+from gca_jax.losses.geometry import check_real, compute_dtype, l2_normalize
 
 
-def _normalized(z: jax.Array) -> jax.Array:
+def _normalized(z: jax.Array, name: str = "z") -> jax.Array:
+  check_real(name, z)
   return l2_normalize(z.astype(compute_dtype(z.dtype)))
 
 
@@ -22,7 +24,8 @@ def alignment(z1: jax.Array, z2: jax.Array, alpha: float = 2.0) -> jax.Array:
   if z1.shape != z2.shape:
     raise ValueError(
         f"z1 and z2 must have the same shape, got {z1.shape} and {z2.shape}.")
-  distance = jnp.linalg.norm(_normalized(z1) - _normalized(z2), axis=-1)
+  distance = jnp.linalg.norm(_normalized(z1, "z1") - _normalized(z2, "z2"),
+                             axis=-1)
   return jnp.mean(distance ** alpha)
 
 

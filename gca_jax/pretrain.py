@@ -102,9 +102,11 @@ def resolve_config(workdir: Path):
   import ml_collections  # pylint: disable=g-import-not-at-top
   from gca_jax.training import checkpoint  # pylint: disable=g-import-not-at-top
   config = FLAGS.config
-  stored = checkpoint.read_config_json(workdir) if workdir.is_dir() else None
-  if stored is None or FLAGS["config"].present:
+  if FLAGS["config"].present or not checkpoint.holds_checkpoint(workdir):
     return config
+  stored = checkpoint.read_config_json(workdir)
+  if stored is None:
+    return config  # train_and_evaluate refuses a checkpoint without identity
   resumed = ml_collections.ConfigDict(stored)
   overrides = config_flags.get_override_values(FLAGS["config"])
   try:

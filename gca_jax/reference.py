@@ -1,4 +1,4 @@
-"""Presets that reproduce the paper's published PyTorch losses (SPEC section 4).
+"""Presets that reproduce the paper's published PyTorch losses.
 
 ``loss(name, z1, z2, **params)`` evaluates what the published code computes,
 as a preset of :func:`gca_jax.losses.gca_loss` and the other primitives of
@@ -20,7 +20,9 @@ losses, all faithful to the published code:
 
 Parameters: ``eps`` (default 0.5), ``iters`` (10), ``lam`` (0.01), ``q``
 (0.6), ``relax1``/``relax2`` (0.2), ``r1`` (1.0), ``r2`` (0.02),
-``lambda_p`` (0.2).
+``lambda_p`` (0.2). They are checked as the clean losses check them (one
+clear error for a value out of range); ``docs/losses.md`` lists each
+preset's formula.
 """
 
 from __future__ import annotations
@@ -46,11 +48,12 @@ def _cross_entropy_power(cross_entropy, q):
   """The published ``CE**q / q``, read as 0 where ``CE`` rounds to <= 0.
 
   The cross-entropy is >= 0 in exact arithmetic; a round-off value <= 0
-  gives NaN in the published code (``0**q`` has an infinite derivative).
+  gives NaN in the published code (``0**q`` has an infinite derivative). A
+  NaN cross-entropy (from non-finite embeddings) stays NaN.
   """
-  positive = cross_entropy > 0
-  safe = jnp.where(positive, cross_entropy, 1.0)  # no inf * 0 in the gradient
-  return jnp.where(positive, safe ** q / q, 0.0)
+  rounded_off = cross_entropy <= 0  # False for NaN, which must propagate
+  safe = jnp.where(rounded_off, 1.0, cross_entropy)  # no inf * 0 in the grad
+  return jnp.where(rounded_off, 0.0, safe ** q / q)
 
 
 def loss(name: str, z1: jax.Array, z2: jax.Array, **params) -> jax.Array:
@@ -73,6 +76,8 @@ def loss(name: str, z1: jax.Array, z2: jax.Array, **params) -> jax.Array:
         f"{PARAMS}.")
   p = {**_DEFAULTS, **params}
   eps, iters = p["eps"], p["iters"]
+  if name in ("rince", "gca_rince"):
+    contrastive.check_q(p["q"])  # the other presets check their own
 
   if name == "NT_Xent":
     # Self logits lowered by 1e5 are excluded pairs in float64 and float32.
@@ -90,7 +95,8 @@ def loss(name: str, z1: jax.Array, z2: jax.Array, **params) -> jax.Array:
   if name == "hs_rince":
     return contrastive.gca_loss(
         z1, z2, eps=eps, iters=0, final_row_step=True,
-        init_log_v=-jnp.log(2 * z1.shape[0]), w_ce=0.0, w_rince=1.0, lam=p["lam"], q=p["q"], **_PUBLISHED)
+        init_log_v=-jnp.log(2 * z1.shape[0]), w_ce=0.0, w_rince=1.0,
+        lam=p["lam"], q=p["q"], **_PUBLISHED)
   if name == "gca_rince":
     cross_entropy = contrastive.gca_ince(z1, z2, eps=eps,
                                          iters=_GCA_RINCE_ITERS, **_PUBLISHED)

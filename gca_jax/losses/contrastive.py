@@ -96,10 +96,10 @@ def _concrete(value):
 def _check_eps(eps) -> None:
   value = _concrete(eps)
   if value is not None and not 0 < value < math.inf:
-    raise ValueError(f"eps must be finite and > 0, got {eps}.")
+    raise ValueError(f"eps must be > 0 and finite, got {eps}.")
 
 
-def _check_q(q) -> None:
+def check_q(q) -> None:
   value = _concrete(q)
   if value is not None and not 0 < value <= 1:
     raise ValueError(f"q must be in (0, 1], got {q}.")
@@ -165,10 +165,12 @@ def _check_robust_range(eps, q, lam, rows: int, dtype) -> None:
       low = middle
     else:
       high = middle
+  step = 10.0 ** (math.floor(math.log10(high)) - 2)  # 3 significant digits,
+  smallest = math.ceil(high / step) * step  # rounded up: itself allowed
   raise ValueError(
       f"eps={eps} is too small for the robust (RINCE) term in "
       f"{jnp.dtype(dtype).name}: it grows like exp(q / eps) = exp({q / eps:.4g})"
-      f", beyond the dtype's range. Use eps >= {high:.3g} (for q={q}, "
+      f", beyond the dtype's range. Use eps >= {smallest:.3g} (for q={q}, "
       f"lam={lam}, N={rows}), or enable float64 (jax_enable_x64).")
 
 
@@ -301,11 +303,11 @@ def _robust_term(log_kernel, log_u, log_v, positives, target, *, lam, q,
                  log_kernel_scale):
   """``mean_i (-(x_i^q) + y_i^q) / q`` from log-potentials (see module doc).
 
-  ``log_kernel_scale`` is ``log c`` for a kernel ``c exp(M)``: GCA-RINCE uses
-  ``exp(s) = exp(1/eps) exp(M)``, which leaves the balanced ``v`` unchanged
-  and divides ``u`` by ``c``.
+  The plan is ``P = u (c exp(M)) v`` with ``log c = log_kernel_scale``:
+  ``x_i = P_{i,t(i)} / u_i = c exp(M_{i,t(i)}) v_{t(i)}`` and
+  ``y_i = lam / u_i``, with ``log_u, log_v`` the potentials of that kernel.
+  GCA-RINCE's kernel is ``exp(s) = exp(1/eps) exp(M)``.
   """
-  log_u = log_u - log_kernel_scale
   if target is None:
     log_x = _at_positives(log_kernel, positives) + log_v[positives]
     log_y = jnp.log(lam) - log_u
@@ -392,44 +394,66 @@ def gca_loss(
   """Generalized Contrastive Alignment: project the kernel, align the plan.
 
   ``loss = w_ce * CE(T̄, P̄) + w_rince * RINCE(x, y) + w_plan * (-log P at T)
-  + lambda_p * KL(Q || P)``, each term as in the module docstring, with ``P``
-  the plan after ``iters`` projections of ``exp(-C / eps)`` onto the
-  (relaxed) marginal constraints ``a`` and ``b``.
+  + lambda_p * KL(Q || P)``, each term as in the module docstring, with
+  ``P = u K v`` the plan after ``iters`` projections of a kernel ``K`` onto
+  the (relaxed) marginal constraints ``a`` and ``b``.
+
+  The kernel is ``exp(M) = exp(-C / eps)`` (``rince_kernel="cost"``) or
+  ``exp(s) = exp(1 / eps) exp(M)`` (``"similarity"``, eq. (13)). A balanced
+  projection gives the same plan from both (only ``u`` is divided by
+  ``exp(1 / eps)``, which the robust term sees); a relaxed one (``tau < 1``)
+  gives different plans, and every term then uses the plan of ``exp(s)``.
 
   Args:
     z1, z2: ``(B, D)`` embeddings of the two views.
-    eps: entropic regularisation (the temperature), > 0.
+    eps: entropic regularisation (the temperature), finite and > 0.
     iters: static number of full Sinkhorn iterations, >= 0.
-    tau_a, tau_b: marginal relaxations ``rho / (rho + eps)``; 1 is balanced.
+    tau_a, tau_b: marginal relaxations ``rho / (rho + eps)`` in ``(0, 1]``;
+      1 is balanced.
     marginals: ``"uniform"`` (``1/N``), ``"ones"``, or a pair ``(a, b)`` of
-      positive ``(N,)`` arrays (a single string applies to both).
+      finite, positive ``(N,)`` arrays (a single string applies to both).
     init_log_v: starting column potential ``log v`` (scalar or ``(N,)``).
     final_row_step: one more row projection after the iterations gives the
       ``u`` of the robust term (GCA-RINCE; with ``iters=0``: a half step).
-    w_ce, w_rince, w_plan, lambda_p: weights of the terms.
-    lam, q: RINCE's negative weight and exponent ``q in (0, 1]``.
+    w_ce, w_rince, w_plan, lambda_p: weights of the terms, finite, >= 0.
+    lam, q: RINCE's negative weight (>= 0) and exponent ``q in (0, 1]``.
     rince_kernel: ``"cost"`` (``P = u exp(M) v``) or ``"similarity"``
-      (``P = u exp(s) v``, eq. (13)) for the robust term.
+      (``P = u exp(s) v``, eq. (13)); see above.
     pairing, self_mask, similarity_floor: see
       :func:`gca_jax.losses.geometry.batch_geometry`.
-    target: ``"pairs"`` or an ``(N, N)`` target plan.
+    target: ``"pairs"`` or an ``(N, N)`` target plan: finite, >= 0, each
+      row with a positive entry off the excluded self pairs.
     grad_mode: ``"unroll"``, ``"implicit"`` or ``"detach"``.
     form: ``"auto"`` (scaling form when safe, else log), ``"log"``,
-      ``"scaling"``.
+      ``"scaling"`` (refused where the static bound calls it unsafe).
     return_aux: also return a :class:`LossAux`.
 
   Returns:
     The scalar loss, or ``(loss, aux)`` with ``return_aux=True``.
+
+  Raises:
+    ValueError: for a parameter outside its range (checked at trace time
+      when it is concrete; a traced one is trusted), a target or marginal
+      with a negative, zero-row, NaN or inf entry, a forced unsafe
+      ``form="scaling"``, or an ``eps`` at which the similarity-kernel
+      robust term overflows the dtype.
+    TypeError: for complex or non-array embeddings.
   """
   _check_eps(eps)
   _check_iters(iters)
+  projections.check_relaxation("tau_a", tau_a)
+  projections.check_relaxation("tau_b", tau_b)
+  for name, weight in (("w_ce", w_ce), ("w_rince", w_rince),
+                       ("w_plan", w_plan), ("lambda_p", lambda_p)):
+    _check_nonnegative(name, weight)
   if w_rince:
-    _check_q(q)
+    check_q(q)
+    _check_nonnegative("lam", lam)
   if rince_kernel not in ("cost", "similarity"):
     raise ValueError(
         f"rince_kernel must be 'cost' or 'similarity', got {rince_kernel!r}.")
-  if (grad_mode == "implicit" and w_rince and iters > 0
-      and tau_a == 1.0 and tau_b == 1.0):
+  balanced = _is_one(tau_a) and _is_one(tau_b)
+  if grad_mode == "implicit" and w_rince and iters > 0 and balanced:
     # Balanced potentials are defined up to (alpha - c, beta + c); the plan
     # is not, but x and y of the robust term are. The fixed point does not
     # pin c down, so its implicit derivative does not exist.
@@ -442,6 +466,9 @@ def gca_loss(
                             similarity_floor=similarity_floor)
   dtype = geometry.cost.dtype
   rows, cols = geometry.cost.shape
+  similarity_kernel = rince_kernel == "similarity"
+  if w_rince and similarity_kernel:
+    _check_robust_range(eps, q, lam, rows, dtype)
   marginal_a, marginal_b = (marginals if isinstance(marginals, (tuple, list))
                             else (marginals, marginals))
   log_a = _log_marginal(marginal_a, rows, dtype, "marginals (a)")
@@ -449,8 +476,20 @@ def gca_loss(
   if init_log_v is not None:
     init_log_v = jnp.broadcast_to(jnp.asarray(init_log_v, dtype), (cols,))
   target = _normalized_target(target, geometry)
-  form = _select_form(form, geometry, eps)
+
+  # The kernel exp(s) = c exp(M), c = exp(1/eps). A balanced projection of
+  # c K has the potentials of K with alpha lowered by log c, so K is
+  # projected and alpha shifted afterwards. A relaxed one has no such
+  # shortcut, but iterating on c K with marginals (a, b) is iterating on K
+  # with marginals (a / c, b / c): the same potentials, on the same kernel.
+  # Those potentials reach 1/eps further, which the form's bound includes.
+  log_scale = 1.0 / eps if similarity_kernel else 0.0
+  shifted_marginals = similarity_kernel and not balanced
+  cost_bound = geometry.cost_bound + (1.0 if shifted_marginals else 0.0)
+  form = _select_form(form, cost_bound, eps, dtype)
   log_kernel = geometry.log_kernel(eps)
+  if shifted_marginals:
+    log_a, log_b = log_a - log_scale, log_b - log_scale
 
   projection = projections.sinkhorn(
       log_kernel, log_a, log_b, iters=iters, tau_a=tau_a, tau_b=tau_b,
@@ -462,17 +501,22 @@ def gca_loss(
 
   loss = jnp.zeros((), dtype)
   if w_ce:
+    # Row normalisation removes any constant factor of the kernel.
     row_lse = ops.row_lse(log_v)
     loss += w_ce * _alignment_cross_entropy(log_kernel, log_v, row_lse,
                                             positives, target)
   if w_rince:
-    scale = 1.0 / eps if rince_kernel == "similarity" else 0.0
-    loss += w_rince * _robust_term(log_kernel, log_u, log_v, positives,
+    # Potentials of the kernel c K (see above).
+    robust_log_u = log_u if shifted_marginals else log_u - log_scale
+    loss += w_rince * _robust_term(log_kernel, robust_log_u, log_v, positives,
                                    target, lam=lam, q=q,
-                                   log_kernel_scale=scale)
+                                   log_kernel_scale=log_scale)
   log_plan = None
   if w_plan or lambda_p or return_aux:
+    # u (c K) v: with shifted marginals the potentials are those of c K.
     log_plan = projection.log_plan(log_kernel)
+    if shifted_marginals:
+      log_plan = log_plan + log_scale
   if w_plan:
     loss += w_plan * _plan_log_likelihood(log_plan, positives, target)
   if lambda_p:
@@ -542,12 +586,15 @@ def rince(z1, z2, *, eps: float = 0.5, lam: float = 0.01, q: float = 0.6,
   Per anchor, with ``s = S / eps``:
   ``-(1/q) exp(q s_{i,t(i)}) + (1/q) (lam * sum_{j != i} exp(s_ij))^q``.
   Computed directly from the logits; ``gca_rince(iters=0)`` equals it
-  (Theorem 2).
+  (Theorem 2). The loss grows like ``exp(q / eps)``: an ``eps`` at which it
+  overflows the dtype is refused, with the smallest allowed ``eps``.
   """
   _check_eps(eps)
-  _check_q(q)
+  check_q(q)
+  _check_nonnegative("lam", lam)
   geometry = batch_geometry(z1, z2, pairing=pairing, self_mask=self_mask,
                             similarity_floor=similarity_floor)
+  _check_robust_range(eps, q, lam, geometry.cost.shape[0], geometry.cost.dtype)
   logits = geometry.log_kernel(eps) + 1.0 / eps  # s = (1 - C) / eps
   positive = _at_positives(logits, geometry.positives)
   log_negatives = jnp.log(lam) + jax.nn.logsumexp(logits, axis=1)
@@ -566,7 +613,11 @@ def gca_rince(z1, z2, *, eps: float = 0.5, iters: int = 10,
   marginals 1, then one row projection gives ``u``; ``x_i = exp(s_{i,t(i)})
   v_{t(i)}``, ``y_i = lam / u_i = lam sum_{j != i} exp(s_ij) v_j``, loss
   ``mean_i (-(x_i^q) + y_i^q) / q``. ``iters=0`` equals :func:`rince`
-  (Theorem 2). Other keyword arguments as :func:`gca_loss`.
+  (Theorem 2). With ``tau_a``/``tau_b`` < 1 the iterations (and the final
+  row step) are the relaxed ones on the same kernel ``exp(s)``, e.g.
+  ``u = (1 / (exp(s) v))^tau_a``. Other keyword arguments as
+  :func:`gca_loss`; ``eps`` must keep ``exp(q / eps)`` inside the dtype
+  (refused otherwise, with the smallest allowed ``eps``).
   """
   kwargs.setdefault("marginals", "ones")
   return gca_loss(z1, z2, eps=eps, iters=iters, final_row_step=True,
@@ -593,13 +644,18 @@ def gca_uot(z1, z2, *, eps: float = 0.5, iters: int = 10,
   with ``x_i = P_{i,t(i)} / u_i = K_{i,t(i)} v_{t(i)}`` and
   ``y_i = lam / u_i``, ``u, v`` the scalings of the last iteration. Defaults
   are the paper's: relaxations 0.2, CE weight 1, RINCE weight 0.02.
+  ``rho = inf`` is a hard (balanced) marginal, ``tau = 1``.
   """
-  for name, rho in (("rho_a", rho_a), ("rho_b", rho_b)):
-    if not float(rho) > 0:
-      raise ValueError(f"{name} must be > 0, got {rho}.")
   _check_eps(eps)
-  return gca_loss(z1, z2, eps=eps, iters=iters,
-                  tau_a=rho_a / (rho_a + eps), tau_b=rho_b / (rho_b + eps),
+  taus = []
+  for name, rho in (("rho_a", rho_a), ("rho_b", rho_b)):
+    try:
+      taus.append(relaxation(rho, eps))
+    except ValueError:
+      raise ValueError(
+          f"{name} must be > 0 (inf: a balanced marginal), got {rho}."
+      ) from None
+  return gca_loss(z1, z2, eps=eps, iters=iters, tau_a=taus[0], tau_b=taus[1],
                   lam=lam, q=q, w_ce=w_ce, w_rince=w_rince, **kwargs)
 
 
@@ -619,8 +675,19 @@ def iot_uni(z1, z2, *, eps: float = 0.5, iters: int = 10,
             lambda_p: float = 0.2, **kwargs):
   """IOT-uni: :func:`iot` plus ``lambda_p * KL(Q || P)`` (Shi et al. 2023).
 
-  ``Q`` keeps the plan's diagonal and spreads the rest uniformly (each
-  off-diagonal entry replaced by their mean), rewarding uniform negatives.
+  ``KL(Q || P) = mean_ij Q_ij (log Q_ij - log P_ij)`` over all ``N^2``
+  entries, where ``Q`` keeps the plan's diagonal ``P_ii`` and replaces every
+  off-diagonal entry by their mean. What the diagonal is depends on the
+  pairing:
+
+  * ``pairing="cross"``: the diagonal holds the positives, so ``Q`` keeps
+    them and spreads only the negatives; the term rewards uniform negatives.
+  * ``pairing="joint"`` (the default, and the published code): the
+    diagonal holds the self pairs (0 when excluded; ``Q = P`` there with
+    ``self_mask="max_cost"``), and the positives ``(i, t(i))`` are
+    off-diagonal, so ``Q`` spreads them with the negatives: the term pulls
+    the plan towards uniform over all non-self pairs, positives included,
+    and the ``-log P`` term alone pulls mass onto the positives.
   """
   kwargs.setdefault("marginals", "ones")
   return gca_loss(z1, z2, eps=eps, iters=iters, w_ce=0.0, w_plan=1.0,

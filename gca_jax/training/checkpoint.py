@@ -144,6 +144,12 @@ def read_config_json(workdir: str | Path) -> dict | None:
                        "or use a new --workdir") from None
 
 
+def holds_checkpoint(workdir: str | Path) -> bool:
+  """Whether ``workdir`` holds a complete checkpoint (without verifying it)."""
+  directory = Path(workdir) / CHECKPOINT_DIR
+  return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
+
+
 def check_run_identity(workdir: str | Path, config) -> None:
   """Raises RunMismatchError unless ``config`` is the run stored in ``workdir``.
 

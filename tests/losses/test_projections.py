@@ -27,7 +27,7 @@ def test_plan_matches_ott_sinkhorn(n, eps, balanced, x64):
   """Same iterations from the same start give ott-jax's plan to round-off.
 
   Conventions aligned: ott updates the column potential first and the
-  SPEC rows first, so ott solves the transposed problem (cost ``C.T``,
+  projections here rows first, so ott solves the transposed problem (cost ``C.T``,
   marginals swapped, ``tau_a``/``tau_b`` swapped), starts from our column
   potential as its row potential (in cost units, ``eps * beta``), and its
   plan is transposed back. ``epsilon`` is always passed as a float (ott's

@@ -3,7 +3,7 @@
 Both runs are subprocesses (XLA_FLAGS and jax.distributed.initialize must
 come before JAX initialises); this file is also their entry point:
 
-    python test_train_multiprocess.py worker OUT PORT NUM_PROCESSES PROCESS_ID
+    python tests/training/test_multiprocess.py worker OUT PORT NUM_PROCESSES PROCESS_ID
 """
 
 import socket
@@ -12,7 +12,8 @@ import sys
 
 import numpy as np
 
-from test_train_step import ATOL, RTOL, REPO, max_violation, one_step, pretrain_env, random_images, tiny_config
+from tests.conftest import (ATOL, REPO_ROOT, RTOL, SUBPROCESS_TIMEOUT, max_violation,
+                            one_step, pretrain_env, random_images, tiny_config)
 
 
 def _worker(out_path: str, port: int, num_processes: int, process_id: int) -> None:
@@ -39,11 +40,11 @@ def test_two_processes_equal_one_process_with_four_devices(tmp_path):
   cmd = lambda out, n, i: [sys.executable, __file__, "worker", str(out), str(port),
                            str(n), str(i)]
   workers = [subprocess.Popen(cmd(tmp_path / "two.npy", 2, i), env=pretrain_env(2),
-                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True) for i in range(2)]
-  single = subprocess.run(cmd(tmp_path / "one.npy", 1, 0), env=pretrain_env(4), cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
-  outputs = [w.communicate(timeout=300)[0] for w in workers]
+  single = subprocess.run(cmd(tmp_path / "one.npy", 1, 0), env=pretrain_env(4), cwd=REPO_ROOT_ROOT,
+                          capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
+  outputs = [w.communicate(timeout=SUBPROCESS_TIMEOUT)[0] for w in workers]
   assert single.returncode == 0, single.stderr[-3000:]
   for worker, output in zip(workers, outputs):
     assert worker.returncode == 0, output[-3000:]

@@ -3,15 +3,15 @@
 The step builds the loss's target from the per-example ids (domains or class
 labels) of the batch the loss sees; with alpha = beta = 0 the domain target
 is the "pairs" target, so the loss must not change. The 8-device equality
-with a domain target is in test_train_step.py (one subprocess for both).
+with a domain target is in test_step.py (one subprocess for both).
 """
 
 import jax
 import numpy as np
 import pytest
 
-from test_train_step import one_step, random_images, tiny_config
-from test_train_host_feed import host_config, lazy_pacs, pacs_root  # pylint: disable=unused-import
+from tests.conftest import one_step, random_dataset, random_images, tiny_config
+from tests.training.conftest import host_config
 
 BATCH = 16
 
@@ -43,12 +43,13 @@ def test_domain_and_class_targets_change_the_loss():
 
 
 def test_step_with_a_target_requires_the_ids():
-  config = _config(target="domain")
+  from gca_jax import sharding, training
   images = random_images(BATCH)
-  with pytest.raises(TypeError, match="id argument"):
-    one_step(config, jax.devices()[:1], images)  # no ids
-  with pytest.raises(TypeError, match="id argument"):
-    one_step(_config(), jax.devices()[:1], images, DOMAINS)  # ids for "pairs"
+  run = training.setup(_config(target="domain"), random_dataset(images, DOMAINS),
+                       sharding.make_mesh(jax.devices()[:1]))
+  batch = {"image": sharding.global_array(images, sharding.replicated(run.mesh))}
+  with pytest.raises(KeyError, match="needs 'domain' ids"):
+    run.train_step(run.initial_state(), batch)  # no ids
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -58,17 +59,18 @@ def test_step_with_a_target_requires_the_ids():
     ({"target": "domain", "target_alpha": -0.5}, "config.target_alpha must be"),
 ])
 def test_bad_targets_are_config_errors(overrides, message):
-  from gca_jax import train
-  with pytest.raises(train.ConfigError, match=message) as error:
-    train.validate_config(_config(**overrides), 1)
+  from gca_jax import training
+  with pytest.raises(training.ConfigError, match=message) as error:
+    training.validate(_config(**overrides), 1)
   assert "\n" not in str(error.value)
 
 
 def test_domain_target_needs_a_dataset_with_domains():
-  from gca_jax import train
+  from gca_jax import training
+  from gca_jax.training import feeds
   config = _config(target="domain")
-  with pytest.raises(train.ConfigError, match="needs a dataset with domains") as error:
-    train.setup(config, train.load_data(config))
+  with pytest.raises(training.ConfigError, match="needs a dataset with domains") as error:
+    training.setup(config, feeds.load_data(config))
   assert "\n" not in str(error.value)
 
 
@@ -76,13 +78,15 @@ def test_host_fed_domain_target_equals_device_fed(pacs_root, lazy_pacs, tmp_path
                                                    monkeypatch):
   """Host-fed batches take their domains by index; the device-fed path
   gathers them with the images: both train the same thing."""
-  from gca_jax import train
+  from gca_jax import training
+  from gca_jax.training import feeds
   config = host_config(pacs_root, epochs=1, target="domain", target_alpha=1.0)
-  assert not train.load_data(config).train.in_memory
-  host = train.train_and_evaluate(config, tmp_path / "host")
+  assert not feeds.load_data(config).train.in_memory
+  host = training.train_and_evaluate(config, tmp_path / "host").metrics
   monkeypatch.undo()  # the same folder, now decoded into memory
-  assert train.load_data(config).train.in_memory
-  device = train.train_and_evaluate(config, tmp_path / "device")
+  assert feeds.load_data(config).train.in_memory
+  device = training.train_and_evaluate(config, tmp_path / "device").metrics
   np.testing.assert_allclose(host["final_loss"], device["final_loss"], rtol=1e-5)
-  pairs = train.train_and_evaluate(host_config(pacs_root, epochs=1), tmp_path / "pairs")
+  pairs = training.train_and_evaluate(host_config(pacs_root, epochs=1),
+                                      tmp_path / "pairs").metrics
   assert abs(pairs["final_loss"] - device["final_loss"]) > 1e-3

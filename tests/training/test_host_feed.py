@@ -9,68 +9,28 @@ exactly the batches of an uninterrupted one (its final parameters are
 compared bitwise: same programs, same inputs, on CPU).
 """
 
-import functools
 import json
 
 import numpy as np
-import pytest
 
-from test_train_step import saved_params, tiny_config
-
-DOMAINS = ("photo", "sketch")       # the other two PACS domains stay empty
-CLASSES = ("dog", "horse")
-PER_FOLDER = 10                     # 40 images: 32 train, 8 test
-BATCH = 8                           # 4 steps per epoch
-
-
-@pytest.fixture(scope="module")
-def pacs_root(tmp_path_factory):
-  from PIL import Image
-  from gca_jax.data.local import PACS_DOMAINS
-  root = tmp_path_factory.mktemp("pacs")
-  rng = np.random.default_rng(0)
-  for domain in PACS_DOMAINS:
-    (root / domain).mkdir()
-  for d, domain in enumerate(DOMAINS):
-    for c, name in enumerate(CLASSES):
-      folder = root / domain / name
-      folder.mkdir()
-      for i in range(PER_FOLDER):
-        image = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
-        image[..., c] //= 4               # a class signal the probe can find
-        image[::4 + d] = 255 * d          # and a domain style
-        Image.fromarray(image).save(folder / f"{i}.png")
-  return root
-
-
-@pytest.fixture
-def lazy_pacs(monkeypatch):
-  """Large-image behaviour: PACS splits stay LazyImages, whatever their size."""
-  from gca_jax.data import local
-  monkeypatch.setattr(local, "load_pacs",
-                      functools.partial(local.load_pacs, max_in_memory_bytes=0))
-
-
-def host_config(root, **overrides):
-  overrides = {"epochs": 2, **overrides}
-  config = tiny_config(dataset="pacs", data_dir=str(root), load_size=32,
-                       batch_size=BATCH, **overrides)
-  return config
-
+from tests.conftest import saved_params
+from tests.training.conftest import BATCH, host_config
 
 def test_dataset_is_lazy(pacs_root, lazy_pacs):
-  from gca_jax import train
-  dataset = train.load_data(host_config(pacs_root))
+  from gca_jax import training
+  from gca_jax.training import feeds, loop
+  dataset = feeds.load_data(host_config(pacs_root))
   assert not dataset.train.in_memory and not dataset.test.in_memory
   assert (len(dataset.train), len(dataset.test)) == (32, 8)
   assert dataset.image_shape == (32, 32, 3)
 
 
 def test_host_fed_run_trains_and_evaluates(pacs_root, lazy_pacs, tmp_path):
-  from gca_jax import train
+  from gca_jax import training
+  from gca_jax.training import feeds, loop
   config = host_config(pacs_root, eval_every_epochs=1, linear_probe=True,
                        linear_probe_steps=20, probe_random_init=False)
-  result = train.train_and_evaluate(config, tmp_path)
+  result = training.train_and_evaluate(config, tmp_path).metrics
   written = json.loads((tmp_path / "metrics.json").read_text())
   assert written == result
   assert result["epochs"] == 2 and result["steps"] == 2 * 32 // BATCH
@@ -80,44 +40,56 @@ def test_host_fed_run_trains_and_evaluates(pacs_root, lazy_pacs, tmp_path):
 
   # The evaluation features from the host loader are those of the decoded split.
   from gca_jax import evaluation
-  config, dataset, run, state = train.load_trained(tmp_path)
+  config, dataset, run, state = loop.load_trained(tmp_path)
   embed = evaluation.make_embed_fn(run.model, run.mesh, mean=dataset.mean,
                                    std=dataset.std, image_size=config.image_size)
-  variables = train.variables_of(state)
+  variables = state.variables
   for split in (dataset.train, dataset.test):
-    streamed, _ = train.embed_images(config, embed, variables, split, run.mesh)
+    assert not split.in_memory
+    streamed, _ = evaluation.embed_any_split(embed, variables, split, run.mesh)
     in_memory, _ = evaluation.embed_split(embed, variables, np.asarray(split.images),
                                           run.mesh)
     np.testing.assert_allclose(streamed, in_memory, rtol=1e-6, atol=1e-6)
 
 
 def test_stop_and_resume_equals_uninterrupted_run(pacs_root, lazy_pacs, tmp_path):
-  from gca_jax import train
+  from gca_jax import training
+  from gca_jax.training import feeds, loop
   config = host_config(pacs_root)
-  straight = train.train_and_evaluate(config, tmp_path / "straight")
-  stopped = train.train_and_evaluate(host_config(pacs_root, stop_after_epoch=1),
-                                     tmp_path / "resumed")
+  straight = training.train_and_evaluate(config, tmp_path / "straight").metrics
+  stopped = training.train_and_evaluate(host_config(pacs_root, stop_after_epoch=1),
+                                        tmp_path / "resumed").metrics
   assert stopped["epochs"] == 1
-  resumed = train.train_and_evaluate(config, tmp_path / "resumed", resume=True)
+  resumed = training.train_and_evaluate(config, tmp_path / "resumed", resume=True).metrics
   assert straight["steps"] == resumed["steps"] == 8
   assert straight["final_loss"] == resumed["final_loss"]  # bitwise on CPU
-  params_straight, feed = saved_params(tmp_path / "straight", config)
-  params_resumed, feed_resumed = saved_params(tmp_path / "resumed", config)
+  params_straight, feed = saved_params(tmp_path / "straight")
+  params_resumed, feed_resumed = saved_params(tmp_path / "resumed")
   assert feed == feed_resumed == {"epoch": 2, "step": 0}
   for name, value in params_straight.items():
     np.testing.assert_array_equal(params_resumed[name], value, err_msg=name)
+
+
+def _loader(config, split, start_step=0):
+  """The loader a host-fed run starts at ``start_step`` (as `feeds.HostFeed`)."""
+  from gca_jax.data import feed, host_feed
+  total = config.epochs * feed.steps_per_epoch(len(split), config.batch_size)
+  return host_feed.make_loader(split, global_batch_size=config.batch_size,
+                               seed=config.seed, start_step=start_step,
+                               num_steps=total - start_step)
 
 
 def test_host_loader_reads_the_device_fed_batches(pacs_root, lazy_pacs):
   """Epochs of the trainer = passes of the loader: every step's batch is
   feed.batch_indices of (seed, epoch, step), without duplicates, and a loader
   started at a step (a resumed run) continues the same sequence."""
-  from gca_jax import train
+  from gca_jax import training
+  from gca_jax.training import feeds, loop
   from gca_jax.data import feed, host_feed
   config = host_config(pacs_root, epochs=3)
-  split = train.load_data(config).train
+  split = feeds.load_data(config).train
   per_epoch = feed.steps_per_epoch(len(split), BATCH)
-  iterator = iter(train.make_host_loader(config, split))
+  iterator = iter(_loader(config, split))
   batches = [b["index"] for b in iterator]  # ends after config.epochs epochs
   assert len(batches) == 3 * per_epoch
   for step, indices in enumerate(batches):
@@ -127,7 +99,7 @@ def test_host_loader_reads_the_device_fed_batches(pacs_root, lazy_pacs):
   for epoch in range(3):
     seen = np.concatenate(batches[epoch * per_epoch:(epoch + 1) * per_epoch])
     assert len(set(seen.tolist())) == len(seen)
-  resumed = iter(train.make_host_loader(config, split, 5))
+  resumed = iter(_loader(config, split, 5))
   for want in batches[5:]:
     got = next(resumed)
     np.testing.assert_array_equal(got["index"], want)
@@ -137,15 +109,16 @@ def test_host_loader_reads_the_device_fed_batches(pacs_root, lazy_pacs):
 
 def test_host_fed_training_equals_device_fed_training(pacs_root, lazy_pacs, tmp_path,
                                                       monkeypatch):
-  from gca_jax import train
+  from gca_jax import training
+  from gca_jax.training import feeds, loop
   config = host_config(pacs_root, epochs=1)
-  host = train.train_and_evaluate(config, tmp_path / "host")
+  host = training.train_and_evaluate(config, tmp_path / "host").metrics
   monkeypatch.undo()  # the same folder, now decoded into memory
-  assert train.load_data(config).train.in_memory
-  device = train.train_and_evaluate(config, tmp_path / "device")
+  assert feeds.load_data(config).train.in_memory
+  device = training.train_and_evaluate(config, tmp_path / "device").metrics
   np.testing.assert_allclose(host["final_loss"], device["final_loss"], rtol=1e-5)
-  params_host, _ = saved_params(tmp_path / "host", config)
-  params_device, _ = saved_params(tmp_path / "device", config)
+  params_host, _ = saved_params(tmp_path / "host")
+  params_device, _ = saved_params(tmp_path / "device")
   for name, value in params_device.items():
     np.testing.assert_allclose(params_host[name], value, rtol=1e-4, atol=1e-6,
                                err_msg=name)

@@ -10,7 +10,7 @@ import pytest
 from gca_jax import reference
 from tests.conftest import shared_path
 
-RTOL = 1e-6  # the contract (SPEC section 4); we see about 1e-13
+RTOL = 1e-6  # the parity contract of gca_jax.reference; we see about 1e-13
 
 
 def _load():

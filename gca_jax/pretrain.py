@@ -108,6 +108,7 @@ def resolve_config(workdir: Path):
   if stored is None:
     return config  # train_and_evaluate refuses a checkpoint without identity
   resumed = ml_collections.ConfigDict(stored)
+  resumed.stop_after_epoch = 0  # a stop applies to the invocation that asked for it
   overrides = config_flags.get_override_values(FLAGS["config"])
   try:
     resumed.update_from_flattened_dict(overrides)
@@ -125,7 +126,7 @@ def default_workdir(config) -> Path:
 def main(argv) -> None:
   if len(argv) > 1:
     fail(f"unexpected arguments: {' '.join(argv[1:])}")
-  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+  logging.set_verbosity(logging.ERROR)  # orbax logs saves (INFO) and recoveries (WARNING)
   initialize_distributed()
   # Imported after distributed init: nothing may touch the backend before it.
   from gca_jax import training  # pylint: disable=g-import-not-at-top
@@ -136,6 +137,8 @@ def main(argv) -> None:
     FLAGS.config.get("loss")  # a config file that failed to load raises here
     workdir = Path(FLAGS.workdir) if FLAGS.workdir else default_workdir(FLAGS.config)
     config = resolve_config(workdir)
+  except checkpoint.WorkdirError as e:
+    fail(str(e))
   except CONFIG_LOAD_ERRORS as e:
     fail(f"cannot load --config: {type(e).__name__}: {e}")
   print(f"workdir: {workdir}", flush=True)

@@ -13,4 +13,9 @@ from gca_jax.losses import (
     sinkhorn)
 from gca_jax.metrics import alignment, uniformity
 
+__all__ = [
+    "LossAux", "alignment", "byol", "class_target", "domain_target", "gca_ince",
+    "gca_loss", "gca_rince", "gca_uot", "hs_ince", "hs_rince", "infonce", "iot",
+    "iot_uni", "losses", "metrics", "reference", "rince", "sinkhorn", "uniformity",
+]
 __version__ = "0.1.0"

@@ -17,8 +17,7 @@ from tests.conftest import saved_params
 from tests.training.conftest import BATCH, host_config
 
 def test_dataset_is_lazy(pacs_root, lazy_pacs):
-  from gca_jax import training
-  from gca_jax.training import feeds, loop
+  from gca_jax.training import feeds
   dataset = feeds.load_data(host_config(pacs_root))
   assert not dataset.train.in_memory and not dataset.test.in_memory
   assert (len(dataset.train), len(dataset.test)) == (32, 8)
@@ -27,7 +26,7 @@ def test_dataset_is_lazy(pacs_root, lazy_pacs):
 
 def test_host_fed_run_trains_and_evaluates(pacs_root, lazy_pacs, tmp_path):
   from gca_jax import training
-  from gca_jax.training import feeds, loop
+  from gca_jax.training import loop
   config = host_config(pacs_root, eval_every_epochs=1, linear_probe=True,
                        linear_probe_steps=20, probe_random_init=False)
   result = training.train_and_evaluate(config, tmp_path).metrics
@@ -54,7 +53,6 @@ def test_host_fed_run_trains_and_evaluates(pacs_root, lazy_pacs, tmp_path):
 
 def test_stop_and_resume_equals_uninterrupted_run(pacs_root, lazy_pacs, tmp_path):
   from gca_jax import training
-  from gca_jax.training import feeds, loop
   config = host_config(pacs_root)
   straight = training.train_and_evaluate(config, tmp_path / "straight").metrics
   stopped = training.train_and_evaluate(host_config(pacs_root, stop_after_epoch=1),
@@ -83,8 +81,7 @@ def test_host_loader_reads_the_device_fed_batches(pacs_root, lazy_pacs):
   """Epochs of the trainer = passes of the loader: every step's batch is
   feed.batch_indices of (seed, epoch, step), without duplicates, and a loader
   started at a step (a resumed run) continues the same sequence."""
-  from gca_jax import training
-  from gca_jax.training import feeds, loop
+  from gca_jax.training import feeds
   from gca_jax.data import feed, host_feed
   config = host_config(pacs_root, epochs=3)
   split = feeds.load_data(config).train
@@ -110,7 +107,7 @@ def test_host_loader_reads_the_device_fed_batches(pacs_root, lazy_pacs):
 def test_host_fed_training_equals_device_fed_training(pacs_root, lazy_pacs, tmp_path,
                                                       monkeypatch):
   from gca_jax import training
-  from gca_jax.training import feeds, loop
+  from gca_jax.training import feeds
   config = host_config(pacs_root, epochs=1)
   host = training.train_and_evaluate(config, tmp_path / "host").metrics
   monkeypatch.undo()  # the same folder, now decoded into memory

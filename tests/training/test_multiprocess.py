@@ -42,7 +42,7 @@ def test_two_processes_equal_one_process_with_four_devices(tmp_path):
   workers = [subprocess.Popen(cmd(tmp_path / "two.npy", 2, i), env=pretrain_env(2),
                               cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True) for i in range(2)]
-  single = subprocess.run(cmd(tmp_path / "one.npy", 1, 0), env=pretrain_env(4), cwd=REPO_ROOT_ROOT,
+  single = subprocess.run(cmd(tmp_path / "one.npy", 1, 0), env=pretrain_env(4), cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
   outputs = [w.communicate(timeout=SUBPROCESS_TIMEOUT)[0] for w in workers]
   assert single.returncode == 0, single.stderr[-3000:]

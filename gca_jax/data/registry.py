@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gca_jax.data import local, tfds_sources
+from gca_jax.data import local, npz, tfds_sources
 from gca_jax.data.base import Dataset, DatasetError, check_size
 
 DEFAULT_DATASET = "digits"
@@ -70,7 +70,7 @@ def load_dataset(name: str = DEFAULT_DATASET, *, data_dir: str | os.PathLike | N
       return local.load_image_folder(path, image_size=image_size,
                                      split_seed=split_seed)
     if path.endswith(".npz") or Path(path).is_file():
-      return local.load_npz(path)
+      return npz.load_npz(path)
     raise DatasetError(f"'{path}' does not exist: pass an existing .npz file "
                        "or image folder.")
   raise DatasetError(f"Unknown dataset '{name}'. Choose one of {NAMES}, "

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gca_jax.data import DatasetError, load_dataset, local, prepare, tfds_sources
+from gca_jax.data import DatasetError, load_dataset, local, npz, prepare, tfds_sources
 from gca_jax.data.base import (Dataset, DatasetWarning, ImageArrays, check_dataset,
                                empty_split)
 
@@ -101,7 +101,7 @@ def test_damaged_or_foreign_npz_names_the_file(tmp_path, damage, expected):
 def test_npz_that_is_a_folder_path_or_unreadable(tmp_path):
   (tmp_path / "dir.npz").mkdir()
   with pytest.raises(DatasetError, match="dir.npz"):
-    local.load_npz(tmp_path / "dir.npz")
+    npz.load_npz(tmp_path / "dir.npz")
 
 
 @pytest.mark.parametrize("compressed", [False, True])

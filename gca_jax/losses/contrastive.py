@@ -204,7 +204,7 @@ def _log_marginal(marginal, size: int, dtype, name: str) -> jax.Array:
   return jnp.where(valid, jnp.log(jnp.where(valid, marginal, 1.0)), jnp.nan)
 
 
-def _check_target_values(target, excluded) -> None:
+def _check_target_values(target, has_excluded_self_pairs: bool) -> None:
   """A concrete target: real, finite, >= 0, every row naming some pair."""
   values = np.asarray(target)
   if values.dtype.kind not in "biuf":
@@ -214,8 +214,8 @@ def _check_target_values(target, excluded) -> None:
   if np.any(values < 0):
     raise ValueError(
         f"target must be >= 0 everywhere (min {values.min()}).")
-  if excluded is not None:
-    values = np.where(np.asarray(excluded), 0, values)
+  if has_excluded_self_pairs:  # the only exclusions a geometry makes
+    values = np.where(np.eye(*values.shape, dtype=bool), 0, values)
   empty = np.flatnonzero(values.sum(axis=1) <= 0)
   if empty.size:
     raise ValueError(
@@ -237,7 +237,7 @@ def _normalized_target(target: Target, geometry: BatchGeometry):
         f"target must have shape {geometry.cost.shape} for this pairing, "
         f"got {jnp.shape(target)}.")
   if not isinstance(target, jax.core.Tracer):
-    _check_target_values(target, geometry.excluded)
+    _check_target_values(target, geometry.excluded is not None)
   target = jnp.asarray(target, geometry.cost.dtype)
   # A traced target is not checked; a negative entry, NaN, inf or an empty
   # row becomes NaN here (fused into the normalisation), and the terms below
@@ -701,8 +701,8 @@ def byol(p1: jax.Array, p2: jax.Array, t1: jax.Array, t2: jax.Array):
   online prediction of each view regresses the target projection of the
   other; the target receives no gradient.
   """
-  check_pair(p1, p2)
-  check_pair(t1, t2)
+  check_pair(p1, p2, names=("p1", "p2"))
+  check_pair(t1, t2, names=("t1", "t2"))
   if p1.shape != t1.shape:
     raise ValueError(
         f"predictions and targets must have the same shape, got {p1.shape} "

@@ -27,6 +27,7 @@ import numpy as np
 import optax
 
 from gca_jax.data import augment, host_feed
+from gca_jax.losses import l2_normalize
 from gca_jax.sharding import batch_sharded, global_array, process_local_array, replicated
 
 
@@ -127,21 +128,17 @@ def embed_any_split(embed, variables, split, mesh, *, worker_count: int = 0):
   return embed_host_split(embed, variables, split, mesh, worker_count=worker_count)
 
 
-def _l2_normalize(x):
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
 def knn_accuracy(bank_features, bank_labels, query_features, query_labels,
                  num_classes: int, *, k: int = 200, temperature: float = 0.1,
                  chunk_size: int = 1024) -> float:
   """Weighted kNN accuracy of the InstDisc/SimCLR monitor."""
-  bank = _l2_normalize(jnp.asarray(bank_features, jnp.float32))
+  bank = l2_normalize(jnp.asarray(bank_features, jnp.float32))
   bank_labels = jnp.asarray(bank_labels)
   k = min(k, bank.shape[0])
 
   @jax.jit
   def predict(queries):
-    similarity = _l2_normalize(queries) @ bank.T
+    similarity = l2_normalize(queries) @ bank.T
     top_similarity, top_index = jax.lax.top_k(similarity, k)
     weights = jnp.exp(top_similarity / temperature)
     votes = jax.nn.one_hot(bank_labels[top_index], num_classes) * weights[..., None]

@@ -1,35 +1,40 @@
 """Helpers shared by the experiment entry points of ``experiments/``.
 
 The entry points (``table2.py``, ``pacs_domains.py``, ``sensitivity.py``,
-``plans.py``, ``report.py``) are thin layers over `gca_jax.train` (what
-``python -m gca_jax.pretrain`` runs) and `gca_jax.evaluation`; what they have
-in common lives here:
+``plans.py``, ``report.py``) are thin layers over `gca_jax.training` (what
+``python -m gca_jax.pretrain`` runs), `gca_jax.evaluation` and
+`gca_jax.linear_eval`; what they have in common lives here:
 
-* configs: `load_config` reads ``experiments/configs/<name>.py``,
-  `apply_overrides` applies ``--override field=value`` flags,
-  `shrink_for_smoke` turns any config into a seconds-long CPU run;
+* configs: `load_config` reads ``experiments/configs/<name>.py``; a script
+  takes its own flags with argparse and leaves ml_collections'
+  ``--config.<field>=<value>`` overrides to `parse_config_overrides` (typed
+  as the trainer's config) and `apply_overrides`; ``--smoke`` is
+  `gca_jax.training.config.small`;
 * methods: the rows of the paper's Table 2 and the loss each one trains
   with, for the published-code presets (`gca_jax.reference`, default: what
   the paper's numbers come from) or the clean losses of `gca_jax.losses`;
 * runs: `run_pretraining` gives every run its own workdir with an
   ``experiment.json`` record (what the run is, for `report.py`), skips
-  finished runs and resumes interrupted ones from their last checkpoint;
+  finished runs and lets the trainer continue interrupted ones;
 * encoders: `load_encoder` / `untrained_encoder` and `embed_views` for the
-  analyses that look at embeddings (transport plans, corruption probes).
+  analyses that look at embeddings (transport plans, corruption probes);
+* errors: helpers raise (`ExperimentError` and the library's one-line
+  errors); only a script's ``main`` turns them into one ``error:`` line and an
+  exit status, with `one_line_errors`.
 """
 
 from __future__ import annotations
 
-import ast
+import contextlib
 import dataclasses
 import functools
 import importlib.util
 import json
 import math
-import subprocess
+import os
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = EXPERIMENTS_DIR.parent
@@ -37,78 +42,128 @@ CONFIG_DIR = EXPERIMENTS_DIR / "configs"
 RUN_RECORD = "experiment.json"
 METRICS = "metrics.json"
 POLICIES = ("simclr", "large_erase", "brightness", "strong_crop")
+CONFIG_FLAG_PREFIX = "--config."
+INSTALL_EXPERIMENTS = "pip install -e '.[experiments]'"
+
+# Exit statuses, as python -m gca_jax.pretrain.
+EXIT_USAGE = 2
+EXIT_DIVERGED = 1
+EXIT_INTERRUPTED = 130
+
+
+class ExperimentError(ValueError):
+  """An experiment cannot run as asked (one-line message)."""
+
+
+class MissingDependencyError(ImportError):
+  """An optional package an experiment needs is not installed (one line)."""
+
+
+# ---------------------------------------------------------------------------
+# Errors.
+
+
+@contextlib.contextmanager
+def one_line_errors():
+  """Turns the errors a user can cause into one ``error:`` line on stderr and
+  an exit status (2: unusable input, 1: a diverged run, 130: interrupted, as
+  ``python -m gca_jax.pretrain``). For a script's ``main`` only."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from gca_jax.data import DatasetError  # pylint: disable=g-import-not-at-top
+  from gca_jax.training import ConfigError, checkpoint, loop  # pylint: disable=g-import-not-at-top
+  try:
+    yield
+  except loop.Interrupted as e:
+    print(f"{e}\nRe-run the same experiment command to continue.", file=sys.stderr,
+          flush=True)
+    sys.stdout.flush()
+    os._exit(EXIT_INTERRUPTED)  # pylint: disable=protected-access
+  except loop.TrainingDiverged as e:
+    _fail(e, EXIT_DIVERGED)
+  except (ExperimentError, ConfigError, checkpoint.WorkdirError, DatasetError,
+          MissingDependencyError, flags.Error) as e:
+    _fail(e, EXIT_USAGE)
+
+
+def _fail(error: Exception, status: int) -> None:
+  print(f"error: {' '.join(str(error).split())}", file=sys.stderr, flush=True)
+  sys.exit(status)
+
+
+def pyplot():
+  """``matplotlib.pyplot`` with the Agg backend, or MissingDependencyError.
+
+  Scripts that plot call it before any training, so a missing matplotlib
+  stops them at once rather than after hours of runs."""
+  try:
+    import matplotlib  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise MissingDependencyError(f"this experiment plots with matplotlib, which is "
+                                 f"not installed: {INSTALL_EXPERIMENTS}") from None
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
 
 # ---------------------------------------------------------------------------
 # Configs.
 
 
-def load_config(name: str):
-  """``get_config()`` of ``experiments/configs/<name>.py``."""
+def config_names() -> list[str]:
+  return sorted(p.stem for p in CONFIG_DIR.glob("*.py"))
+
+
+def load_config(name: str, variant: str | None = None):
+  """``get_config(variant)`` of ``experiments/configs/<name>.py``."""
   path = CONFIG_DIR / f"{name}.py"
   if not path.exists():
-    available = sorted(p.stem for p in CONFIG_DIR.glob("*.py"))
-    raise SystemExit(f"error: no config '{name}' in {CONFIG_DIR.name}/ "
-                     f"(available: {', '.join(available)})")
+    raise ExperimentError(f"no config {name!r} in experiments/configs/ (available: "
+                          f"{', '.join(config_names())})")
   spec = importlib.util.spec_from_file_location(f"gca_config_{name}", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config()
+  return module.get_config(variant)
 
 
-def set_field(config, dotted: str, value: Any) -> None:
-  """``config.a.b = value`` for ``dotted == "a.b"`` (fields must exist)."""
-  *parents, leaf = dotted.split(".")
-  node = config
-  for parent in parents:
-    node = node[parent]
-  if leaf not in node:
-    raise SystemExit(f"error: the config has no field '{dotted}'")
-  node[leaf] = value
+def parse_config_overrides(args: Sequence[str]) -> dict[str, Any]:
+  """``{"a.b": value}`` from ``--config.a.b=value`` arguments.
 
-
-def parse_value(text: str) -> Any:
-  """A Python literal (number, bool, None, list) if ``text`` is one, else the string."""
+  ml_collections parses them (`config_flags`) with the types of the
+  trainer's config (`gca_jax.training.config.get_config`), which every
+  experiment config extends; raises a one-line error for an unknown field, a
+  value of the wrong type or an argument that is not such a flag.
+  """
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  from gca_jax.training import config as config_lib  # pylint: disable=g-import-not-at-top
+  args = list(args)
+  stray = [a for a in args if a.startswith("-") and not a.startswith(CONFIG_FLAG_PREFIX)]
+  if stray:
+    raise ExperimentError(f"unknown flag {stray[0]!r} (config fields are set as "
+                          f"{CONFIG_FLAG_PREFIX}<field>=<value>)")
+  argv = ["experiment", *args]
+  flag_values = flags.FlagValues()
   try:
-    return ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    return text
+    config_flags.DEFINE_config_dict("config", config_lib.get_config(),
+                                    flag_values=flag_values, sys_argv=argv)
+    rest = flag_values(argv)
+  except (AttributeError, KeyError) as e:  # ml_collections: a field it does not have
+    name = str(e.args[0] if e.args else e).strip("'\"")
+    flag = next((a for a in args if name in a), name)
+    raise ExperimentError(f"no config field {name!r} ({flag}); the fields are those "
+                          "of gca_jax/training/config.py") from None
+  if len(rest) > 1:
+    raise ExperimentError(f"unexpected argument {rest[1]!r}")
+  return config_flags.get_override_values(flag_values["config"])
 
 
-def apply_overrides(config, overrides: Iterable[str]) -> None:
-  """Applies ``field=value`` strings (e.g. ``model.dtype=float32``)."""
-  for override in overrides:
-    field, sep, value = override.partition("=")
-    if not sep:
-      raise SystemExit(f"error: --override expects field=value, got '{override}'")
-    set_field(config, field.strip(), parse_value(value.strip()))
-
-
-def shrink_for_smoke(config, *, dataset: str = "digits") -> None:
-  """Makes ``config`` a seconds-long CPU run: digits at 8x8, a 4-channel
-  ResNet, batch 64, one epoch, a 50-step linear probe."""
-  config.dataset = dataset
-  config.load_size = 8
-  config.image_size = None
-  config.model.name = "resnet_small"
-  config.model.stem = "cifar"
-  config.model.width = 4
-  config.model.dtype = "float32"
-  config.model.projector_hidden_dim = 32
-  config.model.projection_dim = 16
-  config.model.predictor_hidden_dim = 32
-  config.optimizer = "sgd"
-  config.learning_rate = 0.1
-  config.lr_scaling = "none"
-  config.batch_size = 64
-  config.epochs = 1
-  config.warmup_epochs = 0.0
-  config.eval_every_epochs = 0
-  config.linear_probe = True
-  config.linear_probe_steps = 50
-  config.probe_random_init = False
-  config.checkpoint_every_epochs = 1
-  config.log_every_steps = 10
-  config.progress_bar = False
+def apply_overrides(config, overrides: dict[str, Any]):
+  """``config`` with the parsed ``--config.*`` overrides applied."""
+  try:
+    config.update_from_flattened_dict(overrides)
+  except (KeyError, AttributeError, TypeError) as e:
+    raise ExperimentError(f"cannot apply the --config flags: {e}") from None
+  return config
 
 
 def add_common_flags(parser, *, default_root: str) -> None:
@@ -117,29 +172,14 @@ def add_common_flags(parser, *, default_root: str) -> None:
                       help="Directory under which every run gets its own workdir.")
   parser.add_argument("--seeds", type=int, nargs="+", default=[0],
                       help="Seeds (model init, augmentation, shuffling); one run each.")
-  parser.add_argument("--epochs", type=int, default=None,
-                      help="Pre-training epochs (default: the config's, 500 for CIFAR).")
-  parser.add_argument("--batch_size", type=int, default=None,
-                      help="Global batch size (default: the config's, 512 for CIFAR).")
-  parser.add_argument("--data_dir", default=None,
-                      help="Where the prepared datasets are (config.data_dir).")
-  parser.add_argument("--override", action="append", default=[], metavar="FIELD=VALUE",
-                      help="Set any config field, e.g. --override model.dtype=float32 "
-                      "or --override dataset=npz:cifar10_subset.npz (repeatable).")
   parser.add_argument("--smoke", action="store_true",
-                      help="Tiny end-to-end run on CPU in seconds (digits, 1 epoch, "
-                      "tiny model); for tests.")
-
-
-def apply_common_flags(config, args) -> None:
-  """``--epochs``, ``--batch_size``, ``--data_dir`` and ``--override``."""
-  if args.epochs is not None:
-    config.epochs = args.epochs
-  if args.batch_size is not None:
-    config.batch_size = args.batch_size
-  if args.data_dir is not None:
-    config.data_dir = args.data_dir
-  apply_overrides(config, args.override)
+                      help="Tiny end-to-end run on CPU in seconds (the 'small' config: "
+                      "digits, 1 epoch, tiny model); for tests.")
+  parser.epilog = (
+      "Any field of the runs' config is set with --config.<field>=<value> (applied\n"
+      "after --smoke's small config), e.g. --config.epochs=100 --config.batch_size=256\n"
+      "--config.data_dir=/data --config.model.dtype=float32\n"
+      "--config.dataset=npz:cifar10.npz --config.train_examples=1000")
 
 
 def split_names(text: str) -> list[str]:
@@ -152,8 +192,8 @@ def select(requested: Sequence[str], available: Sequence[str], what: str) -> lis
     return list(available)
   unknown = [name for name in requested if name not in available]
   if unknown:
-    raise SystemExit(f"error: unknown {what} {unknown}; choose from "
-                     f"{', '.join(available)} (or 'all')")
+    raise ExperimentError(f"unknown {what} {', '.join(unknown)}; choose from "
+                          f"{', '.join(available)} (or 'all')")
   return list(requested)
 
 
@@ -175,9 +215,11 @@ class Method:
 
 
 # The paper code's defaults: eps 0.5, 10 iterations, lam 0.01, q 0.6,
-# relaxations 0.2, CE weight 1, RINCE weight 0.02 (gca_jax.reference names).
-PUBLISHED_PARAMS = dict(eps=0.5, iters=10, lam=0.01, q=0.6, relax1=0.2, relax2=0.2,
-                        r1=1.0, r2=0.02)
+# relaxations 0.2, CE weight 1, RINCE weight 0.02 (config.loss_params names;
+# the trainer passes rho_a, rho_b, w_ce, w_rince to the presets as relax1,
+# relax2, r1, r2).
+PUBLISHED_PARAMS = dict(eps=0.5, iters=10, lam=0.01, q=0.6, rho_a=0.2, rho_b=0.2,
+                        w_ce=1.0, w_rince=0.02)
 METHOD_LABELS = ("INCE", "GCA-INCE", "RINCE", "GCA-RINCE", "SimCLR", "BYOL", "IOT",
                  "IOT-uni", "GCA-UOT")
 # Published code: INCE and RINCE are its half-step (HS) losses, which equal
@@ -211,27 +253,35 @@ def method(label: str, implementation: str = "published") -> Method:
   paper's numbers); ``"clean"``: the paper-faithful `gca_jax.losses`.
   BYOL is the same in both.
   """
+  if label not in METHOD_LABELS:
+    raise ExperimentError(f"unknown method {label!r}; choose from "
+                          f"{', '.join(METHOD_LABELS)}")
+  if implementation not in IMPLEMENTATIONS:
+    raise ExperimentError(f"implementation must be one of {', '.join(IMPLEMENTATIONS)}, "
+                          f"got {implementation!r}")
   if label == "BYOL":
     return Method(label, "byol", {})
   if implementation == "published":
     return Method(label, f"reference/{PUBLISHED_LOSSES[label]}", dict(PUBLISHED_PARAMS))
-  if implementation == "clean":
-    loss, params = CLEAN_METHODS[label]
-    return Method(label, loss, dict(params))
-  raise SystemExit(f"error: --implementation must be one of {IMPLEMENTATIONS}")
+  loss, params = CLEAN_METHODS[label]
+  return Method(label, loss, dict(params))
 
 
 def with_loss_param(m: Method, name: str, value) -> Method:
   """``m`` with one loss hyper-parameter changed (eps, iters, ...)."""
   if name not in m.params:
-    raise SystemExit(f"error: {m.label} ({m.loss}) has no parameter '{name}'")
+    raise ExperimentError(f"{m.label} ({m.loss}) has no parameter {name!r}")
   return dataclasses.replace(m, params={**m.params, name: value})
 
 
-def configure_method(config, m: Method) -> None:
-  import ml_collections  # pylint: disable=g-import-not-at-top
+def configure_method(config, m: Method):
+  """``config`` set to train ``m``: its loss, its parameters, and every other
+  loss parameter unset (the loss's default)."""
   config.loss = m.loss
-  config.loss_params = ml_collections.ConfigDict(m.params)
+  params = {f"loss_params.{name}": None for name in config.loss_params}
+  params.update({f"loss_params.{name}": value for name, value in m.params.items()})
+  config.update_from_flattened_dict(params)
+  return config
 
 
 # ---------------------------------------------------------------------------
@@ -254,56 +304,50 @@ def write_json(path: Path, value: dict) -> None:
   tmp.replace(path)
 
 
-def has_checkpoint(workdir: Path) -> bool:
-  checkpoints = Path(workdir) / "checkpoints"
-  return checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())
-
-
 def finished_metrics(workdir: Path, required: str = "linear_probe_acc") -> dict | None:
   metrics = read_json(Path(workdir) / METRICS)
   return metrics if metrics and required in metrics else None
+
+
+def check_workdir(workdir: Path, config) -> None:
+  """Raises RunMismatchError if ``workdir`` holds a run other than ``config``
+  (e.g. one of other epochs): such a run is neither skipped nor continued."""
+  from gca_jax.training import checkpoint  # pylint: disable=g-import-not-at-top
+  if checkpoint.holds_checkpoint(workdir):
+    checkpoint.check_run_identity(workdir, config)
 
 
 def log(message: str) -> None:
   print(message, flush=True)
 
 
-def run_linear_eval(workdir: Path) -> dict:
-  """``python -m gca_jax.linear_eval --workdir`` (adds linear_probe_acc)."""
-  subprocess.run([sys.executable, "-m", "gca_jax.linear_eval", f"--workdir={workdir}"],
-                 check=True, cwd=REPO_ROOT)
-  return read_json(Path(workdir) / METRICS)
-
-
 def run_pretraining(config, workdir: Path, record: dict) -> dict:
   """Pre-trains ``config`` in ``workdir`` then evaluates it linearly.
 
   Finished runs (``metrics.json`` with a linear-probe accuracy) are skipped;
-  a workdir with a checkpoint resumes from it, so an interrupted sweep loses
-  at most ``config.checkpoint_every_epochs`` epochs per run. ``record``
+  the trainer continues a workdir that holds a checkpoint of this run, so an
+  interrupted sweep loses at most the step in flight per run. ``record``
   (what the run is) is stored as ``experiment.json`` for `report.py`.
   Returns the run's metrics.
   """
+  from gca_jax import linear_eval, training  # pylint: disable=g-import-not-at-top
+  from gca_jax.training import checkpoint  # pylint: disable=g-import-not-at-top
   workdir = Path(workdir)
-  from gca_jax import checkpointing  # pylint: disable=g-import-not-at-top
-  try:  # a workdir of another run (e.g. other --epochs) is neither skipped nor resumed
-    checkpointing.check_run_identity(workdir, config)
-  except checkpointing.RunMismatchError as e:
-    raise SystemExit(f"error: {e}") from None
+  check_workdir(workdir, config)
   done = finished_metrics(workdir)
   if done is not None:
     log(f"[skip] {workdir} (finished: linear-probe accuracy "
         f"{done['linear_probe_acc']:.4f})")
     return done
-  from gca_jax import train  # pylint: disable=g-import-not-at-top
-  resume = has_checkpoint(workdir)
-  log(f"[{'resume' if resume else 'run'}] {workdir}")
+  log(f"[{'resume' if checkpoint.holds_checkpoint(workdir) else 'run'}] {workdir}")
   write_json(workdir / RUN_RECORD, record)
-  metrics = train.train_and_evaluate(config, workdir, resume=resume)
-  if "linear_probe_acc" not in metrics:
-    metrics = run_linear_eval(workdir)
+  metrics = training.train_and_evaluate(config, workdir).metrics
+  if "linear_probe_acc" not in metrics:  # e.g. --config.linear_probe=false
+    linear_eval.evaluate(workdir, protocol="linear")
+    metrics = read_json(workdir / METRICS)
+  rate = metrics.get("images_per_second")
   log(f"[done] {workdir}: linear-probe accuracy {metrics['linear_probe_acc']:.4f}, "
-      f"{metrics.get('images_per_second', float('nan')):.0f} images/s")
+      f"{'n/a' if rate is None else f'{rate:.0f}'} images/s")
   return metrics
 
 
@@ -337,7 +381,7 @@ def errorbar_curve(ax, samples_by_x: dict, **kwargs) -> None:
 
 def save_figure(fig, path: Path, dpi: int = 100) -> Path:
   """Saves ``fig`` (tight layout) to ``path`` and releases it."""
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = pyplot()
   fig.tight_layout()
   fig.savefig(path, dpi=dpi)
   plt.close(fig)
@@ -366,18 +410,19 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 @dataclasses.dataclass
 class Encoder:
-  """A model with its variables, and the dataset/config it belongs to."""
+  """A model with its variables, and the config/dataset/`Run` it belongs to."""
 
   config: Any
   dataset: Any
-  setup: Any            # gca_jax.train.Setup
+  run: Any              # gca_jax.training.Run
   variables: dict
+  step: int = 0         # training steps behind ``variables``
 
   @functools.cached_property
   def embed_fn(self):
     """jitted ``(variables, images_uint8) -> (features, projections)``."""
     from gca_jax import evaluation  # pylint: disable=g-import-not-at-top
-    return evaluation.make_embed_fn(self.setup.model, self.setup.mesh,
+    return evaluation.make_embed_fn(self.run.model, self.run.mesh,
                                     mean=self.dataset.mean, std=self.dataset.std,
                                     image_size=self.config.image_size)
 
@@ -385,23 +430,33 @@ class Encoder:
     """Encoder features (numpy) of uint8 images, in evaluation mode."""
     from gca_jax import evaluation  # pylint: disable=g-import-not-at-top
     features, _ = evaluation.embed_split(self.embed_fn, self.variables, images,
-                                         self.setup.mesh)
+                                         self.run.mesh)
+    return features
+
+  def split_features(self, split) -> Any:
+    """Encoder features (numpy) of a dataset split (in memory or lazy)."""
+    from gca_jax import evaluation  # pylint: disable=g-import-not-at-top
+    features, _ = evaluation.embed_any_split(self.embed_fn, self.variables, split,
+                                             self.run.mesh,
+                                             worker_count=self.config.data_workers)
     return features
 
 
-def load_encoder(workdir: Path) -> Encoder:
-  """The encoder of the latest checkpoint of a pre-training workdir."""
-  from gca_jax import train  # pylint: disable=g-import-not-at-top
-  config, dataset, setup, state = train.load_trained(workdir)
-  return Encoder(config, dataset, setup, train.variables_of(state))
+def load_encoder(workdir: Path, dataset=None) -> Encoder:
+  """The encoder of the latest checkpoint of a pre-training workdir
+  (``dataset``: the run's data if it is not loadable from its config)."""
+  from gca_jax.training import loop  # pylint: disable=g-import-not-at-top
+  config, dataset, run, state = loop.load_trained(workdir, dataset=dataset)
+  return Encoder(config, dataset, run, state.variables, int(state.step))
 
 
 def untrained_encoder(config, dataset=None) -> Encoder:
   """A freshly initialised encoder of ``config`` (seeded by config.seed)."""
-  from gca_jax import train  # pylint: disable=g-import-not-at-top
-  dataset = train.load_data(config) if dataset is None else dataset
-  setup = train.setup(config, dataset)
-  return Encoder(config, dataset, setup, train.variables_of(setup.initial_state(config)))
+  from gca_jax import training  # pylint: disable=g-import-not-at-top
+  from gca_jax.training import feeds  # pylint: disable=g-import-not-at-top
+  dataset = feeds.load_data(config) if dataset is None else dataset
+  run = training.setup(config, dataset)
+  return Encoder(config, dataset, run, run.initial_state().variables)
 
 
 def embed_views(encoder: Encoder, images_uint8, *, seed: int = 0,
@@ -412,7 +467,7 @@ def embed_views(encoder: Encoder, images_uint8, *, seed: int = 0,
   views = augment.two_views(jax.random.PRNGKey(seed), jax.numpy.asarray(images_uint8),
                             policy=policy, mean=encoder.dataset.mean,
                             std=encoder.dataset.std, out_size=encoder.config.image_size)
-  apply = jax.jit(lambda v, x: encoder.setup.model.apply(v, x, train=False).projection)
+  apply = jax.jit(lambda v, x: encoder.run.model.apply(v, x, train=False).projection)
   return tuple(apply(encoder.variables, v) for v in views)
 
 

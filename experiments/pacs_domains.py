@@ -11,7 +11,7 @@ one for the domain. The paper's Figure 1(B) plots both accuracies against
 ``alpha - beta``: a larger same-domain weight makes domains linearly
 separable (domain accuracy up) while class accuracy stays or drops.
 
-    python -m experiments.pacs_domains --data_dir=/path/to/pacs \
+    python -m experiments.pacs_domains --config.data_dir=/path/to/pacs \
         --alphas 0 0.1 0.2 0.5 1 --betas 0 --seeds 0 1 2 --root=runs/pacs
     python -m experiments.pacs_domains --smoke --root=/tmp/pacs_smoke
 
@@ -19,11 +19,13 @@ separable (domain accuracy up) while class accuracy stays or drops.
 "domains" (original, inverted, dimmed, high-contrast images). Each run has
 its own workdir ``<root>/<dataset>/<loss>/alpha<a>_beta<b>/seed<k>`` with
 checkpoints (interrupted runs resume) and a ``metrics.json`` holding
-``linear_probe_acc`` (class) and ``domain_linear_probe_acc``; the figure is
-saved as ``<root>/pacs_domains.png``. ``python -m experiments.report``
-tabulates the runs.
+``linear_probe_acc`` (class) and ``domain_linear_probe_acc`` (both also in
+its ``evaluations`` history, protocol ``linear``); the figure is saved as
+``<root>/pacs_domains.png`` (needs matplotlib: ``pip install -e
+'.[experiments]'``). ``python -m experiments.report`` tabulates the runs.
+Config fields are set with ``--config.<field>=<value>`` as in ``table2.py``.
 
-Each run is an ordinary `gca_jax.train.train_and_evaluate` run with
+Each run is an ordinary `gca_jax.training.train_and_evaluate` run with
 ``config.target = "domain"`` and ``config.target_alpha`` / ``target_beta``
 (the trainer builds the target of every global batch from its examples'
 domains); ``python -m gca_jax.pretrain --config=experiments/configs/pacs.py
@@ -66,60 +68,56 @@ def synthetic_domain_dataset(dataset, *, seed: int = 0):
 
 def train_with_domain_target(config, dataset, workdir: Path) -> dict:
   """Pre-trains ``config`` (``config.target="domain"``) on ``dataset`` with
-  the trainer (`gca_jax.train.train_and_evaluate`; an interrupted run
-  resumes from its checkpoint), then fits the domain probe on the frozen
-  features (the class probe is the trainer's ``linear_probe_acc``); writes
-  and returns ``metrics.json``."""
-  from gca_jax import checkpointing, train  # pylint: disable=g-import-not-at-top
+  the trainer (`gca_jax.training.train_and_evaluate`, which continues an
+  interrupted run), then fits the domain probe on the frozen features (the
+  class probe is the trainer's ``linear_probe_acc``); merges the results into
+  ``metrics.json`` and returns it."""
+  from gca_jax import training  # pylint: disable=g-import-not-at-top
+  from gca_jax.training import reporting  # pylint: disable=g-import-not-at-top
 
   workdir = Path(workdir)
-  try:
-    metrics = train.train_and_evaluate(config, workdir, dataset=dataset,
-                                       resume=common.has_checkpoint(workdir))
-    _, _, setup, state = train.load_trained(workdir, dataset=dataset)
-  except (train.ConfigError, checkpointing.RunMismatchError) as e:
-    raise SystemExit(f"error: {e}") from None
-  metrics.pop("already_complete", None)
-  variables = train.variables_of(state)
-  encoder = common.Encoder(config, dataset, setup, variables)
-  train_features, _ = train.embed_images(config, encoder.embed_fn, variables,
-                                         dataset.train, setup.mesh)
-  test_features, _ = train.embed_images(config, encoder.embed_fn, variables,
-                                        dataset.test, setup.mesh)
-  if "linear_probe_acc" not in metrics:  # e.g. --override linear_probe=False
-    metrics["linear_probe_acc"] = common.probe_accuracy(
-        encoder, train_features, dataset.train.labels, test_features,
-        dataset.test.labels, dataset.num_classes)
-  metrics[DOMAIN_METRIC] = common.probe_accuracy(
-      encoder, train_features, dataset.train.domains, test_features,
-      dataset.test.domains, len(dataset.domain_names))
-  common.write_json(workdir / common.METRICS, metrics)
-  return metrics
+  training.train_and_evaluate(config, workdir, dataset=dataset)
+  encoder = common.load_encoder(workdir, dataset=dataset)
+  train_features = encoder.split_features(dataset.train)
+  test_features = encoder.split_features(dataset.test)
+  results, records = {}, []
+  probes = [(DOMAIN_METRIC, "domain", dataset.train.domains, dataset.test.domains,
+             len(dataset.domain_names))]
+  metrics_file = reporting.MetricsFile(workdir)
+  if "linear_probe_acc" not in metrics_file.read():  # e.g. --config.linear_probe=false
+    probes.append(("linear_probe_acc", "class", dataset.train.labels,
+                   dataset.test.labels, dataset.num_classes))
+  for name, target, train_ids, test_ids, num_classes in probes:
+    results[name] = common.probe_accuracy(encoder, train_features, train_ids,
+                                          test_features, test_ids, num_classes)
+    records.append({"protocol": "linear", "predicts": target, "step": encoder.step,
+                    "epoch": encoder.step // encoder.run.steps_per_epoch,
+                    "accuracy": results[name], "encoder": "trained"})
+  return metrics_file.update(results, evaluations=records)
 
 
-def make_config(alpha: float, beta: float, seed: int, args):
-  import ml_collections  # pylint: disable=g-import-not-at-top
+def make_config(alpha: float, beta: float, seed: int, method: str, *,
+                smoke: bool = False, overrides: dict | None = None):
+  """The config of one run: PACS's (the small one if ``smoke``), the clean
+  loss of ``method`` against the domain target (alpha, beta), ``seed``, then
+  the ``--config.*`` ``overrides``."""
+  from gca_jax.training import config as config_lib  # pylint: disable=g-import-not-at-top
   config = common.load_config("pacs")
-  if args.smoke:
-    common.shrink_for_smoke(config)
-  config.loss = args.loss
-  config.loss_params = ml_collections.ConfigDict(
-      dict(common.method(args.method, "clean").params))
+  if smoke:
+    config_lib.small(config)
+  common.configure_method(config, common.method(method, "clean"))
   config.target = "domain"
   config.target_alpha = alpha
   config.target_beta = beta
   config.linear_probe = True          # the class probe
   config.probe_random_init = False
   config.seed = seed
-  common.apply_common_flags(config, args)
-  return config
+  return common.apply_overrides(config, overrides or {})
 
 
 def save_figure(root: Path) -> Path | None:
   """Class and domain accuracy against alpha - beta (mean over seeds)."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = common.pyplot()
   by_gap: dict[float, list[tuple[float, float]]] = {}
   for record, metrics, _ in common.collect_runs(root):
     if record.get("experiment") == "pacs_domains" and DOMAIN_METRIC in metrics:
@@ -139,7 +137,7 @@ def save_figure(root: Path) -> Path | None:
   return common.save_figure(fig, Path(root) / FIGURE)
 
 
-def parse_args(argv=None):
+def make_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   common.add_common_flags(parser, default_root="runs/pacs_domains")
@@ -150,36 +148,33 @@ def parse_args(argv=None):
   parser.add_argument("--method", default="GCA-UOT",
                       choices=["INCE", "GCA-INCE", "GCA-RINCE", "IOT", "IOT-uni", "GCA-UOT"],
                       help="Loss (gca_jax.losses, which take target=).")
-  return parser.parse_args(argv)
+  return parser
 
 
-def main(argv=None) -> None:
-  args = parse_args(argv)
-  args.loss = common.method(args.method, "clean").loss
+def run(args) -> None:
+  """Trains every (alpha, beta, seed) run (skipping finished ones), then plots."""
+  common.pyplot()  # fail now, not after the runs, without matplotlib
+  loss = common.method(args.method, "clean").loss
   alphas = args.alphas or ([0.0, 1.0] if args.smoke else [0.0, 0.1, 0.2, 0.5, 1.0])
   root = Path(args.root)
   dataset = None
   for alpha in alphas:
     for beta in args.betas:
       for seed in args.seeds:
-        config = make_config(alpha, beta, seed, args)
-        workdir = (root / config.dataset.replace("/", "_") / args.loss /
+        config = make_config(alpha, beta, seed, args.method, smoke=args.smoke,
+                             overrides=args.config_overrides)
+        workdir = (root / config.dataset.replace("/", "_") / loss /
                    f"alpha{alpha:g}_beta{beta:g}" / f"seed{seed}")
-        done = common.finished_metrics(workdir, DOMAIN_METRIC)
-        if done is not None:
+        common.check_workdir(workdir, config)
+        if common.finished_metrics(workdir, DOMAIN_METRIC) is not None:
           common.log(f"[skip] {workdir} (finished)")
           continue
         if dataset is None:
-          from gca_jax import train  # pylint: disable=g-import-not-at-top
-          dataset = train.load_data(config)
-          if args.smoke:
-            dataset = synthetic_domain_dataset(dataset)
-          if dataset.train.domains is None:
-            raise SystemExit(f"error: dataset {config.dataset} has no domain labels")
+          dataset = load_domain_dataset(config, args.smoke)
         common.log(f"[run] {workdir}")
         common.write_json(workdir / common.RUN_RECORD, {
             "experiment": "pacs_domains", "dataset": config.dataset, "method": args.method,
-            "loss": args.loss, "alpha": alpha, "beta": beta, "seed": seed,
+            "loss": loss, "alpha": alpha, "beta": beta, "seed": seed,
             "smoke": args.smoke})
         metrics = train_with_domain_target(config, dataset, workdir)
         common.log(f"[done] {workdir}: class accuracy {metrics['linear_probe_acc']:.4f}, "
@@ -187,6 +182,24 @@ def main(argv=None) -> None:
   figure = save_figure(root)
   if figure:
     common.log(f"figure: {figure}")
+
+
+def load_domain_dataset(config, smoke: bool):
+  """The dataset of ``config`` (with synthetic domains if ``smoke``)."""
+  from gca_jax.training import feeds  # pylint: disable=g-import-not-at-top
+  dataset = feeds.load_data(config)
+  if smoke:
+    dataset = synthetic_domain_dataset(dataset)
+  if dataset.train.domains is None:
+    raise common.ExperimentError(f"dataset {config.dataset!r} has no domain labels")
+  return dataset
+
+
+def main(argv=None) -> None:
+  args, config_flags = make_parser().parse_known_args(argv)
+  with common.one_line_errors():
+    args.config_overrides = common.parse_config_overrides(config_flags)
+    run(args)
 
 
 if __name__ == "__main__":

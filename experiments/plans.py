@@ -16,7 +16,10 @@ negatives), ``<out>/plans.npz`` (the log-plans) and ``<out>/plans.json``
     python -m experiments.plans --smoke --out=/tmp/plans_smoke
 
 Without ``--workdir`` the encoder is a freshly initialised one of
-``--config`` (its embeddings are those of an untrained network).
+``--config`` (a name of ``experiments/configs/``, its fields set with
+``--config.<field>=<value>``; ``--smoke``: its ``small`` variant); its
+embeddings are those of an untrained network. Needs matplotlib
+(``pip install -e '.[experiments]'``).
 """
 
 from __future__ import annotations
@@ -64,13 +67,11 @@ def method_plans(z1, z2, labels, eps_values):
 
 def save_plans(plans, out: Path, class_of_row) -> Path:
   """Heat maps of the plans (each normalised to total mass 1, log10 scale)."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
 
   labels = list(dict.fromkeys(k[0] for k in plans))
   eps_values = list(dict.fromkeys(k[1] for k in plans))
+  plt = common.pyplot()
   fig, axes = plt.subplots(len(eps_values), len(labels), squeeze=False,
                            figsize=(2.2 * len(labels), 2.3 * len(eps_values)))
   boundaries = np.flatnonzero(np.diff(class_of_row)) + 0.5
@@ -93,14 +94,15 @@ def save_plans(plans, out: Path, class_of_row) -> Path:
   return common.save_figure(fig, Path(out) / "plans.png", dpi=90)
 
 
-def parse_args(argv=None):
+def make_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--workdir", default=None,
                       help="A pre-training workdir (default: an untrained encoder).")
   parser.add_argument("--config", default="digits",
                       help="Config (experiments/configs/<name>.py) of the untrained "
-                      "encoder when no --workdir is given.")
+                      "encoder when no --workdir is given; its fields are set with "
+                      "--config.<field>=<value>.")
   parser.add_argument("--out", default="runs/plans", help="Where the figures go.")
   parser.add_argument("--methods", default="all",
                       help=f"Comma list of {', '.join(PLAN_METHODS)} or 'all'.")
@@ -110,26 +112,28 @@ def parse_args(argv=None):
                       help="Test images per class in the batch.")
   parser.add_argument("--max_classes", type=int, default=10,
                       help="At most this many classes in the batch.")
-  parser.add_argument("--data_dir", default=None)
   parser.add_argument("--seed", type=int, default=0, help="Augmentation seed.")
   parser.add_argument("--smoke", action="store_true",
-                      help="Tiny untrained encoder on digits (seconds on CPU).")
-  return parser.parse_args(argv)
+                      help="Tiny untrained encoder (the 'small' config; seconds on CPU).")
+  return parser
 
 
-def main(argv=None) -> None:
+def run(args) -> None:
+  """Embeds the batch, computes every method's plan, saves figure and data."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  args = parse_args(argv)
+  from gca_jax.training import config as config_lib  # pylint: disable=g-import-not-at-top
+  common.pyplot()  # fail now, without matplotlib
   methods = common.select(common.split_names(args.methods), PLAN_METHODS, "methods")
   if args.workdir:
+    if args.config_overrides:
+      raise common.ExperimentError("--config.* flags set up an untrained encoder; with "
+                                   "--workdir the encoder is the run's")
     encoder = common.load_encoder(Path(args.workdir))
   else:
     config = common.load_config(args.config)
     if args.smoke:
-      common.shrink_for_smoke(config)
-    if args.data_dir:
-      config.data_dir = args.data_dir
-    encoder = common.untrained_encoder(config)
+      config_lib.small(config)
+    encoder = common.untrained_encoder(common.apply_overrides(config, args.config_overrides))
   test = encoder.dataset.test
   keep = np.isin(test.labels, np.unique(test.labels)[:args.max_classes])
   indices = np.flatnonzero(keep)[balanced_batch(test.labels[keep], args.per_class)]
@@ -151,6 +155,13 @@ def main(argv=None) -> None:
                f"mass on positives {d['positive_mass']:.3f}  "
                f"marginal error {d['final_marginal_error']:.2e}")
   common.log(f"figure: {figure}")
+
+
+def main(argv=None) -> None:
+  args, config_flags = make_parser().parse_known_args(argv)
+  with common.one_line_errors():
+    args.config_overrides = common.parse_config_overrides(config_flags)
+    run(args)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,11 @@ with a linear probe. Runs are those of Table 2 (same configs, same
 `common.run_pretraining`: skip finished, resume interrupted) with one loss
 parameter changed, in workdirs ``<root>/<dataset>/<method>/eps<e>_iters<t>/seed<k>``
 (the default point is shared by both sweeps). The curves are saved as
-``<root>/sensitivity.png``; ``python -m experiments.report`` tabulates them.
+``<root>/sensitivity.png`` (needs matplotlib: ``pip install -e '.[experiments]'``);
+``python -m experiments.report`` tabulates them. Config fields are set with
+``--config.<field>=<value>`` as in ``table2.py``.
 
-    python -m experiments.sensitivity --dataset=cifar10 --data_dir=$TFDS_DIR \
+    python -m experiments.sensitivity --dataset=cifar10 --config.data_dir=$TFDS_DIR \
         --methods=GCA-INCE,GCA-UOT --eps_values 0.1 0.2 0.5 1 \
         --iters_values 1 2 5 10 20 --seeds 0 1 2 --root=runs/sensitivity
     python -m experiments.sensitivity --smoke --root=/tmp/sensitivity_smoke
@@ -41,9 +43,7 @@ def sweep_points(eps_values, iters_values, default_eps: float, default_iters: in
 
 def save_figure(root: Path) -> Path | None:
   """Linear accuracy against eps (left) and iterations (right), per method."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = common.pyplot()
   runs = [(r, m) for r, m, _ in common.collect_runs(root)
           if r.get("experiment") == "sensitivity"]
   if not runs:
@@ -64,7 +64,7 @@ def save_figure(root: Path) -> Path | None:
   return common.save_figure(fig, Path(root) / FIGURE)
 
 
-def parse_args(argv=None):
+def make_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   common.add_common_flags(parser, default_root="runs/sensitivity")
@@ -80,11 +80,12 @@ def parse_args(argv=None):
                       help="Default 1 2 5 10 20 (--smoke: 2 10).")
   parser.add_argument("--implementation", default="published",
                       choices=common.IMPLEMENTATIONS)
-  return parser.parse_args(argv)
+  return parser
 
 
-def main(argv=None) -> None:
-  args = parse_args(argv)
+def run(args) -> None:
+  """Trains every point of the sweeps (skipping finished runs), then plots."""
+  common.pyplot()  # fail now, not after the runs, without matplotlib
   methods = common.select(common.split_names(args.methods or (
       "GCA-UOT" if args.smoke else "GCA-INCE,GCA-UOT")), ITERATIVE_METHODS, "methods")
   dataset = args.dataset or ("digits" if args.smoke else "cifar10")
@@ -103,11 +104,19 @@ def main(argv=None) -> None:
                   "default_eps": default_eps, "default_iters": default_iters,
                   "seed": seed, "loss": m.loss, "implementation": args.implementation,
                   "smoke": args.smoke}
-        common.run_pretraining(table2.make_config(dataset, args.policy, m, seed, args),
-                               workdir, record)
+        config = table2.make_config(dataset, args.policy, m, seed, smoke=args.smoke,
+                                    overrides=args.config_overrides)
+        common.run_pretraining(config, workdir, record)
   figure = save_figure(root)
   if figure:
     common.log(f"figure: {figure}")
+
+
+def main(argv=None) -> None:
+  args, config_flags = make_parser().parse_known_args(argv)
+  with common.one_line_errors():
+    args.config_overrides = common.parse_config_overrides(config_flags)
+    run(args)
 
 
 if __name__ == "__main__":

@@ -4,11 +4,19 @@ Pre-trains each method (INCE, GCA-INCE, RINCE, GCA-RINCE, SimCLR, BYOL, IOT,
 IOT-uni, GCA-UOT) on CIFAR-10 and CIFAR-100 (ResNet-18), SVHN and
 ImageNet-100 (ResNet-50), under the standard SimCLR augmentations and the
 three extreme ones (``large_erase``, ``brightness``, ``strong_crop`` of
-`gca_jax.data.augment`), then trains a linear probe on the frozen encoder
-(`gca_jax.train.train_and_evaluate`, what ``python -m gca_jax.pretrain``
-runs). Each CIFAR-10 model trained with the standard augmentations is also
-probed on corrupted CIFAR-10 (CIFAR-10-C; the probe is fitted on the clean
-train split and tested on each corruption).
+`gca_jax.data.augment`), then evaluates each encoder by the protocols of
+``--protocols`` (`gca_jax.linear_eval`):
+
+* ``linear`` (default): a linear probe on the frozen encoder, what
+  `gca_jax.training.train_and_evaluate` (``python -m gca_jax.pretrain``)
+  runs at the end of every run: fast, but not how the paper measured;
+* ``finetune``: the published code's CIFAR protocol behind the paper's
+  CIFAR-10/100 numbers (`gca_jax.finetune`: the whole encoder fine-tuned
+  with a linear head for 200 epochs; best and last epoch recorded).
+
+Each CIFAR-10 model trained with the standard augmentations is also probed on
+corrupted CIFAR-10 (CIFAR-10-C; the linear probe is fitted on the clean train
+split and tested on each corruption).
 
 Defaults are the paper code's: batch 512, 500 epochs (CIFAR/SVHN configs),
 eps 0.5, 10 iterations, lam 0.01, q 0.6, relaxations 0.2, CE weight 1, RINCE
@@ -20,10 +28,15 @@ paper-faithful losses of `gca_jax.losses` instead.
 
 Every run has its own workdir
 ``<root>/<dataset>/<policy>/<method>/seed<k>``; finished runs are skipped
-and interrupted ones resume from their last checkpoint, so the command can
+and interrupted ones continue from their last checkpoint, so the command can
 simply be run again. Collect the table with ``python -m experiments.report``.
+Any field of the runs' config is set with ml_collections' syntax,
+``--config.<field>=<value>`` (e.g. ``--config.epochs=100``,
+``--config.data_dir=...``, ``--config.train_examples=1000`` for a quick
+class-balanced subset); ``--smoke`` starts from the ``small`` config
+(`gca_jax.training.config.small`).
 
-    python -m experiments.table2 --root=runs/table2 --data_dir=$TFDS_DIR \
+    python -m experiments.table2 --root=runs/table2 --config.data_dir=$TFDS_DIR \
         --seeds 0 1 2                          # the whole table (GPU cluster)
     python -m experiments.table2 --methods=INCE,GCA-UOT --datasets=cifar10 \
         --policies=simclr,large_erase --root=runs/table2
@@ -52,7 +65,7 @@ class DatasetSpec:
 
   config: str
   title: str
-  overrides: tuple = ()
+  overrides: tuple = ()       # (dotted field, value) pairs
 
 
 DATASETS = {
@@ -77,6 +90,9 @@ CIFAR10_CORRUPTIONS = (
     "spatter", "speckle_noise", "zoom_blur")
 # --smoke: synthetic corruptions of the digits test split (no download).
 SMOKE_CORRUPTIONS = ("brightness", "gaussian_noise")
+# Evaluation protocols (gca_jax.linear_eval) and the metrics.json key that
+# shows a run has been evaluated by each.
+PROTOCOLS = {"linear": "linear_probe_acc", "finetune": "finetune_best_acc"}
 
 
 def run_grid(datasets, policies: str):
@@ -90,20 +106,23 @@ def run_grid(datasets, policies: str):
   return [(d, p) for d in datasets for p in chosen]
 
 
-def make_config(dataset: str, policy: str, m: common.Method, seed: int, args):
+def make_config(dataset: str, policy: str, m: common.Method, seed: int, *,
+                smoke: bool = False, overrides: dict | None = None):
+  """The config of one run: ``dataset``'s config (the small one if
+  ``smoke``), method ``m``, augmentation ``policy`` and ``seed``, then the
+  ``--config.*`` ``overrides``."""
+  from gca_jax.training import config as config_lib  # pylint: disable=g-import-not-at-top
   spec = DATASETS[dataset]
   config = common.load_config(spec.config)
-  for field, value in spec.overrides:
-    common.set_field(config, field, value)
-  if args.smoke:
-    common.shrink_for_smoke(config)
+  config.update_from_flattened_dict(dict(spec.overrides))
+  if smoke:
+    config_lib.small(config)
   common.configure_method(config, m)
   config.augmentation = policy
   config.seed = seed
   config.linear_probe = True
   config.probe_random_init = False
-  common.apply_common_flags(config, args)
-  return config
+  return common.apply_overrides(config, overrides or {})
 
 
 def synthetic_corruption(name: str, severity: int, images_uint8):
@@ -119,7 +138,8 @@ def synthetic_corruption(name: str, severity: int, images_uint8):
     noise = np.random.default_rng(severity).normal(0.0, 0.04 * severity, images.shape)
     images = images + noise
   else:
-    raise SystemExit(f"error: no synthetic corruption '{name}'")
+    raise common.ExperimentError(f"no synthetic corruption {name!r}; choose from "
+                                 f"{', '.join(SMOKE_CORRUPTIONS)}")
   return np.clip(np.round(images * 255.0), 0, 255).astype(np.uint8)
 
 
@@ -148,7 +168,7 @@ def evaluate_corruptions(workdir: Path, corruptions, severity: int, smoke: bool)
     return accuracy
   encoder = common.load_encoder(workdir)
   train = encoder.dataset.train
-  train_features = encoder.features(train.images)
+  train_features = encoder.split_features(train)
   for name in missing:
     images, labels = corrupted_test_split(name, severity, encoder, smoke)
     accuracy[name] = common.probe_accuracy(encoder, train_features, train.labels,
@@ -160,7 +180,21 @@ def evaluate_corruptions(workdir: Path, corruptions, severity: int, smoke: bool)
   return accuracy
 
 
-def parse_args(argv=None):
+def evaluate_protocols(workdir: Path, protocols, **finetune_settings) -> dict:
+  """Runs each of ``protocols`` the run in ``workdir`` has no result of
+  (`gca_jax.linear_eval.evaluate`, which merges it into metrics.json);
+  returns the run's metrics."""
+  from gca_jax import linear_eval  # pylint: disable=g-import-not-at-top
+  for protocol in protocols:
+    if PROTOCOLS[protocol] not in (common.read_json(Path(workdir) / common.METRICS) or {}):
+      settings = finetune_settings if protocol == "finetune" else {}
+      result = linear_eval.evaluate(workdir, protocol, **settings)
+      common.log(f"[{protocol}] {workdir}: " + ", ".join(
+          f"{k} {v:.4f}" for k, v in result.items()))
+  return common.read_json(Path(workdir) / common.METRICS)
+
+
+def make_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   common.add_common_flags(parser, default_root="runs/table2")
@@ -182,12 +216,20 @@ def parse_args(argv=None):
                       help="Comma list of CIFAR-10-C corruptions, 'all' (default) or "
                       "'none'; evaluated for CIFAR-10 (--smoke: digits) runs with the "
                       "standard augmentations.")
-  parser.add_argument("--severity", type=int, default=5, help="CIFAR-10-C severity (1-5).")
-  return parser.parse_args(argv)
+  parser.add_argument("--severity", type=int, default=5, choices=range(1, 6),
+                      help="CIFAR-10-C severity (1-5).")
+  parser.add_argument("--protocols", default="linear",
+                      help=f"Comma list of evaluation protocols: {', '.join(PROTOCOLS)} "
+                      "(linear always runs; finetune is the paper's CIFAR protocol).")
+  parser.add_argument("--finetune_epochs", type=int, default=None,
+                      help="finetune: epochs (default: the protocol's 200; --smoke: 1).")
+  parser.add_argument("--finetune_batch_size", type=int, default=None,
+                      help="finetune: batch size (default: the protocol's 512).")
+  return parser
 
 
-def main(argv=None) -> None:
-  args = parse_args(argv)
+def run(args) -> None:
+  """Trains and evaluates every run ``args`` select (skipping finished ones)."""
   methods = common.select(common.split_names(args.methods or (
       ",".join(SMOKE_METHODS) if args.smoke else "all")), common.METHOD_LABELS, "methods")
   datasets = common.select(common.split_names(args.datasets or (
@@ -197,6 +239,10 @@ def main(argv=None) -> None:
   corruptions = [] if args.corruptions == "none" else common.select(
       common.split_names(args.corruptions or "all"), known_corruptions, "corruptions")
   corruption_dataset = "digits" if args.smoke else "cifar10"
+  protocols = common.select(common.split_names(args.protocols), list(PROTOCOLS),
+                            "protocols")
+  finetune_settings = {"epochs": args.finetune_epochs or (1 if args.smoke else None),
+                       "batch_size": args.finetune_batch_size}
   root = Path(args.root)
 
   for dataset, policy in grid:
@@ -204,15 +250,24 @@ def main(argv=None) -> None:
       m = common.method(label, args.implementation)
       for seed in args.seeds:
         workdir = root / dataset / policy / m.slug / f"seed{seed}"
-        config = make_config(dataset, policy, m, seed, args)
+        config = make_config(dataset, policy, m, seed, smoke=args.smoke,
+                             overrides=args.config_overrides)
         record = {"experiment": "table2", "method": label, "dataset": dataset,
                   "data": config.dataset, "policy": policy, "seed": seed,
                   "loss": m.loss, "implementation": args.implementation,
                   "smoke": args.smoke}
         common.run_pretraining(config, workdir, record)
+        evaluate_protocols(workdir, protocols, **finetune_settings)
         if corruptions and dataset == corruption_dataset and policy == "simclr":
           evaluate_corruptions(workdir, corruptions, args.severity, args.smoke)
   common.log(f"all runs finished; table: python -m experiments.report --root={root}")
+
+
+def main(argv=None) -> None:
+  args, config_flags = make_parser().parse_known_args(argv)
+  with common.one_line_errors():
+    args.config_overrides = common.parse_config_overrides(config_flags)
+    run(args)
 
 
 if __name__ == "__main__":

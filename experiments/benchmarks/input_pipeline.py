@@ -1,11 +1,22 @@
-"""Input-pipeline throughput: on-device JAX augmentation vs per-image Pillow.
+"""Input-pipeline throughput: what training feeds its step, and per-image Pillow.
 
-Measures, in one run on the default JAX backend:
-  * augment:     two SimCLR views of a uint8 32x32 batch (jit, vmapped);
-  * feed:        one training step's input: device-resident shuffle/batch
-                 (``feed.device_batch``) plus the two views, in one jit;
+Measures, in one run on the default JAX backend (all devices), the input
+side of a training step exactly as training runs it: the config's batches
+from `gca_jax.training.feeds` and the two views of `gca_jax.data.augment`
+with the arguments `gca_jax.training.step` passes (``config.augmentation``,
+the dataset's mean/std, ``config.image_size``), jitted:
+
+  * augment:     two views of a device-resident uint8 batch (jit);
+  * device feed: one step's input when the split fits on the devices:
+                 ``DeviceFeed.batch(step)`` (a jitted gather of the step's
+                 examples) then the two views, one call each as in the loop;
+  * host feed:   the same with ``HostFeed`` (a grain loader, the path of
+                 datasets too large for device memory); the split is read
+                 from memory here, so image decoding is not included;
   * pillow:      the same augmentations per image on the host with Pillow and
-                 numpy (crop, flip, colour jitter, grayscale, normalise).
+                 numpy (crop, flip, colour jitter, grayscale, normalise), a
+                 torchvision-style baseline.
+
 Rows (images/s, where an image yields two views) go to ``--out`` as JSON.
 
   python experiments/benchmarks/input_pipeline.py --quick
@@ -24,7 +35,9 @@ import jax
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from gca_jax.data import augment, feed, load_dataset
+from gca_jax import training
+from gca_jax.data import augment
+from gca_jax.training import config as config_lib, feeds
 
 
 def time_calls(fn, repeats: int) -> float:
@@ -71,11 +84,40 @@ def shift_hue(image: Image.Image, shift: float) -> Image.Image:
   return Image.fromarray(hsv, "HSV").convert("RGB")
 
 
+def make_config(dataset: str, *, batch_size: int, load_size: int | None,
+                data_dir: str | None = None, augmentation: str = "simclr"):
+  """The trainer's config for ``dataset`` as the benchmark feeds it."""
+  config = config_lib.get_config()
+  config.update_from_flattened_dict({
+      "dataset": dataset, "batch_size": batch_size, "load_size": load_size,
+      "data_dir": data_dir, "augmentation": augmentation})
+  return config
+
+
+def make_views(config, run):
+  """``views(key, images_uint8)``: the augmentation of `gca_jax.training.step`."""
+  return jax.jit(lambda key, images: augment.two_views(
+      key, images, policy=config.augmentation, mean=run.mean, std=run.std,
+      out_size=config.image_size))
+
+
+def time_feed(config, run, feed, views, repeats: int) -> float:
+  """Seconds per step of ``feed.batch(step)`` followed by the two views."""
+  key = jax.random.key(config.seed)
+  return time_calls(lambda i: views(jax.random.fold_in(key, i), feed.batch(i)["image"]),
+                    repeats)
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", default="input_pipeline_results.json",
                       help="JSON file for the result rows")
-  parser.add_argument("--dataset", default="digits", help="a load_dataset name")
+  parser.add_argument("--dataset", default="digits",
+                      help="config.dataset (a gca_jax.data.load_dataset name)")
+  parser.add_argument("--data_dir", default=None, help="config.data_dir")
+  parser.add_argument("--load_size", type=int, default=32,
+                      help="config.load_size (0: the source's size)")
+  parser.add_argument("--augmentation", default="simclr", choices=augment.POLICIES)
   parser.add_argument("--batch_size", type=int, default=512)
   parser.add_argument("--repeats", type=int, default=10)
   parser.add_argument("--pillow_images", type=int, default=1024)
@@ -85,40 +127,43 @@ def main() -> None:
   if args.quick:
     args.batch_size, args.repeats, args.pillow_images = 256, 5, 256
 
-  dataset = load_dataset(args.dataset)
+  config = make_config(args.dataset, batch_size=args.batch_size,
+                       load_size=args.load_size or None, data_dir=args.data_dir,
+                       augmentation=args.augmentation)
+  dataset = feeds.load_data(config)
+  run = training.setup(config, dataset)
   images = dataset.train.images
   batch = args.batch_size
-  mean, std = dataset.mean, dataset.std
-  host_batch = jax.device_put(images[:batch])
   rows = []
 
   def record(name, seconds_per_batch, count, **extra):
     row = {"name": name, "images_per_s": count / seconds_per_batch,
            "batch_size": count, "dataset": args.dataset,
            "image_shape": list(images.shape[1:]), "backend": jax.default_backend(),
-           "devices": len(jax.devices()), "host": platform.processor() or platform.machine(),
-           **extra}
+           "devices": run.mesh.devices.size,
+           "host": platform.processor() or platform.machine(), **extra}
     rows.append(row)
-    print(f"{name:>10}: {row['images_per_s']:10.0f} images/s (two views each)")
+    print(f"{name:>12}: {row['images_per_s']:10.0f} images/s (two views each)")
 
-  views = jax.jit(lambda k, x: augment.two_views(k, x, mean=mean, std=std))
-  seconds = time_calls(lambda i: views(jax.random.key(i), host_batch), args.repeats)
+  views = make_views(config, run)
+  device_feed = feeds.make_feed(config, run, dataset.train, start_step=0)
+  on_device = device_feed.batch(0)["image"]
+  key = jax.random.key(config.seed)
+  seconds = time_calls(lambda i: views(jax.random.fold_in(key, i), on_device), args.repeats)
   record("augment", seconds, batch)
-
-  split = feed.to_device(dataset.train)
-  steps = feed.steps_per_epoch(len(dataset.train), batch)
-
-  @jax.jit
-  def input_step(split, epoch, step):
-    sample = feed.device_batch(split, 0, epoch, step, global_batch_size=batch)
-    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(1), epoch), step)
-    return augment.two_views(key, sample.images, mean=mean, std=std), sample.labels
-
-  seconds = time_calls(lambda i: input_step(split, i // steps, i % steps), args.repeats)
-  record("feed", seconds, batch)
+  record("device feed", time_feed(config, run, device_feed, views, args.repeats), batch)
+  device_feed.close()
+  host_feed = feeds.HostFeed(dataset.train, mesh=run.mesh, seed=config.seed,
+                             batch_size=batch, total_steps=args.repeats + 1, start_step=0,
+                             worker_count=config.data_workers)
+  try:
+    seconds = time_feed(config, run, host_feed, views, args.repeats)
+  finally:
+    host_feed.close()
+  record("host feed", seconds, batch, note="grain loader from memory (no decoding)")
 
   rng = random.Random(0)
-  mean_np, std_np = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+  mean_np, std_np = np.asarray(dataset.mean, np.float32), np.asarray(dataset.std, np.float32)
   pil_images = [Image.fromarray(im) for im in images[:args.pillow_images]]
   start = time.perf_counter()
   for image in pil_images:

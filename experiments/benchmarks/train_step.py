@@ -1,13 +1,25 @@
-r"""Throughput of the pre-training step: images/s, model FLOP/s, fraction of peak.
+r"""The pre-training step: images/s, model FLOP/s, fraction of peak, peak memory.
 
     python experiments/benchmarks/train_step.py             # paper setting
     python experiments/benchmarks/train_step.py --quick     # small, for a CPU
+    python experiments/benchmarks/train_step.py --memory_only   # compile only
 
-The paper setting is ResNet-18 (CIFAR stem), 2048-128 projector, a global
-batch of 512 pairs of 32x32 views and the gca_uot loss, data-parallel over
-every device. The timed step is the full jitted step: batch gather from the
-device-resident split, augmentation of both views, forward, loss with its
-Sinkhorn plan, backward, SGD update.
+The paper setting is ResNet-18 (CIFAR stem), 2048-128 projector, bfloat16
+compute, a global batch of 512 pairs of 32x32 views and the gca_uot loss,
+data-parallel over every device. The timed step is what training runs:
+`gca_jax.training.setup(config, dataset).train_step` (augmentation of both
+views, forward, loss with its Sinkhorn plan, backward, SGD update) on the
+batches of `gca_jax.training.feeds` (a gather from the device-resident
+split), one feed call and one step call per step as in the training loop.
+
+Memory: the same step for the paper setting (``--memory_batch`` pairs,
+bfloat16) on one device is lowered and compiled, not run, and XLA's memory
+analysis of the compiled program gives its peak: temporaries + arguments +
+outputs (an upper bound: the donated state's outputs reuse its argument
+buffers, the ``alias`` bytes). It is the analysis of the compiler of the
+backend at hand (the CPU's buffer assignment on a CPU, which differs from a
+GPU's). On a device that reports memory statistics the measured peak of the
+timed steps is printed too.
 
 Model FLOPs are counted analytically (`gca_jax.models.resnet_flops_per_example`;
 XLA's cost analysis does not see inside cuDNN convolutions): forward FLOPs of
@@ -22,9 +34,9 @@ import time
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
 
-from gca_jax import configs, evaluation, models, optimizers, train
+from gca_jax import data, models, sharding, training
+from gca_jax.training import config as config_lib, feeds
 
 # Dense peak FLOP/s per device (vendor spec sheets), by compute dtype.
 PEAK_FLOPS = {
@@ -38,6 +50,9 @@ PEAK_FLOPS = {
     "TPU v5p": {"bfloat16": 459e12},
     "TPU v6 lite": {"bfloat16": 918e12},
 }
+PAPER_BATCH = 512
+DEVICE_BYTES_80GB = 80e9  # an 80 GB accelerator (H100 80GB, A100 80GB)
+GIB = 2 ** 30
 
 
 def peak_flops(device_kind: str, dtype: str) -> float | None:
@@ -48,75 +63,157 @@ def peak_flops(device_kind: str, dtype: str) -> float | None:
   return None
 
 
-def parse_args():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--batch", type=int, default=512, help="global pairs per step")
-  parser.add_argument("--image_size", type=int, default=32)
-  parser.add_argument("--model", default="resnet18")
-  parser.add_argument("--loss", default="gca_uot")
-  parser.add_argument("--dtype", default=None,
-                      help="compute dtype (default: float32 on CPU, else bfloat16)")
-  parser.add_argument("--steps", type=int, default=20, help="timed steps")
-  parser.add_argument("--quick", action="store_true",
-                      help="CPU-sized: batch 32, 3 timed steps")
-  return parser.parse_args()
+def make_config(*, model: str = "resnet18", loss: str = "gca_uot",
+                dtype: str = "bfloat16", batch_size: int = PAPER_BATCH):
+  """The paper's CIFAR config (`config_lib.paper_cifar_config`) with these settings."""
+  config = config_lib.paper_cifar_config("synthetic")
+  config.update_from_flattened_dict({"model.name": model, "model.dtype": dtype,
+                                     "loss": loss, "batch_size": batch_size})
+  return config
 
 
-def main():
-  args = parse_args()
-  if args.quick:
-    args.batch, args.steps = 32, 3
-  dtype = args.dtype or ("float32" if jax.default_backend() == "cpu" else "bfloat16")
-  config = configs.paper_cifar_config("synthetic")
-  config.model.name, config.model.dtype = args.model, dtype
-  config.loss, config.batch_size = args.loss, args.batch
+def synthetic_dataset(num_examples: int, image_size: int = 32, seed: int = 0):
+  """Random uint8 images (train = test), CIFAR-like statistics."""
+  images = np.random.default_rng(seed).integers(
+      0, 256, (num_examples, image_size, image_size, 3), np.uint8)
+  split = data.ImageArrays(images, np.zeros(num_examples, np.int32))
+  return data.Dataset(train=split, test=split, num_classes=10, name="synthetic",
+                      mean=(0.5,) * 3, std=(0.25,) * 3)
 
-  num_train = 4 * args.batch
-  images = np.random.default_rng(0).integers(
-      0, 256, (num_train, args.image_size, args.image_size, 3), np.uint8)
-  mesh = train.make_mesh()
-  train.validate_config(config, mesh.devices.size)
-  model, target = train.create_models(config)
-  steps_per_epoch = num_train // args.batch
-  tx = optimizers.make_optimizer(config, steps_per_epoch)
-  schedule = optimizers.make_schedule(config, steps_per_epoch)
-  state = train.create_train_state(config, model, tx, images.shape[1:], mesh)
-  step = train.make_train_step(config, model=model, target_model=target, tx=tx,
-                               schedule=schedule, mesh=mesh, mean=(0.5,) * 3,
-                               std=(0.25,) * 3, num_train=num_train,
-                               steps_per_epoch=steps_per_epoch).on_split
-  split = evaluation.global_array(images, NamedSharding(mesh, P()))
 
-  for _ in range(2):  # compile and warm up
-    state, metrics = step(state, split)
-  jax.block_until_ready(metrics)
+def measure_step(config, dataset, *, steps: int, mesh=None) -> dict:
+  """Seconds per step and images/s of ``steps`` training steps after two
+  warm-up (compiling) steps, fed as the training loop feeds them."""
+  run = training.setup(config, dataset, mesh)
+  state = run.initial_state()
+  feed = feeds.make_feed(config, run, dataset.train, start_step=0)
+  try:
+    for step in range(2):  # compile and warm up
+      state, metrics = run.train_step(state, feed.batch(step))
+    jax.block_until_ready(metrics)
+    start = time.perf_counter()
+    for step in range(2, 2 + steps):
+      state, metrics = run.train_step(state, feed.batch(step))
+    jax.block_until_ready(metrics)
+    seconds = (time.perf_counter() - start) / steps
+  finally:
+    feed.close()
+  device_stats = jax.devices()[0].memory_stats() or {}
+  return {"seconds_per_step": seconds, "images_per_second": config.batch_size / seconds,
+          "final_loss": float(metrics["loss"]), "devices": run.mesh.devices.size,
+          "measured_peak_bytes": device_stats.get("peak_bytes_in_use")}
+
+
+def step_memory(config, dataset, *, device=None) -> dict:
+  """XLA's memory analysis of the train step of ``config`` compiled for one
+  device (``device``, default the first); the step is compiled, never run."""
+  mesh = sharding.make_mesh([device or jax.devices()[0]])
+  run = training.setup(config, dataset, mesh)
+  state = run.initial_state()
+  batch = {"image": jax.ShapeDtypeStruct((config.batch_size, *dataset.image_shape),
+                                         np.uint8, sharding=sharding.batch_sharded(mesh))}
   start = time.perf_counter()
-  for _ in range(args.steps):
-    state, metrics = step(state, split)
-  jax.block_until_ready(metrics)
-  seconds_per_step = (time.perf_counter() - start) / args.steps
+  compiled = run.train_step.lower(state, batch).compile()
+  compile_seconds = time.perf_counter() - start
+  analysis = compiled.memory_analysis()
+  sizes = {name: int(getattr(analysis, f"{name}_size_in_bytes"))
+           for name in ("temp", "argument", "output", "alias", "generated_code")}
+  peak = sizes["temp"] + sizes["argument"] + sizes["output"]
+  return {"batch_size": config.batch_size, "dtype": config.model.dtype,
+          "backend": jax.default_backend(), "device_kind": mesh.devices.flat[0].device_kind,
+          "compile_seconds": compile_seconds, **{f"{k}_bytes": v for k, v in sizes.items()},
+          "peak_bytes": peak, "fits_80gb": peak < DEVICE_BYTES_80GB,
+          "fraction_of_80gb": peak / DEVICE_BYTES_80GB}
 
+
+def model_flops(config, image_size: int) -> tuple[float, float]:
+  """(forward FLOPs per view, model FLOPs of one step: fwd + bwd of both views)."""
   forward = models.resnet_flops_per_example(
-      args.model, image_size=args.image_size, stem=config.model.stem,
+      config.model.name, image_size=image_size, stem=config.model.stem,
       projector_hidden_dim=config.model.projector_hidden_dim,
       projection_dim=config.model.projection_dim)
-  step_flops = 3 * 2 * args.batch * forward  # (fwd + bwd) x two views
-  achieved = step_flops / seconds_per_step
+  return forward, 3 * 2 * config.batch_size * forward
+
+
+def print_throughput(config, result: dict, image_size: int) -> None:
+  forward, step_flops = model_flops(config, image_size)
+  achieved = step_flops / result["seconds_per_step"]
   device = jax.devices()[0]
-  peak = peak_flops(device.device_kind, dtype)
-  num_devices = mesh.devices.size
+  peak = peak_flops(device.device_kind, config.model.dtype)
+  num_devices = result["devices"]
   fraction = (f"{achieved / (peak * num_devices):.1%}" if peak
               else "unknown (no peak for this device kind)")
   print(f"device            {num_devices} x {device.device_kind} ({jax.default_backend()})")
-  print(f"setting           {args.model} CIFAR stem, {args.image_size}x{args.image_size}, "
-        f"batch {args.batch} pairs, loss {args.loss}, {dtype}")
-  print(f"step time         {seconds_per_step * 1e3:.1f} ms")
-  print(f"images/s          {args.batch / seconds_per_step:.1f}")
+  print(f"setting           {config.model.name} CIFAR stem, {image_size}x{image_size}, "
+        f"batch {config.batch_size} pairs, loss {config.loss}, {config.model.dtype}")
+  print(f"step time         {result['seconds_per_step'] * 1e3:.1f} ms")
+  print(f"images/s          {result['images_per_second']:.1f}")
   print(f"model FLOPs/step  {step_flops / 1e9:.1f} GFLOP "
         f"({forward / 1e6:.1f} MFLOP forward per view)")
   print(f"achieved          {achieved / 1e12:.3f} TFLOP/s")
   print(f"fraction of peak  {fraction}")
-  print(f"final loss        {float(metrics['loss']):.4f}")
+  print(f"final loss        {result['final_loss']:.4f}")
+  if result["measured_peak_bytes"] is not None:
+    print(f"measured peak     {result['measured_peak_bytes'] / GIB:.2f} GiB "
+          "(device memory statistics, first device)")
+
+
+def print_memory(config, memory: dict, image_size: int) -> None:
+  gib = lambda name: f"{memory[name] / GIB:.2f} GiB"
+  print(f"compiled step     {config.model.name}, {image_size}x{image_size}, batch "
+        f"{memory['batch_size']} pairs, {memory['dtype']}, one {memory['device_kind']} "
+        f"({memory['backend']} compiler, {memory['compile_seconds']:.0f} s to compile)")
+  print(f"memory analysis   temp {gib('temp_bytes')} + arguments {gib('argument_bytes')} "
+        f"+ outputs {gib('output_bytes')} (of which aliased to arguments "
+        f"{gib('alias_bytes')})")
+  verdict = "fits" if memory["fits_80gb"] else "does NOT fit"
+  print(f"peak              {gib('peak_bytes')}: {verdict} an 80 GB device "
+        f"({memory['fraction_of_80gb']:.1%} of it)")
+
+
+def parse_args():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--batch", type=int, default=PAPER_BATCH,
+                      help="global pairs per timed step")
+  parser.add_argument("--image_size", type=int, default=32)
+  parser.add_argument("--model", default="resnet18")
+  parser.add_argument("--loss", default="gca_uot")
+  parser.add_argument("--dtype", default=None, choices=config_lib.DTYPES,
+                      help="compute dtype of the timed step (default: float32 on CPU, "
+                      "else bfloat16)")
+  parser.add_argument("--steps", type=int, default=20, help="timed steps")
+  parser.add_argument("--memory_batch", type=int, default=PAPER_BATCH,
+                      help="pairs per step of the compiled-only bfloat16 step whose "
+                      "memory is analysed (0: skip)")
+  parser.add_argument("--memory_only", action="store_true",
+                      help="only compile the step and print its memory analysis")
+  parser.add_argument("--quick", action="store_true",
+                      help="CPU-sized timing: batch 32, 3 timed steps")
+  args = parser.parse_args()
+  if args.quick:
+    args.batch, args.steps = 32, 3
+  for name in ("batch", "steps", "image_size"):
+    if getattr(args, name) < 1:
+      parser.error(f"--{name} must be >= 1")
+  if args.memory_batch < 0 or (args.memory_only and not args.memory_batch):
+    parser.error("--memory_batch must be >= 1 with --memory_only (and >= 0 otherwise)")
+  return args
+
+
+def main():
+  args = parse_args()
+  if not args.memory_only:
+    dtype = args.dtype or ("float32" if jax.default_backend() == "cpu" else "bfloat16")
+    config = make_config(model=args.model, loss=args.loss, dtype=dtype,
+                         batch_size=args.batch)
+    result = measure_step(config, synthetic_dataset(4 * args.batch, args.image_size),
+                          steps=args.steps)
+    print_throughput(config, result, args.image_size)
+  if args.memory_batch:
+    config = make_config(model=args.model, loss=args.loss, dtype="bfloat16",
+                         batch_size=args.memory_batch)
+    memory = step_memory(config, synthetic_dataset(args.memory_batch, args.image_size))
+    print_memory(config, memory, args.image_size)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """Every experiment entry point, end to end in ``--smoke`` mode, then report.py.
 
-Each test runs ``python -m experiments.<name> --smoke`` in a subprocess (the
-command a user types) on the embedded digits dataset with a tiny model, and
-checks what the run leaves behind; `report.py` must then tabulate the runs
-in Table 2's layout. The subprocesses share a persistent XLA compilation
+Each smoke test runs ``python -m experiments.<name> --smoke`` in a subprocess
+(the command a user types) on the embedded digits dataset with the "small"
+config, and checks what the run leaves behind; `report.py` must then
+tabulate the runs (its layout and paper numbers are tested on hand-made runs
+in ``test_report.py``). The subprocesses share a persistent XLA compilation
 cache, so repeated programs (e.g. the GCA-UOT run of table2 and of the
-sensitivity sweep) compile once.
+sensitivity sweep) compile once. The ``--config.*`` flags and the one-line
+errors are tested in-process or without JAX work.
 """
 
 import json
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
 
@@ -28,16 +30,19 @@ COMPILATION_CACHE = {
 }
 
 
-def run_entry_point(name, *args, timeout=400, expect_failure=False):
+def run_entry_point(name, *args, timeout=900, expect_failure=False):
   """Runs ``python -m experiments.<name> *args`` from the repo root; its stdout
-  (its stderr if ``expect_failure``, which requires a non-zero exit)."""
+  (if ``expect_failure``: its one ``error:`` line, which requires exit
+  status 2). The timeout is generous: it only catches hangs on a loaded machine."""
   env = {**os.environ, **COMPILATION_CACHE, "JAX_PLATFORMS": "cpu"}
-  result = subprocess.run([sys.executable, "-m", f"experiments.{name}", *map(str, args)],
-                          cwd=REPO, env=env, capture_output=True, text=True,
+  command = [sys.executable, "-m", f"experiments.{name}", *map(str, args)]
+  result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=timeout)
   if expect_failure:
-    assert result.returncode != 0, result.stdout[-4000:]
-    return result.stderr
+    assert result.returncode == 2, (result.stdout[-4000:], result.stderr[-4000:])
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-4000:]
+    return lines[0]
   assert result.returncode == 0, (
       f"experiments.{name} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
   return result.stdout
@@ -51,33 +56,49 @@ def table_rows(report: str, first_cell: str):
   return [line for line in report.splitlines() if line.startswith(f"| {first_cell} |")]
 
 
+def section(report: str, title: str) -> list[str]:
+  """The lines of the report's first section whose heading contains ``title``."""
+  lines = report.splitlines()
+  start = next(i for i, line in enumerate(lines)
+               if line.startswith("### ") and title in line)
+  end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("### ")),
+             len(lines))
+  return lines[start:end]
+
+
 def test_table2_smoke_runs_skips_finished_runs_and_reports(tmp_path):
   root = tmp_path / "table2"
-  out = run_entry_point("table2", "--smoke", f"--root={root}")
+  out = run_entry_point("table2", "--smoke", f"--root={root}", "--protocols=linear,finetune")
   for method in ("ince", "gca_uot"):
     workdir = root / "digits" / "simclr" / method / "seed0"
     metrics = json.loads((workdir / "metrics.json").read_text())
     assert 0.0 <= metrics["linear_probe_acc"] <= 1.0
+    assert 0.0 <= metrics["finetune_last_acc"] <= metrics["finetune_best_acc"] <= 1.0
+    # The history keeps every evaluation with the protocol that produced it.
+    assert {r["protocol"] for r in metrics["evaluations"]} == {"knn", "linear", "finetune"}
     record = json.loads((workdir / "experiment.json").read_text())
     assert record["experiment"] == "table2" and record["seed"] == 0
     corrupted = json.loads((workdir / "corrupted.json").read_text())
     assert set(corrupted["accuracy"]) == {"brightness", "gaussian_noise"}
-  assert out.count("[done]") == 2
+  assert out.count("[done]") == 2 and out.count("[finetune]") == 2
 
-  again = run_entry_point("table2", "--smoke", f"--root={root}")
-  assert again.count("[skip]") == 2 and "[run]" not in again
+  again = run_entry_point("table2", "--smoke", f"--root={root}", "--protocols=linear,finetune")
+  assert again.count("[skip]") == 2
+  assert "[run]" not in again and "[finetune]" not in again
   # A finished workdir of another run is neither skipped nor silently reused.
-  error = run_entry_point("table2", "--smoke", f"--root={root}", "--epochs=2",
+  error = run_entry_point("table2", "--smoke", f"--root={root}", "--config.epochs=2",
                           expect_failure=True)
   assert "holds another run" in error and "epochs" in error
 
   report = report_of(root)
-  header = next(line for line in report.splitlines() if line.startswith("| Method |"))
-  assert header == "| Method | Digits | Digits-C |"
-  assert len(table_rows(report, "INCE")) == 1
-  assert len(table_rows(report, "GCA-UOT")) == 1
-  assert "(n=1) [n/a]" in table_rows(report, "INCE")[0]
   assert "SMOKE RUNS" in report
+  linear = section(report, "protocol linear")
+  assert "| Method | Digits | Digits-C |" in linear
+  assert len(table_rows("\n".join(linear), "INCE")) == 1
+  assert len(table_rows("\n".join(linear), "GCA-UOT")) == 1
+  assert not any("[paper" in line for line in linear)  # not the paper's protocol
+  finetune = section(report, "protocol finetune")
+  assert len(table_rows("\n".join(finetune), "GCA-UOT")) == 1
 
 
 def test_sensitivity_smoke(tmp_path):
@@ -117,43 +138,91 @@ def test_plans_smoke(tmp_path):
     assert 0.0 < diagnostics["positive_mass"] <= 1.0
 
 
-def _fake_run(root, method, dataset, policy, seed, accuracy):
-  from experiments import common
-  workdir = root / dataset / policy / method / f"seed{seed}"
-  common.write_json(workdir / common.RUN_RECORD, {
-      "experiment": "table2", "method": method, "dataset": dataset, "policy": policy,
-      "seed": seed, "implementation": "published", "smoke": False})
-  common.write_json(workdir / common.METRICS, {"linear_probe_acc": accuracy, "epochs": 500})
-  return workdir
-
-
-def test_report_layout_and_paper_numbers(tmp_path):
-  """Table 2's layout on hand-made runs: columns, mean ± std, paper cells."""
-  from experiments import common, report, table2
-  for seed, accuracy in enumerate((0.90, 0.92)):
-    _fake_run(tmp_path, "INCE", "cifar10", "simclr", seed, accuracy)
-    _fake_run(tmp_path, "GCA-UOT", "cifar10", "large_erase", seed, accuracy)
-  workdir = _fake_run(tmp_path, "GCA-UOT", "cifar10", "simclr", 0, 0.93)
-  common.write_json(workdir / table2.CORRUPTED_FILE,
-                    {"severity": 5, "accuracy": {"fog": 0.5, "snow": 0.7}})
-  _fake_run(tmp_path, "BYOL", "cifar100", "simclr", 0, 0.6)
-  text = report.build_report([tmp_path])
-  header = next(line for line in text.splitlines() if line.startswith("| Method |"))
-  assert header == ("| Method | CIFAR-10 | CIFAR-100 | CIFAR-10 large erase | "
-                    "CIFAR-10-C |")
-  ince = table_rows(text, "INCE")[0].split(" | ")
-  assert ince[1] == "91.00 ± 1.41 (n=2) [92.01 ± 0.40]"
-  assert ince[2] == "– [n/a]"
-  uot = table_rows(text, "GCA-UOT")[0].split(" | ")
-  assert uot[1] == "93.00 (n=1) [92.61 ± 0.32]"
-  assert uot[3] == "91.00 ± 1.41 (n=2) [n/a]"
-  assert uot[4].startswith("60.00 (n=1)")
-  assert [line.split(" | ")[0] for line in text.splitlines() if line.startswith("| ")
-          and "---" not in line][1:] == ["| INCE", "| BYOL", "| GCA-UOT"]
-
-
 @pytest.mark.parametrize("name", ["table2", "sensitivity", "pacs_domains", "plans", "report"])
 def test_entry_points_have_help(name):
   """Every entry point documents itself (``--help`` exits 0 without JAX work)."""
-  out = run_entry_point(name, "--help", timeout=60)
+  out = run_entry_point(name, "--help", timeout=300)
   assert "usage:" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config.epochs=abc"], "--config.epochs=abc"),
+    (["--config.model.no_such_field=1"], "no config field 'no_such_field'"),
+    (["--override", "epochs=2"], "unknown flag '--override'"),
+    (["--methods=NOPE"], "unknown methods NOPE"),
+])
+def test_bad_flags_end_in_one_line(tmp_path, args, message):
+  error = run_entry_point("table2", "--smoke", f"--root={tmp_path}", *args,
+                          expect_failure=True, timeout=300)
+  assert message in error
+  assert not any(tmp_path.iterdir())  # nothing was trained
+
+
+@pytest.mark.parametrize("name", ["sensitivity", "pacs_domains", "plans"])
+def test_plotting_experiments_without_matplotlib_fail_at_once(tmp_path, name):
+  """Without matplotlib: one line naming the install command, before any run."""
+  hide = ("import runpy, sys; sys.modules['matplotlib'] = None; sys.argv[0] = 'x'; "
+          f"runpy.run_module('experiments.{name}', run_name='__main__')")
+  where = f"--out={tmp_path}" if name == "plans" else f"--root={tmp_path}"
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  result = subprocess.run([sys.executable, "-c", hide, "--smoke", where], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2, result.stderr[-4000:]
+  assert result.stderr.strip() == ("error: this experiment plots with matplotlib, which "
+                                   "is not installed: pip install -e '.[experiments]'")
+  assert not any(tmp_path.iterdir())
+
+
+def test_config_flags_are_parsed_with_the_config_types():
+  from experiments import common
+  overrides = common.parse_config_overrides([
+      "--config.epochs=3", "--config.model.dtype=bfloat16", "--config.loss_params.iters",
+      "5", "--config.image_size=24", "--config.linear_probe=false"])
+  assert overrides == {"epochs": 3, "model.dtype": "bfloat16", "loss_params.iters": 5,
+                       "image_size": 24, "linear_probe": False}
+  assert common.parse_config_overrides([]) == {}
+  # Helpers raise (a notebook can catch it); only main turns it into an exit.
+  with pytest.raises(common.ExperimentError, match="no config field 'nope'"):
+    common.parse_config_overrides(["--config.nope=1"])
+  with pytest.raises(common.ExperimentError, match="unexpected argument 'stray'"):
+    common.parse_config_overrides(["--config.epochs=3", "stray"])
+
+
+def test_smoke_configs_are_the_small_config_with_overrides_on_top():
+  from experiments import common, pacs_domains, table2
+  from gca_jax.training import config as config_lib
+  small = config_lib.get_config("small")
+  m = common.method("GCA-UOT")
+  config = table2.make_config("cifar10", "large_erase", m, 3, smoke=True,
+                              overrides={"epochs": 2, "model.width": 8})
+  assert (config.dataset, config.model.width, config.epochs) == ("digits", 8, 2)
+  assert config.batch_size == small.batch_size
+  assert (config.loss, config.augmentation, config.seed) == (m.loss, "large_erase", 3)
+  # Only the method's loss parameters are set; the others keep the loss's defaults.
+  params = {k: v for k, v in config.loss_params.items() if v is not None}
+  assert params == m.params
+  byol = table2.make_config("digits", "simclr", common.method("BYOL"), 0, smoke=True)
+  assert byol.loss == "byol" and all(v is None for v in byol.loss_params.values())
+  pacs = pacs_domains.make_config(0.5, 0.1, 0, "GCA-UOT", smoke=True)
+  assert (pacs.target, pacs.target_alpha, pacs.target_beta) == ("domain", 0.5, 0.1)
+  assert pacs.model.width == small.model.width
+  full = table2.make_config("svhn", "simclr", m, 0)
+  assert full.model.name == "resnet50" and full.batch_size == 512
+
+
+def test_train_step_benchmark_measures_and_analyses_the_training_step():
+  """The benchmark's functions on a tiny bfloat16 step: the timed step is the
+  trainer's (finite loss), and the memory analysis adds up."""
+  import math
+
+  from experiments.benchmarks import train_step
+  from gca_jax.training import config as config_lib
+  config = config_lib.small(train_step.make_config(batch_size=16))
+  config.update_from_flattened_dict({"batch_size": 16, "model.dtype": "bfloat16"})
+  dataset = train_step.synthetic_dataset(32, image_size=8)
+  result = train_step.measure_step(config, dataset, steps=1)
+  assert math.isfinite(result["final_loss"]) and result["images_per_second"] > 0
+  memory = train_step.step_memory(config, dataset)
+  parts = memory["temp_bytes"] + memory["argument_bytes"] + memory["output_bytes"]
+  assert memory["peak_bytes"] == parts and memory["argument_bytes"] > 0
+  assert memory["fits_80gb"] and memory["dtype"] == "bfloat16"

@@ -40,7 +40,7 @@ def _time(fn, *args, repeats: int) -> float:
   return statistics.median(times)
 
 
-def _ott_loss(z1, z2, *, eps, iters, tau, implicit):
+def ott_loss(z1, z2, *, eps, iters, tau, implicit):
   """Cross-entropy on ott-jax's plan of the same joint cosine cost."""
   from ott.geometry import geometry
   from ott.problems.linear import linear_problem
@@ -92,7 +92,7 @@ def _rows(eps: float, iters: int):
     for implicit in (False, True):
       mode = "implicit" if implicit else "unrolled"
       rows.append((f"ott sinkhorn {label} {mode}",
-                   functools.partial(_ott_loss, eps=eps, iters=iters,
+                   functools.partial(ott_loss, eps=eps, iters=iters,
                                      tau=tau, implicit=implicit)))
   return rows
 

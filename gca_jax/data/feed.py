@@ -3,7 +3,7 @@
 For small-image datasets (CIFAR, digits) the whole uint8 split lives on the
 device (CIFAR-10 train is 150 MB) and a batch is a gather by indices computed
 from ``(seed, epoch, step)`` (`batch_indices`): no host work per image, and
-exact resumption from the step. `gca_jax.train` gathers the global batch of
+exact resumption from the step. `gca_jax.training.feeds` gathers the global batch of
 ``state.step`` from the replicated split inside its jitted step, identically
 on every process, and the step shards the work over the devices; the host
 feed (`gca_jax.data.host_feed`) reads the same indices for large images.

@@ -19,7 +19,7 @@ Known difference from SimCLR: the host keeps only the central square of each
 image (``resize_center_crop``), so the device's RandomResizedCrop samples its
 crops from that square and never sees the sides of, e.g., a 4:3 photo.
 
-`gca_jax.train` uses `make_loader` for the train split of such datasets
+`gca_jax.training.feeds` uses `make_loader` for the train split of such datasets
 (each process's uint8 rows become one batch-sharded global array with
 `to_global_array`) and `process_eval_loader` to embed whole splits for the
 kNN monitor and the linear probe.

@@ -36,6 +36,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from experiments.benchmarks import losses as loss_benchmark
+from experiments.benchmarks.losses import median_ms
 from gca_jax import losses, models, sharding, training
 from gca_jax.data import augment
 from gca_jax.training import config as config_lib, feeds
@@ -46,17 +48,6 @@ CIFAR_TRAIN_IMAGES = 50_000
 # Dense bfloat16 peak FLOP/s by device kind (vendor data sheets).
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "TPU v5": 197e12,
                    "TPU v4": 275e12}
-
-
-def time_call(fn, *args, repeats: int) -> float:
-  """Median seconds of ``fn(*args)`` after one warm-up call (compilation)."""
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
 
 
 def peak_flops(device) -> float | None:
@@ -71,13 +62,12 @@ def loss_rows(sizes, repeats: int) -> list[dict]:
     z1, z2 = jax.random.normal(jax.random.PRNGKey(0), (2, n // 2, 128))
     for name in ("gca_uot", "gca_ince", "infonce"):
       fn = jax.jit(jax.value_and_grad(losses.get(name), argnums=(0, 1)))
-      rows.append({"loss": name, "N": n, "ms": 1e3 * time_call(fn, z1, z2, repeats=repeats)})
-    try:
-      from experiments.benchmarks import losses as loss_benchmark  # needs ott-jax
+      rows.append({"loss": name, "N": n, "ms": median_ms(fn, z1, z2, repeats=repeats)})
+    try:  # ott-jax is an optional dependency ([experiments])
       ott = jax.jit(jax.value_and_grad(lambda a, b: loss_benchmark.ott_loss(
           a, b, eps=0.5, iters=10, tau=1.0, implicit=False), argnums=(0, 1)))
       rows.append({"loss": "ott sinkhorn (unrolled)", "N": n,
-                   "ms": 1e3 * time_call(ott, z1, z2, repeats=repeats)})
+                   "ms": median_ms(ott, z1, z2, repeats=repeats)})
     except (ImportError, AttributeError):
       pass
   return rows
@@ -93,7 +83,8 @@ def input_row(batch_size: int, repeats: int) -> dict:
   def views(batch, key):
     return augment.two_views(key, batch["image"], mean=(0.5,) * 3, std=(0.25,) * 3)
 
-  seconds = time_call(lambda: views(feed.batch(1), jax.random.PRNGKey(1)), repeats=repeats)
+  seconds = 1e-3 * median_ms(lambda: views(feed.batch(1), jax.random.PRNGKey(1)),
+                             repeats=repeats)
   return {"batch": batch_size, "images_per_second": batch_size / seconds}
 
 
@@ -112,7 +103,7 @@ def train_step_row(config, repeats: int) -> dict:
     step_state[0], metrics = compiled(step_state[0], batch)
     return metrics
 
-  seconds = time_call(step, repeats=repeats)
+  seconds = 1e-3 * median_ms(step, repeats=repeats)
   # Forward + backward ~ 3x forward, for the two views of every image.
   flops = 3 * 2 * config.batch_size * models.resnet_flops_per_example(
       config.model.name, image_size=32, stem=config.model.stem,

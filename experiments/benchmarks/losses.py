@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from gca_jax import losses, reference
 
 
-def _time(fn, *args, repeats: int) -> float:
+def median_ms(fn, *args, repeats: int) -> float:
   """Median wall time of ``fn(*args)`` in ms, after one compiling call."""
   jax.block_until_ready(fn(*args))
   times = []
@@ -122,7 +122,7 @@ def main(argv=None):
       if args.skip_ott and name.startswith("ott"):
         continue
       step = jax.jit(jax.value_and_grad(fn, argnums=(0, 1)))
-      ms = _time(step, z1, z2, repeats=args.repeats)
+      ms = median_ms(step, z1, z2, repeats=args.repeats)
       baseline = ms if name == "infonce" else baseline
       ratio = ms / baseline
       print(f"{name:36s} {ms:10.3f} {ratio:10.2f}", flush=True)

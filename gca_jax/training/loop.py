@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -232,10 +231,12 @@ def _run(config, workdir: Path, opened: _Opened, dataset) -> TrainResult:
   # Phase 3: training.
   start_step = int(state.step)
   tensorboard = reporting.TensorBoard(workdir)
+  embed = evaluation.make_embed_fn(run.model, run.mesh, mean=dataset.mean,
+                                   std=dataset.std, image_size=config.image_size)
   try:
     state, summary, timing = _train(config, run, dataset, state, position, workdir,
                                     opened.checkpointer, tensorboard, metrics_file,
-                                    last_epoch)
+                                    embed, last_epoch)
     steps = int(state.step)
     results = {
         "epochs": steps // run.steps_per_epoch, "steps": steps,
@@ -247,7 +248,7 @@ def _run(config, workdir: Path, opened: _Opened, dataset) -> TrainResult:
     metrics = metrics_file.update(results, invocation=invocation)
     # Phase 4: final evaluation, after the final checkpoint.
     if steps == config.epochs * run.steps_per_epoch and config.linear_probe:
-      metrics = _final_evaluation(config, run, dataset, state, tensorboard,
+      metrics = _final_evaluation(config, run, dataset, state, embed, tensorboard,
                                   metrics_file)
   finally:
     tensorboard.close()
@@ -255,7 +256,7 @@ def _run(config, workdir: Path, opened: _Opened, dataset) -> TrainResult:
 
 
 def _train(config, run: Run, dataset, state, position, workdir, checkpointer,
-           tensorboard, metrics_file, last_epoch):
+           tensorboard, metrics_file, embed, last_epoch):
   """Phase 3: steps until ``last_epoch``; returns (state, last epoch's metric
   means, timing)."""
   spe = run.steps_per_epoch
@@ -263,26 +264,25 @@ def _train(config, run: Run, dataset, state, position, workdir, checkpointer,
   sums = _EpochSums(position.get("epoch_sums"), position.get("epoch_count", 0))
   summary: dict = {}
   feed = feeds.make_feed(config, run, dataset.train, step)
-  embed = evaluation.make_embed_fn(run.model, run.mesh, mean=dataset.mean,
-                                   std=dataset.std, image_size=config.image_size)
   progress = reporting.Progress(total_steps=config.epochs * spe, initial_step=step,
                                 steps_per_epoch=spe, batch_size=config.batch_size,
                                 use_bar=config.progress_bar)
-  pending, saved_step = [], step
-  train_seconds, timed_steps, first_step = 0.0, 0, True
+  throughput = reporting.Throughput(config.batch_size)
+  pending, log_window, saved_step = [], [], step
 
   def fetch_and_check():
     nonlocal pending
     fetched = jax.device_get(pending)
     _check_finite(fetched, step - len(fetched), workdir)
     sums.add(fetched)
+    log_window.extend(fetched)
     pending = []
-    return fetched
 
   def save():
     nonlocal saved_step
     if step != saved_step and bool(_all_finite(state.params)):
-      checkpointer.save(state, _position(step, spe, sums))
+      with throughput.paused():
+        checkpointer.save(state, _position(step, spe, sums))
       saved_step = step
 
   try:
@@ -290,7 +290,6 @@ def _train(config, run: Run, dataset, state, position, workdir, checkpointer,
       batch = feed.batch(step) if step < end_step else None
       step_fn = (_compile(run.train_step, state, batch, interrupts, workdir)
                  if batch is not None else None)
-      tick = time.perf_counter()
       while step < end_step:
         if interrupts.signal_name:
           fetch_and_check()
@@ -305,33 +304,28 @@ def _train(config, run: Run, dataset, state, position, workdir, checkpointer,
         pending.append(step_metrics)
         step += 1
         progress.update()
-        if first_step:  # throughput excludes the first step
-          jax.block_until_ready(step_metrics)
-          tick, first_step = time.perf_counter(), False
-        else:
-          timed_steps += 1
-        epoch_end = step % spe == 0
-        epoch = step // spe
+        throughput.step_done(step_metrics)
+        epoch_end, epoch = step % spe == 0, step // spe
         save_now = ((config.checkpoint_every_steps
                      and step % config.checkpoint_every_steps == 0)
                     or (epoch_end and (epoch % config.checkpoint_every_epochs == 0
                                        or epoch == last_epoch)))
-        if step % config.log_every_steps == 0 or epoch_end or save_now:
-          fetched = fetch_and_check()
-          elapsed = train_seconds + time.perf_counter() - tick
-          rate = timed_steps * config.batch_size / elapsed if timed_steps else None
-          if step % config.log_every_steps == 0:
-            interval = {k: np.mean([m[k] for m in fetched]) for k in fetched[0]}
-            tensorboard.write(step, interval, "train/")
-            progress.report(step, float(interval["loss"]), rate)
+        log_now = step % config.log_every_steps == 0
+        if log_now or epoch_end or save_now:  # a divergence stops before any save
+          fetch_and_check()
+        if log_now:  # means over the steps since the previous log line
+          interval = {k: np.mean([m[k] for m in log_window]) for k in log_window[0]}
+          log_window.clear()
+          tensorboard.write(step, interval, "train/")
+          progress.report(step, float(interval["loss"]), throughput.images_per_second)
         if epoch_end:
-          summary = sums.means()
-          sums = _EpochSums()
+          summary, sums = sums.means(), _EpochSums()
           tensorboard.write(step, summary, "epoch/")
           if config.eval_every_epochs and epoch % config.eval_every_epochs == 0 and (
               epoch < config.epochs or not config.linear_probe):
-            result = evaluation.evaluate_encoder(config, embed, state.variables,
-                                                 dataset, run.mesh, probe=False)
+            with throughput.paused():
+              result = evaluation.evaluate_encoder(config, embed, state.variables,
+                                                   dataset, run.mesh, probe=False)
             record_evaluation(result, step, epoch, tensorboard, metrics_file, progress)
         if save_now:
           save()
@@ -339,10 +333,8 @@ def _train(config, run: Run, dataset, state, position, workdir, checkpointer,
   finally:
     feed.close()
     progress.close()
-  train_seconds += time.perf_counter() - tick
-  timing = {"train_seconds": train_seconds,
-            "images_per_second": (timed_steps * config.batch_size / train_seconds
-                                  if timed_steps and train_seconds else None)}
+  timing = {"train_seconds": throughput.seconds,
+            "images_per_second": throughput.images_per_second}
   return state, summary, timing
 
 
@@ -360,11 +352,9 @@ def record_evaluation(result: dict, step: int, epoch: int, tensorboard,
                              evaluations=records)
 
 
-def _final_evaluation(config, run: Run, dataset, state, tensorboard, metrics_file):
+def _final_evaluation(config, run: Run, dataset, state, embed, tensorboard, metrics_file):
   """Phase 4: kNN and linear probe of the trained encoder (and of a randomly
   initialised one if ``config.probe_random_init``)."""
-  embed = evaluation.make_embed_fn(run.model, run.mesh, mean=dataset.mean,
-                                   std=dataset.std, image_size=config.image_size)
   step, epoch = int(state.step), int(state.step) // run.steps_per_epoch
   reporting.log("final evaluation (kNN monitor, linear probe)...")
   result = evaluation.evaluate_encoder(config, embed, state.variables, dataset, run.mesh,

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import math
@@ -100,6 +101,41 @@ class Progress:
 
   def close(self) -> None:
     self._bar.close()
+
+
+class Throughput:
+  """Source images (pairs of views) per second of training: the first step
+  (compilation) and the time spent evaluating or saving are excluded."""
+
+  def __init__(self, batch_size: int):
+    self._batch_size = batch_size
+    self._start, self._steps, self._excluded = None, 0, 0.0
+
+  def step_done(self, step_metrics) -> None:
+    if self._start is None:  # the clock starts once the first step is done
+      jax.block_until_ready(step_metrics)
+      self._start = time.perf_counter()
+    else:
+      self._steps += 1
+
+  @contextlib.contextmanager
+  def paused(self):
+    start = time.perf_counter()
+    try:
+      yield
+    finally:
+      self._excluded += time.perf_counter() - start
+
+  @property
+  def seconds(self) -> float:
+    if self._start is None:
+      return 0.0
+    return time.perf_counter() - self._start - self._excluded
+
+  @property
+  def images_per_second(self) -> float | None:
+    seconds = self.seconds
+    return self._steps * self._batch_size / seconds if self._steps and seconds > 0 else None
 
 
 def finite_or_none(value):

@@ -98,7 +98,8 @@ def _finetune(config, dataset, run, state, step, epoch, tensorboard, metrics_fil
             "accuracy": outcome.best_accuracy, "best_accuracy": outcome.best_accuracy,
             "last_accuracy": outcome.last_accuracy, "best_epoch": outcome.best_epoch,
             "selection": "best test accuracy over epochs (as the paper)",
-            "epochs": len(outcome.epoch_accuracies), "encoder": "trained"}
+            "epochs": len(outcome.epoch_accuracies),
+            "epoch_accuracies": list(outcome.epoch_accuracies), "encoder": "trained"}
   metrics_file.update(result, evaluations=[record])
   tensorboard.write(step, result, "eval/")
   return result

@@ -1,0 +1,39 @@
+"""``python -m gca_jax.linear_eval --protocol=...`` on a small pre-trained run."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import run_module, tiny_config
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+  from gca_jax import training
+  workdir = tmp_path_factory.mktemp("pretrained")
+  training.train_and_evaluate(tiny_config(epochs=1), workdir)
+  return workdir
+
+
+@pytest.mark.slow
+def test_finetune_protocol_records_best_and_last_epoch(pretrained):
+  result = run_module("gca_jax.linear_eval", f"--workdir={pretrained}",
+                      "--protocol=finetune", "--epochs=2", "--batch_size=64")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "finetune epoch 1:" in result.stdout and "finetune epoch 2:" in result.stdout
+  assert "finetune protocol: finetune_best_acc" in result.stdout
+  metrics = json.loads((pretrained / "metrics.json").read_text())
+  record = metrics["evaluations"][-1]
+  assert record["protocol"] == "finetune" and record["epochs"] == 2
+  assert record["best_accuracy"] == max(record["epoch_accuracies"])
+  assert record["last_accuracy"] == record["epoch_accuracies"][-1]
+  assert metrics["finetune_best_acc"] == record["best_accuracy"]
+  assert metrics["finetune_last_acc"] == record["last_accuracy"]
+  assert "test set" in record["selection"] or "paper" in record["selection"]
+  assert np.isfinite(metrics["final_loss"])  # the pre-training results are kept
+
+
+def test_unknown_protocol_is_one_line(pretrained):
+  result = run_module("gca_jax.linear_eval", f"--workdir={pretrained}", "--protocol=knn3")
+  assert result.returncode != 0 and "protocol" in result.stderr

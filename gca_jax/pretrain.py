@@ -62,6 +62,16 @@ EXIT_DIVERGED = 1
 EXIT_INTERRUPTED = 130
 
 
+def error_text(error: BaseException) -> str:
+  """An exception's message as plain text: a KeyError's str() is a repr, and
+  ml_collections wraps one in an AttributeError for an unknown field."""
+  if error.args and isinstance(error.args[0], BaseException):
+    return error_text(error.args[0])
+  if isinstance(error, KeyError) and error.args:
+    return str(error.args[0])
+  return str(error) or repr(error)
+
+
 def fail(message: str, status: int = EXIT_USAGE) -> None:
   """Prints ``message`` as one line to stderr and exits with ``status``."""
   print(f"error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
@@ -79,9 +89,9 @@ def parse_flags(argv):
   try:
     return FLAGS(argv)
   except flags.Error as e:
-    fail(str(e) or repr(e))
+    fail(error_text(e))
   except CONFIG_LOAD_ERRORS as e:
-    fail(f"cannot load --config: {type(e).__name__}: {e}")
+    fail(f"cannot load --config: {type(e).__name__}: {error_text(e)}")
 
 
 def initialize_distributed() -> None:
@@ -140,7 +150,7 @@ def main(argv) -> None:
   except checkpoint.WorkdirError as e:
     fail(str(e))
   except CONFIG_LOAD_ERRORS as e:
-    fail(f"cannot load --config: {type(e).__name__}: {e}")
+    fail(f"cannot load --config: {type(e).__name__}: {error_text(e)}")
   print(f"workdir: {workdir}", flush=True)
   try:
     result = training.train_and_evaluate(config, workdir, resume=FLAGS.resume).metrics
@@ -175,7 +185,7 @@ def run() -> None:
   try:  # config_flags applies --config.* overrides while defining the flag
     define_flags()
   except (AttributeError, KeyError, TypeError, ValueError, flags.Error) as e:
-    fail(f"invalid --config or --config.<field> flag: {e}")
+    fail(f"invalid --config or --config.<field> flag: {error_text(e)}")
   app.run(main, flags_parser=parse_flags)
 
 

@@ -37,3 +37,18 @@ def test_finetune_protocol_records_best_and_last_epoch(pretrained):
 def test_unknown_protocol_is_one_line(pretrained):
   result = run_module("gca_jax.linear_eval", f"--workdir={pretrained}", "--protocol=knn3")
   assert result.returncode != 0 and "protocol" in result.stderr
+
+
+def test_truncated_metrics_json_is_kept_aside_and_the_result_saved(pretrained, capsys):
+  from gca_jax import linear_eval
+  metrics_path = pretrained / "metrics.json"
+  original = metrics_path.read_text()
+  metrics_path.write_text(original[: len(original) // 2])
+  try:
+    result = linear_eval.evaluate(pretrained, "linear", steps=10)
+    assert "unreadable" in capsys.readouterr().err
+    saved = json.loads(metrics_path.read_text())
+    assert saved["linear_probe_acc"] == result["linear_probe_acc"]
+    assert (pretrained / "metrics.json.damaged").read_text() == original[: len(original) // 2]
+  finally:
+    metrics_path.write_text(original)

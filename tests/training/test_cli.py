@@ -33,6 +33,8 @@ def _pretrain(*args, cwd=REPO_ROOT):
     (["--config.loss=reference/gca_uot", "--config.loss_params.w_ce=2",
       "--config.loss_params.lambda_p=0.1", "--config.epochs=0"], "config.epochs"),
     (["--resume"], "no checkpoint to resume in"),
+    # A typo names the field and the likely one, without an escaped repr.
+    (["--config.epoch=3"], '''flag: 'epoch' Did you mean "epochs" instead of "epoch"?'''),
 ])
 def test_bad_input_gives_one_line_and_nonzero_exit(tmp_path, args, message):
   assert message in one_line_error(_pretrain(f"--workdir={tmp_path}", *args))

@@ -1,7 +1,8 @@
 """GCA losses: pure functions of two views' embeddings.
 
 The mathematical contract (inputs, projections, each loss's formula, target
-plans, numerics) is ``docs/losses.md``.
+plans, numerics) is ``docs/losses.md``. :mod:`gca_jax.losses.sharded` holds
+the same losses with the plan's rows sharded across devices.
 """
 
 from gca_jax.losses.contrastive import (
@@ -10,12 +11,14 @@ from gca_jax.losses.contrastive import (
 from gca_jax.losses.geometry import BatchGeometry, batch_geometry, l2_normalize
 from gca_jax.losses.projections import ProjectionOutput, sinkhorn
 from gca_jax.losses.targets import class_target, domain_target
+from gca_jax.losses import sharded
 
 __all__ = [
     "CONTRASTIVE_LOSSES", "BatchGeometry", "LossAux", "ProjectionOutput",
     "batch_geometry", "byol", "class_target", "domain_target", "gca_ince",
     "gca_loss", "gca_rince", "gca_uot", "get", "hs_ince", "hs_rince",
-    "infonce", "iot", "iot_uni", "l2_normalize", "rince", "sinkhorn",
+    "infonce", "iot", "iot_uni", "l2_normalize", "rince", "sharded",
+    "sinkhorn",
 ]
 
 #: Contrastive losses selectable by name, each ``fn(z1, z2, **params)``.

@@ -41,6 +41,10 @@ log-potentials. Two limits of the float range remain:
 Non-finite embeddings (NaN or inf anywhere) give a non-finite loss, never a
 finite one: the normalisation maps such a row to NaN and every term
 propagates it.
+
+The same code runs with the plan's rows sharded over a mesh axis
+(:mod:`gca_jax.losses.sharded`): every reduction over rows below takes an
+``axis_name`` (``None`` here) and adds up the devices' rows.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from gca_jax.losses import projections
+from gca_jax.losses import collectives, projections
 from gca_jax.losses.geometry import BatchGeometry, batch_geometry
 from gca_jax.losses.geometry import check_pair, compute_dtype, l2_normalize
 
@@ -174,16 +178,19 @@ def _check_robust_range(eps, q, lam, rows: int, dtype) -> None:
       f"lam={lam}, N={rows}), or enable float64 (jax_enable_x64).")
 
 
-def _log_marginal(marginal, size: int, dtype, name: str) -> jax.Array:
+def _log_marginal(marginal, size: int, dtype, name: str,
+                  total: int | None = None) -> jax.Array:
   """``"uniform"`` (``1/N``), ``"ones"`` or a positive ``(size,)`` array.
 
-  A concrete array must be finite and > 0; a traced one is not checked, but
-  an entry that is not (negative, zero, NaN or inf) becomes NaN, so the loss
-  is not finite instead of silently wrong.
+  ``total``: the global ``N`` of a uniform marginal when these are one
+  device's ``size`` entries of it (default ``size``). A concrete array must
+  be finite and > 0; a traced one is not checked, but an entry that is not
+  (negative, zero, NaN or inf) becomes NaN, so the loss is not finite
+  instead of silently wrong.
   """
   if isinstance(marginal, str):
     if marginal == "uniform":
-      return jnp.full(size, -math.log(size), dtype)
+      return jnp.full(size, -math.log(total or size), dtype)
     if marginal == "ones":
       return jnp.zeros(size, dtype)
     raise ValueError(
@@ -237,7 +244,10 @@ def _normalized_target(target: Target, geometry: BatchGeometry):
         f"target must have shape {geometry.cost.shape} for this pairing, "
         f"got {jnp.shape(target)}.")
   if not isinstance(target, jax.core.Tracer):
-    _check_target_values(target, geometry.excluded is not None)
+    # Sharded rows: the self pairs sit at traced columns, so an empty row
+    # is not checked here (it becomes NaN below, as in a traced target).
+    _check_target_values(target, geometry.excluded is not None
+                         and geometry.row_index is None)
   target = jnp.asarray(target, geometry.cost.dtype)
   # A traced target is not checked; a negative entry, NaN, inf or an empty
   # row becomes NaN here (fused into the normalisation), and the terms below
@@ -277,6 +287,14 @@ def _select_form(form: str, cost_bound: float, eps, dtype) -> str:
 # The loss terms, on log-potentials.
 
 
+def _mean_over_rows(values: jax.Array, axis_name) -> jax.Array:
+  """The mean of per-row ``values`` over the rows of every device."""
+  if axis_name is None:
+    return jnp.mean(values)
+  count = values.shape[0] * collectives.axis_size(axis_name)
+  return collectives.total(values, axis_name) / count
+
+
 def _at_positives(matrix: jax.Array, positives: jax.Array) -> jax.Array:
   return jnp.take_along_axis(matrix, positives[:, None], axis=1)[:, 0]
 
@@ -286,7 +304,8 @@ def _masked_weighted_sum(weights, log_values):
   return jnp.sum(jnp.where(weights != 0, weights * log_values, 0.0), axis=1)
 
 
-def _alignment_cross_entropy(log_kernel, log_v, row_lse, positives, target):
+def _alignment_cross_entropy(log_kernel, log_v, row_lse, positives, target,
+                             axis_name=None):
   """``-mean_i sum_j T̄_ij log P̄_ij``; ``log P̄ = M + beta - LSE_j(M + beta)``.
 
   Row normalisation cancels the row potential, so only ``beta`` enters.
@@ -294,19 +313,21 @@ def _alignment_cross_entropy(log_kernel, log_v, row_lse, positives, target):
   if target is None:
     log_positive = (_at_positives(log_kernel, positives)
                     + log_v[positives] - row_lse)
-    return -jnp.mean(log_positive)
+    return -_mean_over_rows(log_positive, axis_name)
   log_rows = log_kernel + log_v[None, :] - row_lse[:, None]
-  return -jnp.mean(_masked_weighted_sum(target, log_rows))
+  return -_mean_over_rows(_masked_weighted_sum(target, log_rows), axis_name)
 
 
 def _robust_term(log_kernel, log_u, log_v, positives, target, *, lam, q,
-                 log_kernel_scale):
+                 log_kernel_scale, axis_name=None, row_index=None):
   """``mean_i (-(x_i^q) + y_i^q) / q`` from log-potentials (see module doc).
 
   The plan is ``P = u (c exp(M)) v`` with ``log c = log_kernel_scale``:
   ``x_i = P_{i,t(i)} / u_i = c exp(M_{i,t(i)}) v_{t(i)}`` and
   ``y_i = lam / u_i``, with ``log_u, log_v`` the potentials of that kernel.
-  GCA-RINCE's kernel is ``exp(s) = exp(1/eps) exp(M)``.
+  GCA-RINCE's kernel is ``exp(s) = exp(1/eps) exp(M)``. With a matrix
+  target ``y_i`` sums ``T̄_ij / u_j`` over columns: sharded rows gather the
+  whole ``u`` (``row_index``: the global rows of this device's rows).
   """
   if target is None:
     log_x = _at_positives(log_kernel, positives) + log_v[positives]
@@ -316,30 +337,40 @@ def _robust_term(log_kernel, log_u, log_v, positives, target, *, lam, q,
     nonzero = target != 0
     log_target = jnp.where(nonzero, jnp.log(jnp.where(nonzero, target, 1.0)),
                            -jnp.inf)
+    column_log_u = (log_u if axis_name is None
+                    else collectives.gather_rows(log_u, row_index, axis_name))
     log_x = jax.nn.logsumexp(log_target + log_kernel + log_v[None, :], axis=1)
-    log_y = jnp.log(lam) + jax.nn.logsumexp(log_target - log_u[None, :],
-                                            axis=1)
+    log_y = jnp.log(lam) + jax.nn.logsumexp(
+        log_target - column_log_u[None, :], axis=1)
   log_x = log_x + log_kernel_scale
-  return jnp.mean(-jnp.exp(q * log_x) + jnp.exp(q * log_y)) / q
+  return _mean_over_rows(-jnp.exp(q * log_x) + jnp.exp(q * log_y),
+                         axis_name) / q
 
 
-def _plan_log_likelihood(log_plan, positives, target):
+def _plan_log_likelihood(log_plan, positives, target, axis_name=None):
   """``-mean_i sum_j T̄_ij log P_ij`` (IOT's loss)."""
   if target is None:
-    return -jnp.mean(_at_positives(log_plan, positives))
-  return -jnp.mean(_masked_weighted_sum(target, log_plan))
+    return -_mean_over_rows(_at_positives(log_plan, positives), axis_name)
+  return -_mean_over_rows(_masked_weighted_sum(target, log_plan), axis_name)
 
 
-def _uniform_negatives_kl(log_plan):
+def _uniform_negatives_kl(log_plan, axis_name=None, row_index=None):
   """``mean_ij Q (log Q - log P)`` with ``Q`` = ``P``, off-diagonal averaged.
 
   IOT-uni's regulariser: ``Q`` keeps the diagonal of ``P`` and replaces every
-  off-diagonal entry by their mean (a uniform spread of the negatives).
+  off-diagonal entry by their mean (a uniform spread of the negatives). With
+  sharded rows (``row_index``: their global rows) the diagonal is the
+  global one and the sums add up every device's rows.
   """
-  size = log_plan.shape[0]
-  diagonal = jnp.eye(size, dtype=bool)
+  size = log_plan.shape[1]
+  if axis_name is None:
+    diagonal = jnp.eye(size, dtype=bool)
+    total = jnp.sum
+  else:
+    diagonal = jnp.arange(size)[None, :] == row_index[:, None]
+    total = lambda values: collectives.total(values, axis_name)
   plan = jnp.exp(log_plan)
-  off_diagonal_mean = jnp.sum(jnp.where(diagonal, 0.0, plan)) / (
+  off_diagonal_mean = total(jnp.where(diagonal, 0.0, plan)) / (
       size * (size - 1))
   uniform = jnp.where(diagonal, plan, off_diagonal_mean)
   # Excluded self pairs have P = Q = 0: substitute before the log so that
@@ -347,17 +378,28 @@ def _uniform_negatives_kl(log_plan):
   support = uniform != 0  # NaN stays in the support: it must propagate
   log_uniform = jnp.log(jnp.where(support, uniform, 1.0))
   log_plan = jnp.where(support, log_plan, 0.0)
-  return jnp.mean(jnp.where(support, uniform * (log_uniform - log_plan), 0.0))
+  divergence = jnp.where(support, uniform * (log_uniform - log_plan), 0.0)
+  if axis_name is None:
+    return jnp.mean(divergence)
+  return total(divergence) / (size * size)
 
 
-def _diagnostics(log_plan, positives, target, marginal_error) -> LossAux:
-  log_mass = jax.nn.logsumexp(log_plan)
-  plan = jnp.exp(log_plan - log_mass)
-  entropy = -jnp.sum(jnp.where(plan > 0, plan * (log_plan - log_mass), 0.0))
-  if target is None:
-    on_positives = jnp.sum(_at_positives(plan, positives))
+def _diagnostics(log_plan, positives, target, marginal_error,
+                 axis_name=None) -> LossAux:
+  """Plan diagnostics; with sharded rows the sums and the plan's mass add up
+  every device's rows (``log_plan`` stays this device's rows)."""
+  if axis_name is None:
+    log_mass = jax.nn.logsumexp(log_plan)
+    total = jnp.sum
   else:
-    on_positives = jnp.sum(jnp.where(target > 0, plan, 0.0))
+    log_mass = collectives.logsumexp(log_plan, axis_name)
+    total = lambda values: collectives.total(values, axis_name)
+  plan = jnp.exp(log_plan - log_mass)
+  entropy = -total(jnp.where(plan > 0, plan * (log_plan - log_mass), 0.0))
+  if target is None:
+    on_positives = total(_at_positives(plan, positives))
+  else:
+    on_positives = total(jnp.where(target > 0, plan, 0.0))
   return LossAux(marginal_error, entropy, on_positives, log_plan)
 
 
@@ -439,6 +481,44 @@ def gca_loss(
       robust term overflows the dtype.
     TypeError: for complex or non-array embeddings.
   """
+  return _gca_loss(
+      z1, z2, eps=eps, iters=iters, tau_a=tau_a, tau_b=tau_b,
+      marginals=marginals, init_log_v=init_log_v,
+      final_row_step=final_row_step, w_ce=w_ce, w_rince=w_rince, w_plan=w_plan,
+      lam=lam, q=q, rince_kernel=rince_kernel, lambda_p=lambda_p,
+      pairing=pairing, self_mask=self_mask, similarity_floor=similarity_floor,
+      target=target, grad_mode=grad_mode, form=form, return_aux=return_aux)
+
+
+def _gca_loss(
+    z1: jax.Array,
+    z2: jax.Array,
+    *,
+    eps: float = 0.5,
+    iters: int = 10,
+    tau_a: float = 1.0,
+    tau_b: float = 1.0,
+    marginals: Any = "uniform",
+    init_log_v: jax.Array | float | None = None,
+    final_row_step: bool = False,
+    w_ce: float = 1.0,
+    w_rince: float = 0.0,
+    w_plan: float = 0.0,
+    lam: float = 0.01,
+    q: float = 0.6,
+    rince_kernel: str = "cost",
+    lambda_p: float = 0.0,
+    pairing: str = "joint",
+    self_mask: str = "exclude",
+    similarity_floor: float | None = None,
+    target: Target = "pairs",
+    grad_mode: str = "unroll",
+    form: str = "auto",
+    return_aux: bool = False,
+    axis_name=None,
+):
+  """:func:`gca_loss` on a batch whose rows are sharded over ``axis_name``
+  (``None``: not sharded; see :mod:`gca_jax.losses.sharded`)."""
   _check_eps(eps)
   _check_iters(iters)
   projections.check_relaxation("tau_a", tau_a)
@@ -463,15 +543,18 @@ def gca_loss(
         "constant, which only the unrolled iterations fix. Use "
         "grad_mode='unroll' or 'detach'.")
   geometry = batch_geometry(z1, z2, pairing=pairing, self_mask=self_mask,
-                            similarity_floor=similarity_floor)
+                            similarity_floor=similarity_floor,
+                            axis_name=axis_name)
   dtype = geometry.cost.dtype
-  rows, cols = geometry.cost.shape
+  rows, cols = geometry.cost.shape  # this device's rows, all columns
+  all_rows = (rows if axis_name is None
+              else rows * collectives.axis_size(axis_name))
   similarity_kernel = rince_kernel == "similarity"
   if w_rince and similarity_kernel:
-    _check_robust_range(eps, q, lam, rows, dtype)
+    _check_robust_range(eps, q, lam, all_rows, dtype)
   marginal_a, marginal_b = (marginals if isinstance(marginals, (tuple, list))
                             else (marginals, marginals))
-  log_a = _log_marginal(marginal_a, rows, dtype, "marginals (a)")
+  log_a = _log_marginal(marginal_a, rows, dtype, "marginals (a)", all_rows)
   log_b = _log_marginal(marginal_b, cols, dtype, "marginals (b)")
   if init_log_v is not None:
     init_log_v = jnp.broadcast_to(jnp.asarray(init_log_v, dtype), (cols,))
@@ -494,7 +577,7 @@ def gca_loss(
   projection = projections.sinkhorn(
       log_kernel, log_a, log_b, iters=iters, tau_a=tau_a, tau_b=tau_b,
       init_log_v=init_log_v, final_row_step=final_row_step, form=form,
-      grad_mode=grad_mode)
+      grad_mode=grad_mode, axis_name=axis_name)
   log_u, log_v = projection.log_u, projection.log_v
   ops = projections.kernel_ops(log_kernel, form)
   positives = geometry.positives
@@ -504,13 +587,15 @@ def gca_loss(
     # Row normalisation removes any constant factor of the kernel.
     row_lse = ops.row_lse(log_v)
     loss += w_ce * _alignment_cross_entropy(log_kernel, log_v, row_lse,
-                                            positives, target)
+                                            positives, target, axis_name)
   if w_rince:
     # Potentials of the kernel c K (see above).
     robust_log_u = log_u if shifted_marginals else log_u - log_scale
     loss += w_rince * _robust_term(log_kernel, robust_log_u, log_v, positives,
                                    target, lam=lam, q=q,
-                                   log_kernel_scale=log_scale)
+                                   log_kernel_scale=log_scale,
+                                   axis_name=axis_name,
+                                   row_index=geometry.row_index)
   log_plan = None
   if w_plan or lambda_p or return_aux:
     # u (c K) v: with shifted marginals the potentials are those of c K.
@@ -518,13 +603,15 @@ def gca_loss(
     if shifted_marginals:
       log_plan = log_plan + log_scale
   if w_plan:
-    loss += w_plan * _plan_log_likelihood(log_plan, positives, target)
+    loss += w_plan * _plan_log_likelihood(log_plan, positives, target,
+                                          axis_name)
   if lambda_p:
-    loss += lambda_p * _uniform_negatives_kl(log_plan)
+    loss += lambda_p * _uniform_negatives_kl(log_plan, axis_name,
+                                             geometry.row_index)
   if not return_aux:
     return loss
   return loss, _diagnostics(log_plan, positives, target,
-                            projection.marginal_error)
+                            projection.marginal_error, axis_name)
 
 
 def infonce(z1, z2, *, eps: float = 0.5, pairing: str = "joint",
@@ -566,7 +653,7 @@ def gca_ince(z1, z2, *, eps: float = 0.5, iters: int = 10, **kwargs):
   code's choice). ``iters=0`` is exactly :func:`infonce` (Theorem 1).
   Other keyword arguments as :func:`gca_loss`.
   """
-  return gca_loss(z1, z2, eps=eps, iters=iters, **kwargs)
+  return _gca_loss(z1, z2, eps=eps, iters=iters, **kwargs)
 
 
 def hs_ince(z1, z2, *, eps: float = 0.5, **kwargs):
@@ -575,7 +662,7 @@ def hs_ince(z1, z2, *, eps: float = 0.5, **kwargs):
   Row normalisation cancels the row potential, so this equals
   :func:`infonce`; it is the starting point of the paper's Theorem 1.
   """
-  return gca_loss(z1, z2, eps=eps, iters=0, final_row_step=True, **kwargs)
+  return _gca_loss(z1, z2, eps=eps, iters=0, final_row_step=True, **kwargs)
 
 
 def rince(z1, z2, *, eps: float = 0.5, lam: float = 0.01, q: float = 0.6,
@@ -620,9 +707,9 @@ def gca_rince(z1, z2, *, eps: float = 0.5, iters: int = 10,
   (refused otherwise, with the smallest allowed ``eps``).
   """
   kwargs.setdefault("marginals", "ones")
-  return gca_loss(z1, z2, eps=eps, iters=iters, final_row_step=True,
-                  w_ce=0.0, w_rince=1.0, lam=lam, q=q,
-                  rince_kernel="similarity", **kwargs)
+  return _gca_loss(z1, z2, eps=eps, iters=iters, final_row_step=True,
+                   w_ce=0.0, w_rince=1.0, lam=lam, q=q,
+                   rince_kernel="similarity", **kwargs)
 
 
 def hs_rince(z1, z2, *, eps: float = 0.5, lam: float = 0.01, q: float = 0.6,
@@ -655,8 +742,8 @@ def gca_uot(z1, z2, *, eps: float = 0.5, iters: int = 10,
       raise ValueError(
           f"{name} must be > 0 (inf: a balanced marginal), got {rho}."
       ) from None
-  return gca_loss(z1, z2, eps=eps, iters=iters, tau_a=taus[0], tau_b=taus[1],
-                  lam=lam, q=q, w_ce=w_ce, w_rince=w_rince, **kwargs)
+  return _gca_loss(z1, z2, eps=eps, iters=iters, tau_a=taus[0], tau_b=taus[1],
+                   lam=lam, q=q, w_ce=w_ce, w_rince=w_rince, **kwargs)
 
 
 def iot(z1, z2, *, eps: float = 0.5, iters: int = 10, **kwargs):
@@ -667,8 +754,8 @@ def iot(z1, z2, *, eps: float = 0.5, iters: int = 10, **kwargs):
   itself, not its row-normalisation, is fitted to the positives.
   """
   kwargs.setdefault("marginals", "ones")
-  return gca_loss(z1, z2, eps=eps, iters=iters, w_ce=0.0, w_plan=1.0,
-                  **kwargs)
+  return _gca_loss(z1, z2, eps=eps, iters=iters, w_ce=0.0, w_plan=1.0,
+                   **kwargs)
 
 
 def iot_uni(z1, z2, *, eps: float = 0.5, iters: int = 10,
@@ -690,8 +777,8 @@ def iot_uni(z1, z2, *, eps: float = 0.5, iters: int = 10,
     and the ``-log P`` term alone pulls mass onto the positives.
   """
   kwargs.setdefault("marginals", "ones")
-  return gca_loss(z1, z2, eps=eps, iters=iters, w_ce=0.0, w_plan=1.0,
-                  lambda_p=lambda_p, **kwargs)
+  return _gca_loss(z1, z2, eps=eps, iters=iters, w_ce=0.0, w_plan=1.0,
+                   lambda_p=lambda_p, **kwargs)
 
 
 def byol(p1: jax.Array, p2: jax.Array, t1: jax.Array, t2: jax.Array):

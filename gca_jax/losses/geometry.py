@@ -11,6 +11,11 @@ Everything a loss needs before any projection runs (``docs/losses.md``):
   ``(i + B) mod N``, self pairs are not candidates); ``pairing="cross"`` pairs
   ``z1`` with ``z2`` (``B x B``, positive of row ``i`` is column ``i``).
 
+With ``axis_name`` (inside :func:`jax.shard_map`) each device holds its own
+examples' rows ``z1, z2`` and gathers every device's rows for the columns:
+its cost is its rows of the global cost, ``(N/P) x N`` (see
+:func:`sharded_layout` for the row order).
+
 The geometry is kept apart from the projections (as ott-jax keeps its
 ``Geometry`` apart from its solvers): a projection only sees the log-kernel.
 """
@@ -21,6 +26,8 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+from gca_jax.losses import collectives
 
 PAIRINGS = ("joint", "cross")
 SELF_MASKS = ("exclude", "max_cost", "lowered")
@@ -40,12 +47,16 @@ class BatchGeometry(NamedTuple):
       diagonal for ``pairing="joint", self_mask="exclude"``), or ``None``.
     cost_bound: a static upper bound on ``cost`` used to decide whether the
       exp-domain (scaling) form of a projection is safe.
+    row_index: ``None`` (the rows are the whole batch, in order), or, with
+      rows sharded over a mesh axis, the ``(n,)`` int32 global row of each
+      of this device's rows.
   """
 
   cost: jax.Array
   positives: jax.Array
   excluded: jax.Array | None
   cost_bound: float
+  row_index: jax.Array | None = None
 
   def log_kernel(self, eps) -> jax.Array:
     """``M = -C / eps``, with ``-inf`` on excluded pairs."""
@@ -101,8 +112,10 @@ def check_real(name: str, z) -> None:
            else "."))
 
 
-def check_pair(z1, z2, names: tuple[str, str] = ("z1", "z2")) -> None:
-  """Trace-time checks on the two views' embeddings (shapes and dtypes)."""
+def check_pair(z1, z2, names: tuple[str, str] = ("z1", "z2"),
+               min_rows: int = 2) -> None:
+  """Trace-time checks on the two views' embeddings (shapes and dtypes);
+  ``min_rows``: the fewest rows allowed (1 for one device's share)."""
   first, second = names
   both = f"{first} and {second}"
   check_real(first, z1)
@@ -114,12 +127,56 @@ def check_pair(z1, z2, names: tuple[str, str] = ("z1", "z2")) -> None:
   if z1.shape != z2.shape:
     raise ValueError(
         f"{both} must have the same shape, got {z1.shape} and {z2.shape}.")
-  if z1.shape[0] < 2:
+  if z1.shape[0] < min_rows:
     raise ValueError(
-        f"{both} need at least 2 rows (B >= 2), got B = {z1.shape[0]}.")
+        f"{both} need at least {min_rows} rows (B >= {min_rows}), got B = "
+        f"{z1.shape[0]}.")
   if z1.shape[1] < 1:
     raise ValueError(
         f"{both} need at least 1 feature (D >= 1), got D = {z1.shape[1]}.")
+
+
+class ShardedLayout(NamedTuple):
+  """Where this device's rows sit in the global plan (rows sharded).
+
+  Attributes:
+    row_index: ``(n,)`` int32 global row of each local row.
+    positives: ``(n,)`` int32 global column of each local row's positive.
+    num_columns: ``N``, the global number of columns (and of rows).
+  """
+
+  row_index: jax.Array
+  positives: jax.Array
+  num_columns: int
+
+
+def sharded_layout(batch: int, pairing: str, axis_name) -> ShardedLayout:
+  """The global rows of device ``d``'s ``batch`` examples (inside shard_map).
+
+  The global batch is the devices' examples in device order, ``B = P b``.
+  ``"joint"``: the global rows are ``[z1_all; z2_all]`` (``N = 2B``) and a
+  device's local rows are its ``z1`` rows then its ``z2`` rows, so its row
+  ``k < b`` is global row ``d b + k`` and its row ``b + k`` is global row
+  ``B + d b + k``; the positive of global row ``i`` is ``(i + B) mod N`` and
+  its self pair is column ``i``. ``"cross"``: local row ``k`` is global row
+  ``d b + k`` of ``z1_all``, its positive column ``d b + k`` of ``z2_all``.
+  """
+  devices = collectives.axis_size(axis_name)
+  first = jax.lax.axis_index(axis_name) * batch
+  local = (first + jnp.arange(batch)).astype(jnp.int32)
+  total = devices * batch
+  if pairing == "joint":
+    row_index = jnp.concatenate([local, local + total])
+    return ShardedLayout(row_index, (row_index + total) % (2 * total),
+                         2 * total)
+  return ShardedLayout(local, local, total)
+
+
+def _global_max(values: jax.Array, axis_name) -> jax.Array:
+  """The largest entry over all devices, differentiable like ``jnp.max``
+  (the gathered local maxima are reduced again, so the gradient reaches the
+  global maximiser only)."""
+  return jnp.max(jax.lax.all_gather(jnp.max(values), axis_name))
 
 
 def batch_geometry(
@@ -129,6 +186,7 @@ def batch_geometry(
     pairing: str = "joint",
     self_mask: str = "exclude",
     similarity_floor: float | None = None,
+    axis_name=None,
 ) -> BatchGeometry:
   """Cosine cost between the two views' embeddings.
 
@@ -143,11 +201,17 @@ def batch_geometry(
       published RINCE: self logit ``s_ii - max s``). Ignored for
       ``"cross"``, which has no self pairs.
     similarity_floor: ``None`` or ``f``: ``S`` is clamped from below at ``f``.
+    axis_name: ``None`` (the whole batch), or, inside :func:`jax.shard_map`,
+      the mesh axis the batch is sharded over: ``z1, z2`` are then this
+      device's ``b`` examples, the columns are gathered from every device,
+      and the result holds this device's rows of the global geometry (row
+      order: :func:`sharded_layout`); ``max C`` and ``max S`` of the self
+      masks are global.
 
   Returns:
     A :class:`BatchGeometry`.
   """
-  check_pair(z1, z2)
+  check_pair(z1, z2, min_rows=2 if axis_name is None else 1)
   if pairing not in PAIRINGS:
     raise ValueError(f"pairing must be one of {PAIRINGS}, got {pairing!r}.")
   if self_mask not in SELF_MASKS:
@@ -156,6 +220,9 @@ def batch_geometry(
   dtype = compute_dtype(jnp.result_type(z1, z2))
   z1 = l2_normalize(z1.astype(dtype))
   z2 = l2_normalize(z2.astype(dtype))
+  if axis_name is not None:
+    return _sharded_batch_geometry(z1, z2, pairing, self_mask,
+                                   similarity_floor, axis_name)
   batch = z1.shape[0]
   if pairing == "joint":
     rows = cols = jnp.concatenate([z1, z2], axis=0)
@@ -181,3 +248,39 @@ def batch_geometry(
       cost_bound += 1.0
   return BatchGeometry(cost, positives.astype(jnp.int32), excluded,
                        cost_bound)
+
+
+def _sharded_batch_geometry(z1, z2, pairing, self_mask, similarity_floor,
+                            axis_name) -> BatchGeometry:
+  """This device's rows of the global geometry (normalised ``z1, z2``)."""
+  layout = sharded_layout(z1.shape[0], pairing, axis_name)
+  if layout.num_columns < (4 if pairing == "joint" else 2):
+    raise ValueError(
+        f"z1 and z2 need at least 2 rows over all devices (B >= 2), got "
+        f"B = {z1.shape[0]} on the one device of axis {axis_name!r}.")
+  gather = lambda z: collectives.gather(z, axis_name)
+  if pairing == "joint":
+    rows = jnp.concatenate([z1, z2], axis=0)
+    cols = jnp.concatenate([gather(z1), gather(z2)], axis=0)
+  else:
+    rows, cols = z1, gather(z2)
+  similarity = rows @ cols.T
+  cost_bound = MAX_COSINE_COST
+  if similarity_floor is not None:
+    similarity = jnp.maximum(similarity, similarity_floor)
+    cost_bound = min(cost_bound, 1.0 - float(similarity_floor))
+  cost = 1.0 - similarity
+  excluded = None
+  if pairing == "joint":
+    diagonal = (jnp.arange(layout.num_columns)[None, :]
+                == layout.row_index[:, None])
+    if self_mask == "exclude":
+      excluded = diagonal
+    elif self_mask == "max_cost":
+      cost = jnp.where(diagonal, _global_max(cost, axis_name), cost)
+    else:
+      cost = jnp.where(diagonal, cost + _global_max(similarity, axis_name),
+                       cost)
+      cost_bound += 1.0
+  return BatchGeometry(cost, layout.positives, excluded, cost_bound,
+                       layout.row_index)

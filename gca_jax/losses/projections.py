@@ -30,6 +30,14 @@ iteration; ``"implicit"`` differentiates the fixed point
 same number of fixed-point iterations, memory independent of ``iters``);
 ``"detach"`` treats the potentials as constants (gradients then flow through
 the kernel only).
+
+Rows sharded over a mesh axis (``axis_name``, inside :func:`jax.shard_map`):
+each device holds its rows of ``M`` against all columns, ``(N/P) x N``, its
+rows' ``alpha`` and the whole ``beta``. The row half-step is local; the
+column half-step's ``LSE_i`` adds up all devices' rows
+(:func:`gca_jax.losses.collectives.logsumexp` in the log form, a ``psum`` of
+``Kᵀ u`` in the scaling form), so every device holds the same ``beta``, the
+``beta`` of the unsharded projection.
 """
 
 from __future__ import annotations
@@ -40,6 +48,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from flax import struct
+
+from gca_jax.losses import collectives
 
 FORMS = ("auto", "log", "scaling")
 GRAD_MODES = ("unroll", "implicit", "detach")
@@ -71,29 +81,44 @@ class KernelOps(NamedTuple):
   """Log-sum-exp of the kernel against a potential, along rows or columns.
 
   ``row_lse(beta)_i = log sum_j exp(M_ij + beta_j)`` and
-  ``col_lse(alpha)_j = log sum_i exp(M_ij + alpha_i)``.
+  ``col_lse(alpha)_j = log sum_i exp(M_ij + alpha_i)`` (the sum over the
+  rows of every device when the rows are sharded).
   """
 
   row_lse: callable
   col_lse: callable
 
 
-def kernel_ops(log_kernel: jax.Array, form: str) -> KernelOps:
-  """Builds the row/column log-sum-exp operators of one numerical form."""
+def kernel_ops(log_kernel: jax.Array, form: str,
+               axis_name=None) -> KernelOps:
+  """Builds the row/column log-sum-exp operators of one numerical form.
+
+  ``axis_name``: ``None``, or the mesh axis the rows are sharded over (the
+  column operator then reduces across it).
+  """
   if form == "log":
     def row_lse(beta):
       return jax.nn.logsumexp(log_kernel + beta[None, :], axis=1)
 
-    def col_lse(alpha):
-      return jax.nn.logsumexp(log_kernel + alpha[:, None], axis=0)
+    if axis_name is None:
+      def col_lse(alpha):
+        return jax.nn.logsumexp(log_kernel + alpha[:, None], axis=0)
+    else:
+      def col_lse(alpha):
+        return collectives.logsumexp(log_kernel + alpha[:, None], axis_name,
+                                     axis=0)
   elif form == "scaling":
     kernel = jnp.exp(log_kernel)
 
     def row_lse(beta):
       return jnp.log(kernel @ jnp.exp(beta))
 
-    def col_lse(alpha):
-      return jnp.log(jnp.exp(alpha) @ kernel)
+    if axis_name is None:
+      def col_lse(alpha):
+        return jnp.log(jnp.exp(alpha) @ kernel)
+    else:
+      def col_lse(alpha):
+        return jnp.log(jax.lax.psum(jnp.exp(alpha) @ kernel, axis_name))
   else:
     raise ValueError(f"form must be 'log' or 'scaling', got {form!r}.")
   return KernelOps(row_lse, col_lse)
@@ -128,12 +153,15 @@ def _col_step(ops, log_u, log_b, tau_b):
   return tau_b * (log_b - ops.col_lse(log_u))
 
 
-def _row_marginal_error(log_u, row_lse, log_a):
-  return jnp.sum(jnp.abs(jnp.exp(log_u + row_lse) - jnp.exp(log_a)))
+def _row_marginal_error(log_u, row_lse, log_a, axis_name=None):
+  errors = jnp.abs(jnp.exp(log_u + row_lse) - jnp.exp(log_a))
+  if axis_name is None:
+    return jnp.sum(errors)
+  return collectives.total(errors, axis_name)
 
 
 def _iterate(ops, log_a, log_b, log_u, log_v, *, iters, tau_a, tau_b,
-             checkpoint):
+             checkpoint, axis_name=None):
   """``iters`` row-then-column iterations; returns potentials and errors.
 
   The row marginal error of iteration ``k`` is read off the
@@ -144,7 +172,7 @@ def _iterate(ops, log_a, log_b, log_u, log_v, *, iters, tau_a, tau_b,
   def body(carry, _):
     log_u, log_v = carry
     row_lse = ops.row_lse(log_v)
-    error = _row_marginal_error(log_u, row_lse, log_a)
+    error = _row_marginal_error(log_u, row_lse, log_a, axis_name)
     log_u = tau_a * (log_a - row_lse)
     log_v = _col_step(ops, log_u, log_b, tau_b)
     return (log_u, log_v), error
@@ -155,7 +183,7 @@ def _iterate(ops, log_a, log_b, log_u, log_v, *, iters, tau_a, tau_b,
     body = jax.checkpoint(body)
   (log_u, log_v), errors = jax.lax.scan(body, (log_u, log_v), None,
                                         length=iters)
-  last = _row_marginal_error(log_u, ops.row_lse(log_v), log_a)
+  last = _row_marginal_error(log_u, ops.row_lse(log_v), log_a, axis_name)
   return log_u, log_v, jnp.concatenate([errors, last[None]])
 
 
@@ -216,6 +244,7 @@ def sinkhorn(
     final_row_step: bool = False,
     form: str = "log",
     grad_mode: str = "unroll",
+    axis_name=None,
 ) -> ProjectionOutput:
   """Balanced or unbalanced Sinkhorn projection of ``exp(log_kernel)``.
 
@@ -231,6 +260,11 @@ def sinkhorn(
       ``log_u`` (a "half step"; with ``iters = 0`` it is the only step).
     form: ``"log"`` or ``"scaling"`` (see the module docstring).
     grad_mode: ``"unroll"``, ``"implicit"`` or ``"detach"``.
+    axis_name: ``None``, or, inside :func:`jax.shard_map`, the mesh axis the
+      rows are sharded over: ``log_kernel`` and ``log_a`` are then this
+      device's rows (``(n, M)``, ``(n,)``), ``log_b``/``init_log_v`` the
+      whole columns, and the result is this device's ``log_u`` with the
+      global ``log_v`` and marginal error (the same on every device).
 
   Returns:
     A :class:`ProjectionOutput`.
@@ -254,40 +288,44 @@ def sinkhorn(
     init_log_v = jnp.zeros(log_kernel.shape[1], log_kernel.dtype)
   log_u0 = jnp.zeros(log_kernel.shape[0], log_kernel.dtype)
   iterate = functools.partial(_iterate, iters=iters, tau_a=tau_a,
-                              tau_b=tau_b, checkpoint=form == "log")
+                              tau_b=tau_b, checkpoint=form == "log",
+                              axis_name=axis_name)
 
   if grad_mode == "implicit" and iters > 0:
     log_u, log_v, errors = _implicit_iterate(
-        form, iters, tau_a, tau_b, log_kernel, log_a, log_b, init_log_v)
+        form, iters, tau_a, tau_b, axis_name, log_kernel, log_a, log_b,
+        init_log_v)
   else:
-    ops = kernel_ops(log_kernel, form)
+    ops = kernel_ops(log_kernel, form, axis_name)
     log_u, log_v, errors = iterate(ops, log_a, log_b, log_u0, init_log_v)
     if grad_mode == "detach":
       log_u, log_v = jax.lax.stop_gradient((log_u, log_v))
   if final_row_step:
-    ops = kernel_ops(log_kernel, form)
+    ops = kernel_ops(log_kernel, form, axis_name)
     log_u = _row_step(ops, log_v, log_a, tau_a)
   return ProjectionOutput(log_u, log_v, jax.lax.stop_gradient(errors))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
-def _implicit_iterate(form, iters, tau_a, tau_b, log_kernel, log_a, log_b,
-                      init_log_v):
-  ops = kernel_ops(log_kernel, form)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3, 4))
+def _implicit_iterate(form, iters, tau_a, tau_b, axis_name, log_kernel, log_a,
+                      log_b, init_log_v):
+  ops = kernel_ops(log_kernel, form, axis_name)
   log_u0 = jnp.zeros(log_kernel.shape[0], log_kernel.dtype)
   return _iterate(ops, log_a, log_b, log_u0, init_log_v, iters=iters,
-                  tau_a=tau_a, tau_b=tau_b, checkpoint=False)
+                  tau_a=tau_a, tau_b=tau_b, checkpoint=False,
+                  axis_name=axis_name)
 
 
-def _implicit_fwd(form, iters, tau_a, tau_b, log_kernel, log_a, log_b,
-                  init_log_v):
-  out = _implicit_iterate(form, iters, tau_a, tau_b, log_kernel, log_a,
-                          log_b, init_log_v)
+def _implicit_fwd(form, iters, tau_a, tau_b, axis_name, log_kernel, log_a,
+                  log_b, init_log_v):
+  out = _implicit_iterate(form, iters, tau_a, tau_b, axis_name, log_kernel,
+                          log_a, log_b, init_log_v)
   _, log_v, _ = out
   return out, (log_kernel, log_a, log_b, log_v, init_log_v)
 
 
-def _implicit_bwd(form, iters, tau_a, tau_b, residuals, cotangents):
+def _implicit_bwd(form, iters, tau_a, tau_b, axis_name, residuals,
+                  cotangents):
   """Adjoint of the fixed point ``beta* = F(beta*)``, ``F = col ∘ row``.
 
   With ``alpha* = R(beta*)``, the loss's cotangents ``(ᾱ, β̄)`` give
@@ -296,6 +334,12 @@ def _implicit_bwd(form, iters, tau_a, tau_b, residuals, cotangents):
   then ``M̄ = ∂R/∂Mᵀ ᾱ + ∂F/∂Mᵀ w`` and likewise for the marginals. For a
   balanced plan ``F(beta + c) = F(beta) + c``, but the cotangent of a plan is
   orthogonal to that shift, so the series converges.
+
+  With sharded rows every vector-Jacobian product below is a device's
+  transpose under pmap semantics (the column step's ``psum`` transposes to
+  a ``psum``); the series then solves the adjoint of the system in which
+  each device holds its own copy of ``beta``, whose fixed point and
+  derivative are those of the unsharded one.
   """
   log_kernel, log_a, log_b, log_v, init_log_v = residuals
   log_u_bar, log_v_bar, _ = cotangents
@@ -304,7 +348,7 @@ def _implicit_bwd(form, iters, tau_a, tau_b, residuals, cotangents):
     return _row_step(kernel_ops(log_kernel, form), beta, log_a, tau_a)
 
   def fixed_point_map(beta, log_kernel, log_a, log_b):
-    ops = kernel_ops(log_kernel, form)
+    ops = kernel_ops(log_kernel, form, axis_name)
     return _col_step(ops, _row_step(ops, beta, log_a, tau_a), log_b, tau_b)
 
   _, row_vjp = jax.vjp(row, log_v, log_kernel, log_a)

@@ -8,16 +8,21 @@ excluded) before use, so only ratios within a row matter.
 A target's dtype follows its float inputs (``alpha``, ``beta``), else the
 enabled precision (float64 with ``jax_enable_x64``, else float32), unless
 ``dtype`` is given.
+
+The same builders give one device's rows of the target when the batch is
+sharded over a mesh axis (:mod:`gca_jax.losses.sharded`).
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from gca_jax.losses.geometry import PAIRINGS
+from gca_jax.losses import collectives
+from gca_jax.losses.geometry import PAIRINGS, sharded_layout
 
 
 def _rows_of_plan(per_sample: jax.Array, pairing: str) -> jax.Array:
@@ -32,6 +37,35 @@ def _rows_of_plan(per_sample: jax.Array, pairing: str) -> jax.Array:
   if pairing == "joint":
     return jnp.concatenate([per_sample, per_sample])
   return per_sample
+
+
+class _Layout(NamedTuple):
+  """Per-sample ids along the rows and columns of (this device's rows of)
+  the plan, where the positives are, and the self pairs (``None``: none)."""
+
+  row_ids: jax.Array
+  col_ids: jax.Array
+  positives: jax.Array
+  self_pairs: jax.Array | None
+
+
+def _layout(per_sample, pairing: str, axis_name) -> _Layout:
+  """The whole plan (``axis_name=None``) or this device's rows of it, its
+  ids gathered from every device (row order: ``sharded_layout``)."""
+  rows = _rows_of_plan(per_sample, pairing)
+  if axis_name is None:
+    size = rows.shape[0]
+    self_pairs = jnp.eye(size, dtype=bool) if pairing == "joint" else None
+    return _Layout(rows, rows, _positives_mask(size, pairing), self_pairs)
+  batch = rows.shape[0] // 2 if pairing == "joint" else rows.shape[0]
+  layout = sharded_layout(batch, pairing, axis_name)
+  everyone = collectives.gather(rows[:batch], axis_name)
+  cols = (jnp.concatenate([everyone, everyone]) if pairing == "joint"
+          else everyone)
+  columns = jnp.arange(layout.num_columns)[None, :]
+  self_pairs = (columns == layout.row_index[:, None] if pairing == "joint"
+                else None)
+  return _Layout(rows, cols, columns == layout.positives[:, None], self_pairs)
 
 
 def _positives_mask(size: int, pairing: str) -> jax.Array:
@@ -85,18 +119,23 @@ def domain_target(domains: jax.Array, alpha: float, beta: float, *,
   Returns:
     The ``(N, N)`` target (self pairs of the joint layout are 0).
   """
+  return _domain_target(domains, alpha, beta, pairing=pairing, dtype=dtype,
+                        axis_name=None)
+
+
+def _domain_target(domains, alpha, beta, *, pairing, dtype, axis_name):
+  """:func:`domain_target`; with ``axis_name``, this device's rows of it
+  from this device's ``domains`` (the others' are gathered)."""
   _check_weight("alpha", alpha)
   _check_weight("beta", beta)
   dtype = _float_dtype(dtype, alpha, beta)
-  rows = _rows_of_plan(domains, pairing)
-  same_domain = rows[:, None] == rows[None, :]
+  layout = _layout(domains, pairing, axis_name)
+  same_domain = layout.row_ids[:, None] == layout.col_ids[None, :]
   target = jnp.where(same_domain, jnp.asarray(alpha, dtype),
                      jnp.asarray(beta, dtype))
-  target = jnp.where(_positives_mask(rows.shape[0], pairing),
-                     jnp.ones((), dtype), target)
-  if pairing == "joint":
-    target = jnp.where(jnp.eye(rows.shape[0], dtype=bool),
-                       jnp.zeros((), dtype), target)
+  target = jnp.where(layout.positives, jnp.ones((), dtype), target)
+  if layout.self_pairs is not None:
+    target = jnp.where(layout.self_pairs, jnp.zeros((), dtype), target)
   return target
 
 
@@ -108,10 +147,15 @@ def class_target(labels: jax.Array, *, pairing: str = "joint",
   of the joint layout are 0. ``dtype``: float dtype of the result (default:
   the enabled precision, float64 with x64 else float32).
   """
+  return _class_target(labels, pairing=pairing, dtype=dtype, axis_name=None)
+
+
+def _class_target(labels, *, pairing, dtype, axis_name):
+  """:func:`class_target`; with ``axis_name``, this device's rows of it
+  from this device's ``labels`` (the others' are gathered)."""
   dtype = _float_dtype(dtype)
-  rows = _rows_of_plan(labels, pairing)
-  target = (rows[:, None] == rows[None, :]).astype(dtype)
-  if pairing == "joint":
-    target = jnp.where(jnp.eye(rows.shape[0], dtype=bool),
-                       jnp.zeros((), dtype), target)
+  layout = _layout(labels, pairing, axis_name)
+  target = (layout.row_ids[:, None] == layout.col_ids[None, :]).astype(dtype)
+  if layout.self_pairs is not None:
+    target = jnp.where(layout.self_pairs, jnp.zeros((), dtype), target)
   return target

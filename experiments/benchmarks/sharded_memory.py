@@ -119,6 +119,7 @@ def main(argv=None):
   parser.add_argument("--dim", type=int, default=128)
   parser.add_argument("--iters", type=int, default=10)
   parser.add_argument("--eps", type=float, default=0.5)
+  parser.add_argument("--form", default="auto", choices=["auto", "log", "scaling"])
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--no_time", action="store_true", help="compile only")
   parser.add_argument("--out", default="sharded_memory.json")
@@ -126,11 +127,11 @@ def main(argv=None):
 
   mesh = Mesh(np.asarray(jax.devices()), (AXIS,))
   devices = mesh.devices.size
-  params = dict(loss=args.loss, eps=args.eps, iters=args.iters)
+  params = dict(loss=args.loss, eps=args.eps, iters=args.iters, form=args.form)
   cpu = jax.default_backend() == "cpu"
   print(f"{devices} x {jax.devices()[0].device_kind} ({jax.default_backend()}), "
         f"loss {args.loss}, D={args.dim}, iters={args.iters}, eps={args.eps}, "
-        "float32, forward+backward")
+        f"form {args.form}, float32, forward+backward")
   print("\n| N | scope | per-device peak MiB | temp MiB | sharded / global | "
         "step ms |\n|---|---|---|---|---|---|")
   results = []

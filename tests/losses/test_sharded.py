@@ -338,7 +338,8 @@ CONTRACT_CASES = [
     for name, target in [(n, None) for n in CONTRACT_LOSSES]
     + [("gca_ince", "domain"), ("gca_uot", "domain")]
     for mode in ("unroll", "detach") for form in ("log", "scaling")
-]
+] + [("gca_uot", None, "implicit", "scaling"), ("iot", None, "implicit", "log"),
+     ("iot_uni", None, "unroll", "scaling"), ("gca_ince", "class", "unroll", "log")]
 MEMORY_N = 8192
 
 

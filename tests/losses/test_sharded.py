@@ -383,6 +383,22 @@ def _contract_report() -> dict:
       report[_case_id(case, dtype)] = {
           "devices": int(values.shape[0]), "dtype": str(values.dtype),
           "value": _relative(values, value), "grad": _relative(grads, ref_grads)}
+  # Diagnostics: every device reports the global ones.
+  x1, x2, w, ids = _data(4 * DEVICES, seed=2, features=8, dim=16)
+
+  def diagnostics(w, x1, x2, ids):
+    _, aux = sharded.gca_uot(x1 @ w, x2 @ w, axis_name=AXIS, return_aux=True,
+                             w_rince=0.5,
+                             **_target("domain", ids, "joint", w.dtype, AXIS))
+    return aux.marginal_error[None], aux.plan_entropy[None], aux.positive_mass[None]
+
+  ours = jax.jit(jax.shard_map(
+      diagnostics, mesh=mesh, in_specs=(P(), P(AXIS), P(AXIS), P(AXIS)),
+      out_specs=P(AXIS), check_vma=False))(w, x1, x2, ids)
+  _, ref_aux, _ = single("gca_uot", x1, x2, w, ids, target="domain", w_rince=0.5)
+  report["diagnostics"] = {
+      field: _relative(value, np.broadcast_to(getattr(ref_aux, field), value.shape))
+      for field, value in zip(("marginal_error", "plan_entropy", "positive_mass"), ours)}
   params = dict(loss="gca_uot", eps=0.5, iters=10)
   for scope in sharded_memory.SCOPES:
     _, memory = sharded_memory.compiled_memory(scope, mesh, MEMORY_N, 128,
@@ -416,6 +432,12 @@ def test_eight_devices_value_and_gradient_equal_one_device(
   assert result["devices"] == DEVICES and result["dtype"] == dtype
   assert result["value"] <= TOLERANCE[dtype], result
   assert result["grad"] <= TOLERANCE[dtype], result
+
+
+def test_eight_devices_diagnostics_equal_one_device(eight_device_report):
+  errors = eight_device_report["diagnostics"]
+  assert sorted(errors) == ["marginal_error", "plan_entropy", "positive_mass"]
+  assert max(errors.values()) <= TOLERANCE["float64"], errors
 
 
 def test_eight_devices_sharded_peak_memory_is_at_most_a_quarter(

@@ -34,7 +34,7 @@ RUN_CONTROL_FIELDS = frozenset({
 SMALL = "small"
 VARIANTS = (SMALL,)
 TARGETS = ("pairs", "domain", "class")
-LOSS_SCOPES = ("global", "local")
+LOSS_SCOPES = ("global", "local", "sharded")
 OPTIMIZERS = ("sgd", "adam", "lars")
 LR_SCALINGS = ("none", "linear")
 DTYPES = ("float32", "bfloat16")
@@ -86,7 +86,11 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
       "w_rince": config_dict.placeholder(float),
       "lambda_p": config_dict.placeholder(float),
   })
-  config.loss_scope = "global"      # global: plan over the whole global batch
+  # global: every device computes the plan of the whole global batch (from
+  # the all-gathered embeddings); sharded: the same plan and loss, each
+  # device holding only its examples' rows of it (memory and work / devices);
+  # local: one plan per device on its own rows (a different objective).
+  config.loss_scope = "global"
   # Target plan of the loss (gca_jax.losses.targets), built in every step from
   # the ids of the batch's examples (all gathered with the global scope):
   # "pairs" (each view's positive is its other view), "domain"

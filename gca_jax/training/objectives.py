@@ -14,6 +14,8 @@ An objective owns its model(s) and the state it adds to the common
 `Contrastive` runs any loss of `gca_jax.losses` (or a published-code preset
 of `gca_jax.reference`) on the two views' projections, optionally against a
 target plan built from the batch's domains or labels (``config.target``);
+with ``config.loss_scope == "sharded"`` it runs the loss's row-sharded form
+(`gca_jax.losses.sharded`) on this device's rows;
 `Byol` regresses the online predictions on an EMA target's projections.
 `make_objective(config)` picks one; `check(config)` validates the loss, its
 parameters and the target without computing anything.
@@ -22,15 +24,18 @@ parameters and the target without computing anything.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.sharding import PartitionSpec as P
 
 from gca_jax import losses, models
-from gca_jax.sharding import DATA_AXIS
+from gca_jax.losses import sharded
+from gca_jax.sharding import DATA_AXIS, make_mesh
 from gca_jax.training.config import ConfigError
 from gca_jax.training.state import ByolTrainState, TrainState
 
@@ -59,6 +64,10 @@ class Output(NamedTuple):
 
 def is_reference(config) -> bool:
   return config.loss.startswith(REFERENCE_PREFIX)
+
+
+def is_sharded(config) -> bool:
+  return config.loss_scope == "sharded"
 
 
 def loss_params_of(config) -> dict:
@@ -129,7 +138,10 @@ def make_loss_fn(config) -> Callable[..., tuple[jax.Array, dict]]:
     from gca_jax import reference  # pylint: disable=g-import-not-at-top
     preset = config.loss[len(REFERENCE_PREFIX):]
     return lambda z1, z2, target=None: (reference.loss(preset, z1, z2, **params), {})
-  loss = losses.get(config.loss)
+  if is_sharded(config):
+    loss = functools.partial(sharded.get(config.loss), axis_name=DATA_AXIS)
+  else:
+    loss = losses.get(config.loss)
 
   def loss_fn(z1, z2, target=None):
     kwargs = {} if target is None else {"target": target}
@@ -142,12 +154,16 @@ def make_loss_fn(config) -> Callable[..., tuple[jax.Array, dict]]:
 def make_target_fn(config) -> Callable[[jax.Array], jax.Array] | None:
   """``target_fn(ids) -> (N, N)`` plan of ``config.target`` from the ``(B,)``
   ids of the rows the loss sees; None for the "pairs" target."""
-  pairing = loss_params_of(config).get("pairing", "joint")
+  kwargs = {"pairing": loss_params_of(config).get("pairing", "joint")}
+  # The sharded forms take this device's ids and give its rows of the plan.
+  targets = sharded if is_sharded(config) else losses
+  if is_sharded(config):
+    kwargs["axis_name"] = DATA_AXIS
   if config.target == "domain":
     alpha, beta = float(config.target_alpha), float(config.target_beta)
-    return lambda ids: losses.domain_target(ids, alpha, beta, pairing=pairing)
+    return lambda ids: targets.domain_target(ids, alpha, beta, **kwargs)
   if config.target == "class":
-    return lambda ids: losses.class_target(ids, pairing=pairing)
+    return lambda ids: targets.class_target(ids, **kwargs)
   return None
 
 
@@ -159,6 +175,9 @@ def check(config) -> None:
   except (TypeError, ValueError) as e:
     raise ConfigError(f"config.model: {e}") from None
   if config.loss == BYOL:  # BYOL takes no loss parameters (ignores loss_params)
+    if is_sharded(config):
+      raise ConfigError("loss 'byol' has no sharded form; config.loss_scope must be "
+                        "'global' or 'local'")
     if config.target != "pairs":
       raise ConfigError(f"loss 'byol' takes no target plan; config.target must be "
                         f"'pairs', got {config.target!r}")
@@ -166,6 +185,10 @@ def check(config) -> None:
   if config.target != "pairs" and is_reference(config):
     raise ConfigError(f"loss {config.loss!r} takes no target plan; config.target "
                       f"must be 'pairs', got {config.target!r}")
+  if is_sharded(config) and config.loss not in sharded.SHARDED_LOSSES:
+    raise ConfigError(f"config.loss_scope='sharded' has no form for loss {config.loss!r}; "
+                      f"use one of {', '.join(sorted(sharded.SHARDED_LOSSES))} or "
+                      "config.loss_scope='global'")
   _check_param_names(config)
   loss_fn, target_fn = make_loss_fn(config), make_target_fn(config)
   z = jax.ShapeDtypeStruct((4, config.model.projection_dim), jnp.float32)
@@ -175,6 +198,9 @@ def check(config) -> None:
       return loss_fn(z1, z2)
     return loss_fn(z1, z2, target_fn(jnp.arange(4, dtype=jnp.int32) % 2))
 
+  if is_sharded(config):  # the collectives need the mesh axis bound
+    traced = jax.shard_map(traced, mesh=make_mesh(jax.devices()[:1]),
+                           in_specs=P(DATA_AXIS), out_specs=P(), check_vma=False)
   try:
     jax.eval_shape(traced, z, z)
   except (TypeError, ValueError) as e:

@@ -10,7 +10,9 @@ from them). The step augments both views on the device with the key
 * batch-norm statistics are averaged over all devices (synchronised BN);
 * with ``config.loss_scope == "global"`` the projections (and ids) of all
   devices are all-gathered, so the loss and its transport plan see the whole
-  global batch exactly as on one device; ``"local"`` keeps one plan per
+  global batch exactly as on one device; ``"sharded"`` computes the same
+  loss with each device holding only its rows of the plan (the loss gathers
+  what it needs, `gca_jax.losses.sharded`); ``"local"`` keeps one plan per
   device on its own rows (cheaper, but a different objective);
 * gradients and metrics are averaged over devices with ``lax.pmean``.
 
@@ -45,7 +47,10 @@ def device_step(state, views1, views2, ids, *, objective, tx, schedule,
   """One optimisation step on this device's rows (runs inside shard_map).
 
   ``views1[k]``/``views2[k]`` are the two augmentations of example k and
-  ``ids[k]`` its domain or class (None without a target plan).
+  ``ids[k]`` its domain or class (None without a target plan). The
+  ``alignment``/``uniformity`` metrics are of the rows the loss sees: the
+  global batch with the global scope, this device's rows (averaged over
+  devices) otherwise.
   """
 
   def gather(x):  # this device's rows -> the rows the loss sees

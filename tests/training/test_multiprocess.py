@@ -23,8 +23,11 @@ def _worker(out_path: str, port: int, num_processes: int, process_id: int) -> No
     jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}",
                                num_processes=num_processes, process_id=process_id)
   assert jax.device_count() == 4, jax.devices()
-  config = tiny_config(**{"model.dtype": "float32", "batch_size": 32})
-  result = one_step(config, jax.devices(), random_images(config.batch_size))
+  result = {}
+  for scope in ("global", "sharded"):
+    config = tiny_config(**{"model.dtype": "float32", "batch_size": 32,
+                            "loss_scope": scope})
+    result[scope] = one_step(config, jax.devices(), random_images(config.batch_size))
   if jax.process_index() == 0:
     np.save(out_path, result, allow_pickle=True)
 
@@ -50,9 +53,10 @@ def test_two_processes_equal_one_process_with_four_devices(tmp_path):
     assert worker.returncode == 0, output[-3000:]
   two = np.load(tmp_path / "two.npy", allow_pickle=True).item()
   one = np.load(tmp_path / "one.npy", allow_pickle=True).item()
-  np.testing.assert_allclose(two["loss"], one["loss"], rtol=RTOL, atol=ATOL)
-  for key in ("params", "grads", "batch_stats", "metrics"):
-    assert max_violation(two[key], one[key]) <= 0, key
+  for scope in ("global", "sharded"):  # the sharded plan too, over two hosts
+    np.testing.assert_allclose(two[scope]["loss"], one[scope]["loss"], rtol=RTOL, atol=ATOL)
+    for key in ("params", "grads", "batch_stats", "metrics"):
+      assert max_violation(two[scope][key], one[scope][key]) <= 0, (scope, key)
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["worker"]:

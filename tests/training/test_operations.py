@@ -263,3 +263,15 @@ def test_inconsistent_checkpoint_position_is_a_clear_error(tmp_path):
   checkpointer.close()
   with pytest.raises(checkpoint.WorkdirError, match="disagrees with its state's step"):
     loop.load_trained(tmp_path)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"loss": "byol"}, "'byol' has no sharded form"),
+    ({"loss": "reference/gca_uot"}, "has no form for loss 'reference/gca_uot'"),
+])
+def test_sharded_scope_needs_a_loss_with_a_sharded_form(overrides, message):
+  from gca_jax import training
+  config = tiny_config(loss_scope="sharded", **overrides)
+  with pytest.raises(training.ConfigError, match=message):
+    training.validate(config, 1)
+  training.validate(tiny_config(loss_scope="sharded", loss="gca_rince"), 1)

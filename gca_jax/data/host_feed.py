@@ -19,10 +19,11 @@ Known difference from SimCLR: the host keeps only the central square of each
 image (``resize_center_crop``), so the device's RandomResizedCrop samples its
 crops from that square and never sees the sides of, e.g., a 4:3 photo.
 
-`gca_jax.training.feeds` uses `make_loader` for the train split of such datasets
-(each process's uint8 rows become one batch-sharded global array with
-`to_global_array`) and `process_eval_loader` to embed whole splits for the
-kNN monitor and the linear probe.
+`gca_jax.training.feeds` uses `make_loader` for the train split of such
+datasets; placing each process's uint8 rows on the devices, as one
+batch-sharded global array, is `gca_jax.sharding.process_local_array`.
+`gca_jax.evaluation.embed_host_split` uses `process_eval_loader` to embed
+whole splits for the kNN monitor and the linear probe.
 """
 
 from __future__ import annotations
@@ -221,19 +222,6 @@ def num_valid_in_batch(batch_index: int, num_examples: int,
                        global_batch_size: int) -> int:
   """Real (unpadded) rows of global batch ``batch_index`` of `process_eval_loader`."""
   return max(0, min(global_batch_size, num_examples - batch_index * global_batch_size))
-
-
-def to_global_array(local_batch: np.ndarray, sharding) -> jax.Array:
-  """One global array from every process's rows, split along axis 0.
-
-  ``local_batch`` is this process's contiguous block of the global batch (a
-  `make_loader` / `process_eval_loader` batch); ``sharding`` shards axis 0
-  over the devices of all processes, e.g. ``NamedSharding(mesh, P("data"))``.
-  On one process this is ``jax.device_put(local_batch, sharding)``.
-  """
-  local_batch = np.asarray(local_batch)
-  global_shape = (local_batch.shape[0] * jax.process_count(), *local_batch.shape[1:])
-  return jax.make_array_from_process_local_data(sharding, local_batch, global_shape)
 
 
 def close_iterator(iterator) -> None:

@@ -1,4 +1,4 @@
-"""Feeding: device-side shuffling/batching, resumable state, host grain loader."""
+"""Feeding: batch indices, the device gather, the host grain loader."""
 
 import chex
 import grain
@@ -7,8 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gca_jax.data import feed, host_feed, load_dataset
+from gca_jax import sharding
+from gca_jax.data import feed, host_feed
 from gca_jax.data.base import ImageArrays, LazyImages
+from gca_jax.training import feeds
 
 N, BATCH = 103, 16
 
@@ -44,29 +46,34 @@ def test_epoch_is_a_permutation():
   np.testing.assert_array_equal(np.sort(perm), np.arange(N))
 
 
-def test_process_slices_partition_the_global_batch():
-  batch = {"x": jnp.arange(BATCH), "y": jnp.arange(BATCH) * 2}
-  parts = [feed.process_slice(batch, i, 4) for i in range(4)]
-  np.testing.assert_array_equal(np.concatenate([p["x"] for p in parts]), batch["x"])
-  assert parts[1]["y"].shape == (4,)
-  with pytest.raises(ValueError, match="evenly"):
-    feed.process_slice(jnp.arange(10), 0, 4)
-  np.testing.assert_array_equal(feed.process_slice(batch["x"]), batch["x"])
-
-
-def test_device_batch_gathers_this_process_rows():
-  ds = load_dataset("digits")
-  split = feed.to_device(ds.train)
-  batch = feed.device_batch(split, 0, 1, 2, global_batch_size=32, process_index=1,
-                            process_count=2)
-  chex.assert_shape(batch.images, (16, 32, 32, 3))
-  assert batch.images.dtype == jnp.uint8 and batch.domains is None
-  rows = feed.process_slice(feed.batch_indices(0, 1, 2, 32, len(ds.train)), 1, 2)
-  np.testing.assert_array_equal(batch.labels, ds.train.labels[np.asarray(rows)])
-  lazy = ImageArrays(LazyImages(lambda i: ds.train.images[i], 4, (32, 32, 3)),
-                     ds.train.labels[:4])
-  with pytest.raises(ValueError, match="host_feed"):
-    feed.to_device(lazy)
+def test_device_feed_batches_are_the_indexed_rows_of_the_split():
+  # The training path's gather (DeviceFeed): batch `step` holds exactly the rows
+  # batch_indices(seed, step // S, step % S) of the split, uint8, sharded over
+  # the mesh's data axis, and a new feed (a resumed run) reads the same batches.
+  mesh = sharding.make_mesh()
+  batch_size = 2 * jax.device_count()
+  n = 5 * batch_size + 3  # 5 full batches per epoch, 3 examples dropped
+  images = np.arange(n, dtype=np.uint8)[:, None, None, None] * np.ones((1, 4, 4, 3),
+                                                                      np.uint8)
+  split = ImageArrays(images, (np.arange(n, dtype=np.int32) * 7) % 10)
+  s = feed.steps_per_epoch(n, batch_size)
+  kwargs = dict(mesh=mesh, seed=11, batch_size=batch_size, steps_per_epoch=s)
+  device_feed = feeds.DeviceFeed(split, id_key="label", **kwargs)
+  batches = [device_feed.batch(step) for step in range(2 * s + 1)]
+  for step, batch in enumerate(batches):
+    want = np.asarray(feed.batch_indices(11, step // s, step % s, batch_size, n))
+    assert batch["image"].dtype == jnp.uint8 and batch["label"].dtype == jnp.int32
+    chex.assert_shape(batch["image"], (batch_size, 4, 4, 3))
+    np.testing.assert_array_equal(batch["image"], images[want])
+    np.testing.assert_array_equal(batch["label"], split.labels[want])
+    assert batch["image"].sharding.is_equivalent_to(sharding.batch_sharded(mesh), 4)
+  for epoch in range(2):  # an epoch reads each example at most once
+    seen = np.concatenate([np.asarray(b["image"])[:, 0, 0, 0]
+                           for b in batches[epoch * s:(epoch + 1) * s]])
+    assert len(set(seen.tolist())) == s * batch_size
+  resumed = feeds.DeviceFeed(split, **kwargs)
+  assert set(resumed.batch(s + 2)) == {"image"}
+  np.testing.assert_array_equal(resumed.batch(s + 2)["image"], batches[s + 2]["image"])
 
 
 def lazy_split(n: int = 40) -> ImageArrays:

@@ -13,6 +13,7 @@
 * `checkpoint`: orbax checkpoints with checksums, the run identity, the
   workdir lock;
 * `reporting`: TensorBoard, text logs and the ``metrics.json`` history;
+* `interrupts`: SIGTERM/SIGINT become a save and a clean stop;
 * `loop`: `train_and_evaluate`, the whole run in named phases.
 """
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from gca_jax.training.config import RUN_CONTROL_FIELDS
@@ -61,7 +62,7 @@ def prepare_workdir(workdir: str | Path) -> Path:
     raise WorkdirError(f"--workdir {workdir} is a file, not a directory")
   try:
     workdir.mkdir(parents=True, exist_ok=True)
-    probe = workdir / ".write_test"
+    probe = workdir / f".write_test.{jax.process_index()}.{os.getpid()}"
     probe.write_text("")
     probe.unlink()
   except OSError as e:
@@ -165,16 +166,14 @@ def check_run_identity(workdir: str | Path, config) -> None:
   if differing:
     raise RunMismatchError(
         f"workdir {workdir} holds another run (config differs in: "
-        f"{', '.join(differing)}); use a new --workdir")
+        f"{', '.join(differing)}); continue it with python -m gca_jax.pretrain "
+        f"--workdir={workdir} (its own config), or use a new --workdir")
 
 
 def write_config_json(workdir: str | Path, config) -> None:
   """Stores ``config`` as the run identity of ``workdir`` (process 0)."""
   if jax.process_index() == 0:
-    path = Path(workdir) / CONFIG_FILE
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(config_to_json(config), indent=2))
-    temporary.replace(path)
+    write_json(Path(workdir) / CONFIG_FILE, config_to_json(config))
 
 
 # ---------------------------------------------------------------------------
@@ -182,28 +181,57 @@ def write_config_json(workdir: str | Path, config) -> None:
 
 
 def _file_digests(directory: Path) -> dict[str, str]:
-  return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
-          for p in sorted(directory.rglob("*")) if p.is_file()}
+  digests = {}
+  for path in sorted(directory.rglob("*")):
+    if path.is_file():
+      with open(path, "rb") as f:
+        digests[str(path.relative_to(directory))] = hashlib.file_digest(f, "sha256").hexdigest()
+  return digests
+
+
+def write_json(path: Path, value) -> None:
+  """Writes ``value`` as JSON to ``path`` atomically (a reader never sees a
+  partial file)."""
+  temporary = path.with_name(path.name + ".tmp")
+  temporary.write_text(json.dumps(value, indent=2, allow_nan=False))
+  temporary.replace(path)
+
+
+def _on_every_process(value: int) -> int:
+  """Process 0's ``value``, on every process (one decision for all hosts)."""
+  if jax.process_count() == 1:
+    return value
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return int(multihost_utils.broadcast_one_to_all(np.int64(value)))
 
 
 class Checkpointer:
-  """Saves and restores (state, position) under ``workdir/checkpoints``."""
+  """Saves and restores (state, position) under ``workdir/checkpoints``.
+
+  Keeps the newest ``max_to_keep`` checkpoints; older ones are deleted only
+  after the new one's checksums are recorded, so a process killed at any
+  moment leaves at least one verifiable checkpoint.
+  """
 
   def __init__(self, workdir: str | Path, *, max_to_keep: int = 2):
     self._workdir = Path(workdir).absolute()
     self._directory = self._workdir / CHECKPOINT_DIR
+    self._max_to_keep = max_to_keep
     self._manager = ocp.CheckpointManager(
         self._directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=False),
+        options=ocp.CheckpointManagerOptions(max_to_keep=None, create=False),
         item_names=("state", "feed"))
 
   def all_steps(self) -> list[int]:
     """Steps of the complete checkpoints, oldest first."""
     return sorted(self._manager.all_steps())
 
+  def _checksum_file(self, step: int) -> Path:
+    return self._workdir / CHECKSUM_DIR / f"{step}.json"
+
   def save(self, state, position: dict) -> None:
     """Saves ``state`` and the JSON ``position`` at ``state.step``, waits for
-    the write and records its checksums."""
+    the write, records its checksums, then drops the oldest checkpoints."""
     step = int(jax.device_get(state.step))
     if jax.process_index() == 0:
       self._directory.mkdir(parents=True, exist_ok=True)
@@ -211,26 +239,30 @@ class Checkpointer:
         state=ocp.args.StandardSave(state), feed=ocp.args.JsonSave(position)))
     self._manager.wait_until_finished()
     if jax.process_index() == 0:
-      checksums = self._workdir / CHECKSUM_DIR
-      checksums.mkdir(exist_ok=True)
-      temporary = checksums / f"{step}.json.tmp"
-      temporary.write_text(json.dumps(_file_digests(self._step_dir(step))))
-      temporary.replace(checksums / f"{step}.json")
-      kept = {str(s) for s in self.all_steps()}
-      for stale in checksums.glob("*.json"):
-        if stale.stem not in kept:
-          stale.unlink()
+      self._checksum_file(step).parent.mkdir(exist_ok=True)
+      write_json(self._checksum_file(step), _file_digests(self._step_dir(step)))
+    for old in self.all_steps()[:-self._max_to_keep]:
+      self._manager.delete(old)
+      if jax.process_index() == 0:
+        self._checksum_file(old).unlink(missing_ok=True)
 
   def _step_dir(self, step: int) -> Path:
     return self._directory / str(step)
 
   def damage(self, step: int) -> str | None:
-    """Why checkpoint ``step`` fails verification (None if it is intact)."""
-    record = self._workdir / CHECKSUM_DIR / f"{step}.json"
+    """Why checkpoint ``step`` fails verification (None if it is intact).
+
+    A complete checkpoint without a checksum record (written by an older
+    version) is accepted unverified, with a warning.
+    """
     try:
-      expected = json.loads(record.read_text())
+      expected = json.loads(self._checksum_file(step).read_text())
+    except FileNotFoundError:
+      print(f"warning: checkpoint {step} in {self._workdir} has no checksum record; "
+            "using it unverified", file=sys.stderr, flush=True)
+      return None
     except (OSError, ValueError):
-      return "its checksum record is missing or unreadable"
+      return "its checksum record is unreadable"
     actual = _file_digests(self._step_dir(step))
     missing = sorted(expected.keys() - actual.keys())
     if missing:
@@ -240,33 +272,40 @@ class Checkpointer:
       return f"file {changed[0]} has changed (truncated or corrupted)"
     return None
 
-  def _set_aside(self, step: int, reason: str) -> None:
-    print(f"warning: checkpoint {step} in {self._workdir} is damaged ({reason}); "
-          f"moved to {DAMAGED_DIR}/ and skipped", file=sys.stderr, flush=True)
-    if jax.process_index() == 0:
-      target = self._workdir / DAMAGED_DIR / str(step)
-      target.parent.mkdir(exist_ok=True)
-      shutil.rmtree(target, ignore_errors=True)
-      shutil.move(str(self._step_dir(step)), str(target))
-      (self._workdir / CHECKSUM_DIR / f"{step}.json").unlink(missing_ok=True)
-    self._manager.reload()
+  def _set_aside(self, step: int) -> None:
+    target = self._workdir / DAMAGED_DIR / str(step)
+    target.parent.mkdir(exist_ok=True)
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.move(str(self._step_dir(step)), str(target))
+    self._checksum_file(step).unlink(missing_ok=True)
 
-  def latest_step(self) -> int | None:
-    """Step of the newest intact checkpoint (damaged newer ones are set
-    aside with a warning); None if there is no checkpoint at all.
+  def latest_step(self, *, set_aside: bool = True) -> int | None:
+    """Step of the newest intact checkpoint; None if there is none at all.
 
-    Raises WorkdirError if checkpoints exist but none is intact.
+    Damaged newer ones are skipped with a warning and, if ``set_aside``,
+    moved to ``damaged/`` (only a run holding the workdir's lock should).
+    Process 0 verifies and every process gets its answer. Raises
+    WorkdirError if checkpoints exist but none is intact.
     """
-    steps = self.all_steps()
-    for step in reversed(steps):
-      reason = self.damage(step)
-      if reason is None:
-        return step
-      self._set_aside(step, reason)
-    if steps:
-      raise WorkdirError(f"every checkpoint in {self._directory} is damaged (see "
-                         f"{DAMAGED_DIR}/); move the workdir away to start over")
-    return None
+    chosen, steps = -1, self.all_steps()
+    if jax.process_index() == 0:
+      for step in reversed(steps):
+        reason = self.damage(step)
+        if reason is None:
+          chosen = step
+          break
+        print(f"warning: checkpoint {step} in {self._workdir} is damaged ({reason}); "
+              + (f"moved to {DAMAGED_DIR}/ and " if set_aside else "") + "skipped",
+              file=sys.stderr, flush=True)
+        if set_aside:
+          self._set_aside(step)
+    chosen = _on_every_process(chosen)
+    if set_aside:
+      self._manager.reload()
+    if chosen < 0 and steps:
+      raise WorkdirError(f"every checkpoint in {self._directory} is damaged (see the "
+                         "warnings); move the workdir away to start over")
+    return None if chosen < 0 else chosen
 
   def read_position(self, step: int) -> dict:
     """The saved JSON position of ``step`` without restoring the state."""

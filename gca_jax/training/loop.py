@@ -23,8 +23,6 @@ source images, i.e. pairs of views, and excludes compilation.
 
 from __future__ import annotations
 
-import signal
-import threading
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -34,6 +32,8 @@ import numpy as np
 
 from gca_jax import evaluation
 from gca_jax.training import checkpoint, config as config_lib, feeds, reporting
+from gca_jax.training import interrupts as interrupts_lib
+from gca_jax.training.interrupts import Interrupted, continue_command
 from gca_jax.training.setup import Run, setup
 
 
@@ -41,69 +41,9 @@ class TrainingDiverged(RuntimeError):
   """A loss or gradient became NaN or infinite (one-line message)."""
 
 
-class Interrupted(RuntimeError):
-  """SIGTERM or SIGINT stopped the run after saving it (one-line message)."""
-
-
 class TrainResult(NamedTuple):
   state: Any        # the trained state (None when a finished run was reopened)
   metrics: dict     # what metrics.json holds
-
-
-def continue_command(workdir) -> str:
-  return f"python -m gca_jax.pretrain --workdir={workdir}"
-
-
-# ---------------------------------------------------------------------------
-# Signals.
-
-
-class _Interrupts:
-  """Turns SIGTERM/SIGINT into a request the loop honours between steps (a
-  second SIGINT aborts at once)."""
-
-  def __init__(self):
-    self.signal_name = None
-    self._previous = {}
-
-  def _handle(self, signum, frame):
-    del frame
-    if self.signal_name is not None and signum == signal.SIGINT:
-      raise KeyboardInterrupt
-    self.signal_name = signal.Signals(signum).name
-
-  def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
-      for signum in (signal.SIGTERM, signal.SIGINT):
-        self._previous[signum] = signal.signal(signum, self._handle)
-    return self
-
-  def __exit__(self, *exc):
-    for signum, handler in self._previous.items():
-      signal.signal(signum, handler)
-
-
-def _compile(step_fn, state, batch, interrupts: _Interrupts, workdir):
-  """``step_fn`` compiled for these arguments in a helper thread, so that a
-  signal during a long compilation is honoured at once."""
-  result = {}
-
-  def work():
-    try:
-      result["compiled"] = step_fn.lower(state, batch).compile()
-    except Exception as e:  # pylint: disable=broad-except
-      result["error"] = e
-
-  worker = threading.Thread(target=work, daemon=True)
-  worker.start()
-  while worker.is_alive():
-    worker.join(0.1)
-    if interrupts.signal_name:
-      raise Interrupted(f"stopped by {interrupts.signal_name} while compiling; nothing "
-                        f"new to save. Continue with: {continue_command(workdir)}")
-  if "error" in result:
-    raise result["error"]
-  return result["compiled"]
 
 
 # ---------------------------------------------------------------------------
@@ -153,7 +93,8 @@ def _open(config, workdir: Path, resume: bool) -> _Opened:
   try:
     latest = checkpointer.latest_step()
     if latest is None and resume:
-      raise checkpoint.WorkdirError(f"no checkpoint to resume in {workdir}")
+      raise checkpoint.WorkdirError(f"no checkpoint to resume in {workdir}; drop "
+                                    "--resume to start a new run there")
     if latest is not None:
       checkpoint.check_run_identity(workdir, config)
   except Exception:
@@ -216,11 +157,14 @@ def _run(config, workdir: Path, opened: _Opened, dataset) -> TrainResult:
   if opened.latest is not None:
     position = opened.checkpointer.read_position(opened.latest)
     if position["epoch"] >= last_epoch:
-      return _already_complete(config, metrics_file, position["epoch"])
+      if not _final_evaluation_missing(config, metrics_file, position["epoch"]):
+        return _already_complete(config, metrics_file, position["epoch"])
+      reporting.log("training is complete but its final evaluation is missing "
+                    "(it failed or was interrupted); running it")
 
   # Phase 2: data, setup, state.
   dataset = feeds.load_data(config) if dataset is None else dataset
-  run = setup(config, dataset)
+  run = setup(config, dataset, validated=True)
   if opened.latest is None:  # the run's identity, once its data and model are set up
     checkpoint.write_config_json(workdir, config)
     state = run.initial_state()
@@ -234,18 +178,21 @@ def _run(config, workdir: Path, opened: _Opened, dataset) -> TrainResult:
   embed = evaluation.make_embed_fn(run.model, run.mesh, mean=dataset.mean,
                                    std=dataset.std, image_size=config.image_size)
   try:
-    state, summary, timing = _train(config, run, dataset, state, position, workdir,
-                                    opened.checkpointer, tensorboard, metrics_file,
-                                    embed, last_epoch)
+    metrics = metrics_file.read()
+    if start_step < last_epoch * run.steps_per_epoch:  # else only the evaluation is left
+      state, summary, timing = _train(config, run, dataset, state, position, workdir,
+                                      opened.checkpointer, tensorboard, metrics_file,
+                                      embed, last_epoch)
+      steps = int(state.step)
+      results = {
+          "epochs": steps // run.steps_per_epoch, "steps": steps,
+          "final_loss": summary.get("loss"), **timing,
+          **{f"final_{k}": v for k, v in summary.items() if k != "loss"},
+      }
+      invocation = {"command": "pretrain", "start_step": start_step, "end_step": steps,
+                    **timing}
+      metrics = metrics_file.update(results, invocation=invocation)
     steps = int(state.step)
-    results = {
-        "epochs": steps // run.steps_per_epoch, "steps": steps,
-        "final_loss": summary.get("loss"), **timing,
-        **{f"final_{k}": v for k, v in summary.items() if k != "loss"},
-    }
-    invocation = {"command": "pretrain", "start_step": start_step, "end_step": steps,
-                  **timing}
-    metrics = metrics_file.update(results, invocation=invocation)
     # Phase 4: final evaluation, after the final checkpoint.
     if steps == config.epochs * run.steps_per_epoch and config.linear_probe:
       metrics = _final_evaluation(config, run, dataset, state, embed, tensorboard,
@@ -280,18 +227,25 @@ def _train(config, run: Run, dataset, state, position, workdir, checkpointer,
 
   def save():
     nonlocal saved_step
-    if step != saved_step and bool(_all_finite(state.params)):
-      with throughput.paused():
-        checkpointer.save(state, _position(step, spe, sums))
-      saved_step = step
+    if step == saved_step:
+      return
+    if not bool(_all_finite(state.params)):  # finite loss and gradient, overflowed update
+      raise TrainingDiverged(
+          f"training diverged: the parameters are not finite after step {step}; the "
+          f"latest checkpoint in {workdir} is the last finite state (lower "
+          "config.learning_rate)")
+    with throughput.paused():
+      checkpointer.save(state, _position(step, spe, sums))
+    saved_step = step
 
   try:
-    with _Interrupts() as interrupts:
+    with interrupts_lib.Interrupts() as interrupts:
       batch = feed.batch(step) if step < end_step else None
-      step_fn = (_compile(run.train_step, state, batch, interrupts, workdir)
+      step_fn = (interrupts_lib.compile_step(run.train_step, state, batch, interrupts, workdir)
                  if batch is not None else None)
+      sync_point = True
       while step < end_step:
-        if interrupts.signal_name:
+        if interrupts.requested(sync_point):
           fetch_and_check()
           save()
           raise Interrupted(
@@ -311,7 +265,8 @@ def _train(config, run: Run, dataset, state, position, workdir, checkpointer,
                     or (epoch_end and (epoch % config.checkpoint_every_epochs == 0
                                        or epoch == last_epoch)))
         log_now = step % config.log_every_steps == 0
-        if log_now or epoch_end or save_now:  # a divergence stops before any save
+        sync_point = log_now or epoch_end or save_now
+        if sync_point:  # a divergence stops before any save
           fetch_and_check()
         if log_now:  # means over the steps since the previous log line
           interval = {k: np.mean([m[k] for m in log_window]) for k in log_window[0]}
@@ -329,6 +284,10 @@ def _train(config, run: Run, dataset, state, position, workdir, checkpointer,
             record_evaluation(result, step, epoch, tensorboard, metrics_file, progress)
         if save_now:
           save()
+      if interrupts.requested(True):  # a signal after the last step: stop before evaluating
+        raise Interrupted(f"stopped by {interrupts.signal_name} after the last step "
+                          f"(saved in {workdir}); the final evaluation runs with: "
+                          f"{continue_command(workdir)}")
       jax.block_until_ready(state)
   finally:
     feed.close()
@@ -369,6 +328,15 @@ def _final_evaluation(config, run: Run, dataset, state, embed, tensorboard, metr
   return metrics
 
 
+def _final_evaluation_missing(config, metrics_file, saved_epoch: int) -> bool:
+  """Whether a finished run lacks the final linear probe it asks for."""
+  if saved_epoch < config.epochs or not config.linear_probe:
+    return False
+  return not any(record.get("protocol") == "linear" and record.get("epoch") == saved_epoch
+                 and record.get("encoder") == "trained"
+                 for record in metrics_file.read().get("evaluations", []))
+
+
 def _already_complete(config, metrics_file, saved_epoch: int) -> TrainResult:
   if saved_epoch >= config.epochs:
     reporting.log(f"run already complete: {metrics_file.path}")
@@ -389,7 +357,7 @@ def load_trained(workdir: str | Path, dataset=None):
   config = ml_collections.ConfigDict(stored)
   checkpointer = checkpoint.Checkpointer(workdir)
   try:
-    latest = checkpointer.latest_step()
+    latest = checkpointer.latest_step(set_aside=False)  # read only: no lock held
     if latest is None:
       raise checkpoint.WorkdirError(f"no checkpoint in {workdir}")
     dataset = feeds.load_data(config) if dataset is None else dataset

@@ -181,9 +181,8 @@ class MetricsFile:
     merged["evaluations"] = list(stored.get("evaluations", [])) + [
         {k: finite_or_none(v) for k, v in record.items()} for record in evaluations]
     if is_main_process():
-      temporary = self.path.with_suffix(".tmp")
-      temporary.write_text(json.dumps(merged, indent=2, allow_nan=False))
-      temporary.replace(self.path)
+      from gca_jax.training.checkpoint import write_json  # pylint: disable=g-import-not-at-top
+      write_json(self.path, merged)
     return merged
 
 

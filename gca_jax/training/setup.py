@@ -89,10 +89,12 @@ def check_dataset(config, dataset) -> None:
                                  f"domains; {config.dataset!r} has none")
 
 
-def setup(config, dataset, mesh: Mesh | None = None) -> Run:
-  """Validates ``config`` against ``dataset`` and the mesh; builds the `Run`."""
+def setup(config, dataset, mesh: Mesh | None = None, *, validated: bool = False) -> Run:
+  """Validates ``config`` (unless the caller just did: ``validated``) against
+  ``dataset`` and the mesh; builds the `Run`."""
   mesh = sharding.make_mesh() if mesh is None else mesh
-  config_lib.validate(config, mesh.devices.size)
+  if not validated:
+    config_lib.validate(config, mesh.devices.size)
   check_dataset(config, dataset)
   try:
     steps_per_epoch = feed.steps_per_epoch(len(dataset.train), config.batch_size)

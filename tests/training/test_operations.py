@@ -128,12 +128,22 @@ def test_final_checkpoint_is_written_before_the_final_evaluation(tmp_path, monke
   def failing_evaluation(*args, **kwargs):
     raise RuntimeError("evaluation failed")
 
+  config = tiny_config(epochs=1, linear_probe=True)
   monkeypatch.setattr(evaluation, "evaluate_encoder", failing_evaluation)
   with pytest.raises(RuntimeError, match="evaluation failed"):
-    training.train_and_evaluate(tiny_config(epochs=1, linear_probe=True), tmp_path)
+    training.train_and_evaluate(config, tmp_path)
   _, position = saved_params(tmp_path)
   assert position == {"epoch": 1, "step": 0}
-  assert json.loads((tmp_path / "metrics.json").read_text())["steps"] == 22
+  trained = json.loads((tmp_path / "metrics.json").read_text())
+  assert trained["steps"] == 22 and "linear_probe_acc" not in trained
+  # The plain re-run trains nothing and runs the missing evaluation.
+  monkeypatch.undo()
+  metrics = training.train_and_evaluate(config, tmp_path).metrics
+  assert 0 <= metrics["linear_probe_acc"] <= 1
+  assert metrics["final_loss"] == trained["final_loss"]
+  assert len(metrics["invocations"]) == 1
+  again = training.train_and_evaluate(config, tmp_path).metrics
+  assert again["already_complete"]
 
 
 def test_train_examples_is_a_class_balanced_deterministic_subset():
@@ -187,13 +197,28 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path, capsys, 
   _, _, _, state = loop.load_trained(tmp_path)
   assert int(state.step) == 22
   assert "checkpoint 44" in capsys.readouterr().err
-  assert (tmp_path / "damaged" / "44").is_dir()
-  # The run continues from the intact checkpoint.
+  assert not (tmp_path / "damaged").exists()  # reading holds no lock: nothing moved
+  # The run continues from the intact checkpoint, setting the damaged one aside.
   result = training.train_and_evaluate(tiny_config(epochs=2), tmp_path)
+  assert (tmp_path / "damaged" / "44").is_dir()
   assert result.metrics["steps"] == 44
   checkpointer = checkpoint.Checkpointer(tmp_path)
   assert checkpointer.latest_step() == 44 and checkpointer.damage(44) is None
   checkpointer.close()
+
+
+def test_a_checkpoint_without_checksum_record_is_used_unverified(tmp_path, capsys):
+  # What a kill between orbax's commit and the checksum record leaves (or an
+  # older version's checkpoint): complete, but unverifiable. It is kept.
+  from gca_jax import training
+  from gca_jax.training import checkpoint, loop
+  training.train_and_evaluate(tiny_config(epochs=2, max_checkpoints=1), tmp_path)
+  assert checkpoint.Checkpointer(tmp_path).all_steps() == [44]
+  (tmp_path / "checksums" / "44.json").unlink()
+  capsys.readouterr()
+  _, _, _, state = loop.load_trained(tmp_path)
+  assert int(state.step) == 44
+  assert "no checksum record; using it unverified" in capsys.readouterr().err
 
 
 def test_missing_config_json_refuses_to_resume(tmp_path):

@@ -10,8 +10,10 @@ same result.
 Differentiation follows the shard_map's ``check_vma=False`` (pmap)
 semantics: ``psum`` transposes to ``psum`` and ``all_gather`` to
 ``psum_scatter``, so a device's gradient of a replicated result is the
-gradient of the sum over devices of their copies of it (``P`` times the
-global gradient); a ``pmean`` of the devices' gradients removes the factor.
+gradient of the sum over devices of their copies of it through this
+device's inputs: ``P`` times this device's share of the gradient. A
+``pmean`` of the devices' gradients adds up the shares (the ``1/P`` removes
+the factor), giving the gradient of the result.
 """
 
 from __future__ import annotations

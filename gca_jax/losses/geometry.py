@@ -220,16 +220,34 @@ def batch_geometry(
   dtype = compute_dtype(jnp.result_type(z1, z2))
   z1 = l2_normalize(z1.astype(dtype))
   z2 = l2_normalize(z2.astype(dtype))
-  if axis_name is not None:
-    return _sharded_batch_geometry(z1, z2, pairing, self_mask,
-                                   similarity_floor, axis_name)
-  batch = z1.shape[0]
-  if pairing == "joint":
-    rows = cols = jnp.concatenate([z1, z2], axis=0)
-    positives = (jnp.arange(2 * batch) + batch) % (2 * batch)
+  # Per branch: the rows and columns of S, each row's positive and self-pair
+  # column, and the max over the whole (global) matrix for the self masks.
+  if axis_name is None:
+    batch = z1.shape[0]
+    if pairing == "joint":
+      rows = cols = jnp.concatenate([z1, z2], axis=0)
+      positives = (jnp.arange(2 * batch) + batch) % (2 * batch)
+    else:
+      rows, cols = z1, z2
+      positives = jnp.arange(batch)
+    row_index = None
+    self_columns = jnp.arange(rows.shape[0])
+    matrix_max = jnp.max
   else:
-    rows, cols = z1, z2
-    positives = jnp.arange(batch)
+    layout = sharded_layout(z1.shape[0], pairing, axis_name)
+    if layout.num_columns < (4 if pairing == "joint" else 2):
+      raise ValueError(
+          f"z1 and z2 need at least 2 rows over all devices (B >= 2), got "
+          f"B = {z1.shape[0]} on the one device of axis {axis_name!r}.")
+    gather = lambda z: collectives.gather(z, axis_name)
+    if pairing == "joint":
+      rows = jnp.concatenate([z1, z2], axis=0)
+      cols = jnp.concatenate([gather(z1), gather(z2)], axis=0)
+    else:
+      rows, cols = z1, gather(z2)
+    positives = layout.positives
+    row_index = self_columns = layout.row_index
+    matrix_max = lambda values: _global_max(values, axis_name)
   similarity = rows @ cols.T
   cost_bound = MAX_COSINE_COST
   if similarity_floor is not None:
@@ -238,49 +256,13 @@ def batch_geometry(
   cost = 1.0 - similarity
   excluded = None
   if pairing == "joint":
-    diagonal = jnp.eye(cost.shape[0], dtype=bool)
+    diagonal = jnp.arange(cols.shape[0])[None, :] == self_columns[:, None]
     if self_mask == "exclude":
       excluded = diagonal
     elif self_mask == "max_cost":
-      cost = jnp.where(diagonal, jnp.max(cost), cost)
+      cost = jnp.where(diagonal, matrix_max(cost), cost)
     else:
-      cost = jnp.where(diagonal, cost + jnp.max(similarity), cost)
+      cost = jnp.where(diagonal, cost + matrix_max(similarity), cost)
       cost_bound += 1.0
   return BatchGeometry(cost, positives.astype(jnp.int32), excluded,
-                       cost_bound)
-
-
-def _sharded_batch_geometry(z1, z2, pairing, self_mask, similarity_floor,
-                            axis_name) -> BatchGeometry:
-  """This device's rows of the global geometry (normalised ``z1, z2``)."""
-  layout = sharded_layout(z1.shape[0], pairing, axis_name)
-  if layout.num_columns < (4 if pairing == "joint" else 2):
-    raise ValueError(
-        f"z1 and z2 need at least 2 rows over all devices (B >= 2), got "
-        f"B = {z1.shape[0]} on the one device of axis {axis_name!r}.")
-  gather = lambda z: collectives.gather(z, axis_name)
-  if pairing == "joint":
-    rows = jnp.concatenate([z1, z2], axis=0)
-    cols = jnp.concatenate([gather(z1), gather(z2)], axis=0)
-  else:
-    rows, cols = z1, gather(z2)
-  similarity = rows @ cols.T
-  cost_bound = MAX_COSINE_COST
-  if similarity_floor is not None:
-    similarity = jnp.maximum(similarity, similarity_floor)
-    cost_bound = min(cost_bound, 1.0 - float(similarity_floor))
-  cost = 1.0 - similarity
-  excluded = None
-  if pairing == "joint":
-    diagonal = (jnp.arange(layout.num_columns)[None, :]
-                == layout.row_index[:, None])
-    if self_mask == "exclude":
-      excluded = diagonal
-    elif self_mask == "max_cost":
-      cost = jnp.where(diagonal, _global_max(cost, axis_name), cost)
-    else:
-      cost = jnp.where(diagonal, cost + _global_max(similarity, axis_name),
-                       cost)
-      cost_bound += 1.0
-  return BatchGeometry(cost, layout.positives, excluded, cost_bound,
-                       layout.row_index)
+                       cost_bound, row_index)

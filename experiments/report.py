@@ -221,6 +221,13 @@ def ours_section(runs, kinds, paper: dict) -> str:
     substituted = sorted({f"{r['dataset']} <- {r['data']}" for r, _, _ in chosen
                           if r.get("data", r["dataset"]) != r["dataset"]})
     notes = f" Data substituted: {'; '.join(substituted)}." if substituted else ""
+    # Runs on a subset of the train split (config.train_examples) are not
+    # comparable with the paper's full-data numbers.
+    subset = any(e.get("train_examples") for _, metrics, _ in chosen
+                 for e in metrics.get("evaluations", []))
+    if subset:
+      notes += (" Trained on a subset of the train split (train_examples): no paper "
+                "number beside these results.")
     if any(r.get("smoke") for r, _, _ in chosen):
       notes += " SMOKE RUNS (not results)."
     for kind, cells in table2_cells(chosen, kinds).items():
@@ -235,7 +242,8 @@ def ours_section(runs, kinds, paper: dict) -> str:
         for column in columns:
           cell = common.format_mean_std(cells.get((m, column), []))
           target = paper_column(*column)
-          if (m, column) in cells and target and PAPER_PROTOCOLS[target] == kind:
+          if (m, column) in cells and target and PAPER_PROTOCOLS[target] == kind and (
+              not subset):
             cell += f" [paper {paper_cell(paper, m, target)}]"
             compared = True
           elif target:

@@ -26,18 +26,29 @@ from pathlib import Path
 
 from absl import app, flags, logging
 
+from gca_jax import pretrain
 from gca_jax.pretrain import fail, parse_flags
 
 PROTOCOLS = ("linear", "finetune")
-
-flags.DEFINE_string("workdir", None, "Workdir of a pre-training run.", required=True)
-flags.DEFINE_enum("protocol", "linear", PROTOCOLS, "Evaluation protocol.")
-flags.DEFINE_integer("steps", None, "linear: probe steps (default: the run's).")
-flags.DEFINE_float("learning_rate", None, "linear: probe learning rate (default: the run's).")
-flags.DEFINE_float("weight_decay", None, "linear: probe weight decay (default: the run's).")
-flags.DEFINE_integer("epochs", None, "finetune: epochs (default: the protocol's 200).")
-flags.DEFINE_integer("batch_size", None, "finetune: batch size (default: 512).")
+# Protocol setting -> the config field whose rule it follows.
+SETTINGS = {"linear": {"steps": "linear_probe_steps",
+                       "learning_rate": "linear_probe_learning_rate",
+                       "weight_decay": "linear_probe_weight_decay"},
+            "finetune": {"epochs": "epochs", "batch_size": "batch_size"}}
 FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """Defines this entry point's flags (at start-up, not at import)."""
+  flags.DEFINE_string("workdir", None, "Workdir of a pre-training run.", required=True)
+  flags.DEFINE_enum("protocol", "linear", PROTOCOLS, "Evaluation protocol.")
+  flags.DEFINE_integer("steps", None, "linear: probe steps (default: the run's).")
+  flags.DEFINE_float("learning_rate", None,
+                     "linear: probe learning rate (default: the run's).")
+  flags.DEFINE_float("weight_decay", None, "linear: probe weight decay (default: the run's).")
+  flags.DEFINE_integer("epochs", None, "finetune: epochs (default: the protocol's 200).")
+  flags.DEFINE_integer("batch_size", None, "finetune: batch size (default: 512).")
+  pretrain.define_distributed_flags()
 
 
 def evaluate(workdir: str | Path, protocol: str = "linear", **overrides) -> dict:
@@ -47,8 +58,15 @@ def evaluate(workdir: str | Path, protocol: str = "linear", **overrides) -> dict
   ``batch_size``), None meaning the default."""
   from gca_jax import evaluation  # pylint: disable=g-import-not-at-top
   from gca_jax.training import loop, reporting  # pylint: disable=g-import-not-at-top
+  from gca_jax.training import config as config_lib  # pylint: disable=g-import-not-at-top
   if protocol not in PROTOCOLS:
     raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+  for name, value in overrides.items():  # before anything is loaded
+    if value is not None:
+      if name not in SETTINGS[protocol]:
+        raise ValueError(f"--{name} is not a setting of the {protocol!r} protocol "
+                         f"(it takes {', '.join(SETTINGS[protocol])})")
+      config_lib.check_value(SETTINGS[protocol][name], value, f"--{name}")
   workdir = Path(workdir)
   config, dataset, run, state = loop.load_trained(workdir)
   step = int(state.step)
@@ -67,7 +85,8 @@ def evaluate(workdir: str | Path, protocol: str = "linear", **overrides) -> dict
                                        std=dataset.std, image_size=config.image_size)
       result = evaluation.evaluate_encoder(config, embed, state.variables, dataset,
                                            run.mesh, probe=True)
-      loop.record_evaluation(result, step, epoch, tensorboard, metrics_file)
+      loop.record_evaluation(result, step, epoch, tensorboard, metrics_file,
+                             train_examples=config.train_examples)
       return result
     return _finetune(config, dataset, run, state, step, epoch, tensorboard,
                      metrics_file, overrides)
@@ -100,6 +119,8 @@ def _finetune(config, dataset, run, state, step, epoch, tensorboard, metrics_fil
             "selection": "best test accuracy over epochs (as the paper)",
             "epochs": len(outcome.epoch_accuracies),
             "epoch_accuracies": list(outcome.epoch_accuracies), "encoder": "trained"}
+  if config.train_examples:  # a subset: not comparable with full-data numbers
+    record["train_examples"] = config.train_examples
   metrics_file.update(result, evaluations=[record])
   tensorboard.write(step, result, "eval/")
   return result
@@ -108,22 +129,33 @@ def _finetune(config, dataset, run, state, step, epoch, tensorboard, metrics_fil
 def main(argv) -> None:
   if len(argv) > 1:
     fail(f"unexpected arguments: {' '.join(argv[1:])}")
-  logging.set_verbosity(logging.WARNING)
+  logging.set_verbosity(logging.ERROR)
+  pretrain.initialize_distributed()
   from gca_jax.data.base import DatasetError  # pylint: disable=g-import-not-at-top
   from gca_jax.training import checkpoint, config  # pylint: disable=g-import-not-at-top
   from gca_jax.training import reporting  # pylint: disable=g-import-not-at-top
 
+  settings = {name: FLAGS[name].value for name in SETTINGS[FLAGS.protocol]}
+  other = [name for p in PROTOCOLS if p != FLAGS.protocol for name in SETTINGS[p]
+           if FLAGS[name].present]
+  if other:
+    fail(f"--{other[0]} is not a setting of --protocol={FLAGS.protocol}")
   try:
-    result = evaluate(FLAGS.workdir, FLAGS.protocol, steps=FLAGS.steps,
-                      learning_rate=FLAGS.learning_rate, weight_decay=FLAGS.weight_decay,
-                      epochs=FLAGS.epochs, batch_size=FLAGS.batch_size)
+    result = evaluate(FLAGS.workdir, FLAGS.protocol, **settings)
   except (config.ConfigError, checkpoint.WorkdirError, DatasetError, ValueError) as e:
     fail(str(e))
+  except FloatingPointError as e:  # a diverged fine-tuning reports no accuracy
+    fail(str(e), pretrain.EXIT_DIVERGED)
   print(f"{FLAGS.protocol} protocol: " + ", ".join(
       f"{k} {v:.4f}" for k, v in result.items()))
   print(reporting.where_to_look(FLAGS.workdir))
   sys.stdout.flush()
 
 
-if __name__ == "__main__":
+def run() -> None:
+  define_flags()
   app.run(main, flags_parser=parse_flags)
+
+
+if __name__ == "__main__":
+  run()

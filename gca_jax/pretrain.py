@@ -46,6 +46,11 @@ def define_flags() -> None:
   flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
   flags.DEFINE_bool("resume", False, "Insist on continuing the run checkpointed in "
                     "--workdir (a workdir holding a run is continued in any case).")
+  define_distributed_flags()
+
+
+def define_distributed_flags() -> None:
+  """The multi-host flags every entry point shares (see `initialize_distributed`)."""
   flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
   flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
   flags.DEFINE_integer("process_id", None, "Index of this process (multi-host).")

@@ -13,10 +13,11 @@ seconds-long CPU run on the embedded digits (`small`), e.g.
 `gca_jax.training.setup`), before any data is loaded or any step compiles,
 and raises a one-line `ConfigError` naming the field and what is allowed.
 
-Fields listed in `RUN_CONTROL_FIELDS` steer a run (when to log, save, stop)
-without changing what it computes; every other field is part of a run's
-identity, and a workdir refuses to resume a checkpoint written under a
-different identity.
+Fields listed in `RUN_CONTROL_FIELDS` steer a run (when to log, save, stop,
+how to evaluate) without changing what it trains; every other field is part
+of a run's identity (``epochs`` too: the learning-rate schedule depends on
+it, so a run cannot be extended), and a workdir refuses to resume a
+checkpoint written under a different identity.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ RUN_CONTROL_FIELDS = frozenset({
     "data_dir", "stop_after_epoch", "checkpoint_every_epochs",
     "checkpoint_every_steps", "max_checkpoints", "eval_every_epochs",
     "log_every_steps", "progress_bar", "probe_random_init",
+    # Evaluation settings: they change what is measured, not what is trained.
+    "knn_k", "knn_temperature", "linear_probe", "linear_probe_steps",
+    "linear_probe_learning_rate", "linear_probe_weight_decay",
 })
 SMALL = "small"
 VARIANTS = (SMALL,)
@@ -215,6 +219,14 @@ def _is_number(value) -> bool:
 def _require(ok: bool, field: str, allowed: str, value) -> None:
   if not ok:
     raise ConfigError(f"config.{field} must be {allowed}, got {value!r}")
+
+
+def check_value(field: str, value, name: str) -> None:
+  """Raises ConfigError naming ``name`` unless ``value`` is allowed for the
+  config field ``field`` (for flags that set a field, e.g. ``--steps``)."""
+  ok, allowed = _FIELD_RULES[field]
+  if not ok(value):
+    raise ConfigError(f"{name} must be {allowed}, got {value!r}")
 
 
 # field -> (predicate, what is allowed)

@@ -281,7 +281,8 @@ def _train(config, run: Run, dataset, state, position, workdir, checkpointer,
             with throughput.paused():
               result = evaluation.evaluate_encoder(config, embed, state.variables,
                                                    dataset, run.mesh, probe=False)
-            record_evaluation(result, step, epoch, tensorboard, metrics_file, progress)
+            record_evaluation(result, step, epoch, tensorboard, metrics_file, progress,
+                              train_examples=config.train_examples)
         if save_now:
           save()
       if interrupts.requested(True):  # a signal after the last step: stop before evaluating
@@ -298,14 +299,17 @@ def _train(config, run: Run, dataset, state, position, workdir, checkpointer,
 
 
 def record_evaluation(result: dict, step: int, epoch: int, tensorboard,
-                       metrics_file, progress=None, prefix: str = "") -> dict:
-  """Writes an evaluation's accuracies to TensorBoard, the log and metrics.json."""
+                      metrics_file, progress=None, prefix: str = "",
+                      train_examples: int = 0) -> dict:
+  """Writes an evaluation's accuracies to TensorBoard, the log and metrics.json
+  (``train_examples`` > 0: the train split was a subset of that size)."""
+  subset = {"train_examples": train_examples} if train_examples else {}
   protocols = {"knn_acc": "knn", "linear_probe_acc": "linear"}
   tensorboard.write(step, {prefix + k: v for k, v in result.items()}, "eval/")
   line = f"epoch {epoch}: " + ", ".join(f"{prefix}{k} {v:.4f}" for k, v in result.items())
   (progress.write if progress else reporting.log)(line)
   records = [{"protocol": protocols[k], "step": step, "epoch": epoch, "accuracy": v,
-              "encoder": "random_init" if prefix else "trained"}
+              "encoder": "random_init" if prefix else "trained", **subset}
              for k, v in result.items()]
   return metrics_file.update({prefix + k: v for k, v in result.items()},
                              evaluations=records)
@@ -318,13 +322,14 @@ def _final_evaluation(config, run: Run, dataset, state, embed, tensorboard, metr
   reporting.log("final evaluation (kNN monitor, linear probe)...")
   result = evaluation.evaluate_encoder(config, embed, state.variables, dataset, run.mesh,
                                        probe=True)
-  metrics = record_evaluation(result, step, epoch, tensorboard, metrics_file)
+  metrics = record_evaluation(result, step, epoch, tensorboard, metrics_file,
+                              train_examples=config.train_examples)
   if config.probe_random_init:
     random_init = evaluation.evaluate_encoder(config, embed,
                                               run.initial_state().variables, dataset,
                                               run.mesh, probe=True)
     metrics = record_evaluation(random_init, step, epoch, tensorboard, metrics_file,
-                                 prefix="random_init_")
+                                prefix="random_init_", train_examples=config.train_examples)
   return metrics
 
 

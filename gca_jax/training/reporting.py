@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import fcntl
 import json
 import math
 import sys
@@ -171,19 +172,34 @@ class MetricsFile:
 
   def update(self, results: dict, *, invocation: dict | None = None,
              evaluations: list[dict] = ()) -> dict:
-    """Merges ``results`` (latest values) and appends the history records."""
-    stored = self.read()
-    merged = {**stored, **{k: finite_or_none(v) for k, v in results.items()}}
-    merged["invocations"] = list(stored.get("invocations", []))
-    if invocation is not None:
-      merged["invocations"].append({"finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                    **invocation})
-    merged["evaluations"] = list(stored.get("evaluations", [])) + [
-        {k: finite_or_none(v) for k, v in record.items()} for record in evaluations]
-    if is_main_process():
-      from gca_jax.training.checkpoint import write_json  # pylint: disable=g-import-not-at-top
-      write_json(self.path, merged)
+    """Merges ``results`` (latest values) and appends the history records,
+    under a lock so concurrent writers (a run and a ``linear_eval``) keep
+    each other's records."""
+    with self._locked():
+      stored = self.read()
+      merged = {**stored, **{k: finite_or_none(v) for k, v in results.items()}}
+      merged["invocations"] = list(stored.get("invocations", []))
+      if invocation is not None:
+        merged["invocations"].append({"finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                      **invocation})
+      merged["evaluations"] = list(stored.get("evaluations", [])) + [
+          {k: finite_or_none(v) for k, v in record.items()} for record in evaluations]
+      if is_main_process():
+        from gca_jax.training.checkpoint import write_json  # pylint: disable=g-import-not-at-top
+        write_json(self.path, merged)
     return merged
+
+  @contextlib.contextmanager
+  def _locked(self):
+    if not is_main_process():
+      yield
+      return
+    with open(self.path.with_name(METRICS_FILE + ".lock"), "a") as lock:
+      fcntl.flock(lock, fcntl.LOCK_EX)
+      try:
+        yield
+      finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def where_to_look(workdir: str | Path) -> str:

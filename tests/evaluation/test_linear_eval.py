@@ -52,3 +52,15 @@ def test_truncated_metrics_json_is_kept_aside_and_the_result_saved(pretrained, c
     assert (pretrained / "metrics.json.damaged").read_text() == original[: len(original) // 2]
   finally:
     metrics_path.write_text(original)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--steps=0"], "--steps must be an integer >= 1"),
+    (["--learning_rate=nan"], "--learning_rate must be a finite number > 0"),
+    (["--protocol=finetune", "--epochs=-2"], "--epochs must be an integer >= 1"),
+    (["--protocol=finetune", "--steps=5"], "--steps is not a setting of --protocol=finetune"),
+])
+def test_bad_protocol_settings_are_refused_before_loading(pretrained, args, message):
+  from tests.conftest import one_line_error
+  result = run_module("gca_jax.linear_eval", f"--workdir={pretrained}", *args)
+  assert message in one_line_error(result)

@@ -153,3 +153,15 @@ def test_sensitivity_runs_are_labelled_with_their_protocol(tmp_path):
   assert rows(eps_table, "GCA-UOT (cifar10, published)")[0][1:] == [
       "85.00 (n=1)", "90.00 (n=1) |"]
   assert PAPER_TITLE not in text
+
+
+def test_a_subset_run_never_carries_a_paper_number(tmp_path):
+  fake_run(tmp_path, "GCA-UOT", "cifar10", "simclr", 0, {
+      "finetune_best_acc": 0.6, "finetune_last_acc": 0.6, "evaluations": [
+          {"protocol": "finetune", "step": 10, "epoch": 2, "accuracy": 0.6,
+           "best_accuracy": 0.6, "last_accuracy": 0.6, "best_epoch": 2,
+           "train_examples": 1000}]})
+  text = report.build_report([tmp_path])
+  best = section(text, FINETUNE_BEST)
+  assert rows(best, "GCA-UOT")[0][1] == "60.00 (n=1) |"
+  assert any("subset of the train split" in line for line in best)

@@ -34,25 +34,18 @@ import time
 from pathlib import Path
 
 import jax
-import numpy as np
 
+from experiments import common
 from experiments.benchmarks import losses as loss_benchmark
+from experiments.benchmarks import train_step as step_benchmark
 from experiments.benchmarks.losses import median_ms
-from gca_jax import losses, models, sharding, training
+from gca_jax import losses, sharding, training
 from gca_jax.data import augment
 from gca_jax.training import config as config_lib, feeds
 
 RESULT_FILE = "accelerator_check.json"
 SUMMARY_FILE = "accelerator_check.md"
 CIFAR_TRAIN_IMAGES = 50_000
-# Dense bfloat16 peak FLOP/s by device kind (vendor data sheets).
-PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "TPU v5": 197e12,
-                   "TPU v4": 275e12}
-
-
-def peak_flops(device) -> float | None:
-  kind = getattr(device, "device_kind", "")
-  return next((v for k, v in PEAK_BF16_FLOPS.items() if k in kind), None)
 
 
 def loss_rows(sizes, repeats: int) -> list[dict]:
@@ -75,13 +68,13 @@ def loss_rows(sizes, repeats: int) -> list[dict]:
 
 def input_row(batch_size: int, repeats: int) -> dict:
   """(b) images/s of two augmented 32x32 views from the device-resident feed."""
-  images = np.random.default_rng(0).integers(0, 256, (4 * batch_size, 32, 32, 3), np.uint8)
-  feed = feeds.DeviceFeed(_dataset(images).train, mesh=sharding.make_mesh(), seed=0,
+  dataset = step_benchmark.synthetic_dataset(4 * batch_size)
+  feed = feeds.DeviceFeed(dataset.train, mesh=sharding.make_mesh(), seed=0,
                           batch_size=batch_size, steps_per_epoch=4)
 
   @jax.jit
   def views(batch, key):
-    return augment.two_views(key, batch["image"], mean=(0.5,) * 3, std=(0.25,) * 3)
+    return augment.two_views(key, batch["image"], mean=dataset.mean, std=dataset.std)
 
   seconds = 1e-3 * median_ms(lambda: views(feed.batch(1), jax.random.PRNGKey(1)),
                              repeats=repeats)
@@ -89,41 +82,29 @@ def input_row(batch_size: int, repeats: int) -> dict:
 
 
 def train_step_row(config, repeats: int) -> dict:
-  """(c) the train step of ``config`` on random 32x32 images."""
-  images = np.random.default_rng(0).integers(0, 256, (config.batch_size, 32, 32, 3),
-                                             np.uint8)
-  run = training.setup(config, _dataset(images))
-  batch = {"image": sharding.global_array(images, sharding.batch_sharded(run.mesh))}
-  state = run.initial_state()
-  compiled = run.train_step.lower(state, batch).compile()
-  memory = compiled.memory_analysis()
-  step_state = [state]
-
-  def step():
-    step_state[0], metrics = compiled(step_state[0], batch)
-    return metrics
-
-  seconds = 1e-3 * median_ms(step, repeats=repeats)
-  # Forward + backward ~ 3x forward, for the two views of every image.
-  flops = 3 * 2 * config.batch_size * models.resnet_flops_per_example(
-      config.model.name, image_size=32, stem=config.model.stem,
-      width=config.model.width or None,
-      projector_hidden_dim=config.model.projector_hidden_dim,
-      projection_dim=config.model.projection_dim)
-  peak = peak_flops(jax.devices()[0])
-  row = {"model": config.model.name, "dtype": config.model.dtype,
-         "batch_pairs": config.batch_size, "step_ms": 1e3 * seconds,
-         "images_per_second": config.batch_size / seconds, "flops_per_step": flops,
-         "fraction_of_peak": flops / seconds / peak if peak else None}
-  if memory is not None:
-    row["compiled_bytes"] = {k: int(getattr(memory, f"{k}_size_in_bytes"))
-                             for k in ("argument", "output", "temp")}
-  return row
+  """(c) the train step of ``config`` on random 32x32 images, with the
+  train-step benchmark's measurements: throughput over all devices, model
+  FLOPs and their fraction of the devices' peak, and XLA's compiled memory
+  of the step on one device."""
+  dataset = step_benchmark.synthetic_dataset(2 * config.batch_size)
+  measured = step_benchmark.measure_step(config, dataset, steps=repeats)
+  _, step_flops = step_benchmark.model_flops(config, image_size=32)
+  device = jax.devices()[0]
+  peak = step_benchmark.peak_flops(getattr(device, "device_kind", ""), config.model.dtype)
+  memory = step_benchmark.step_memory(config, dataset)
+  achieved = step_flops / measured["seconds_per_step"]
+  return {"model": config.model.name, "dtype": config.model.dtype,
+          "batch_pairs": config.batch_size, "devices": measured["devices"],
+          "step_ms": 1e3 * measured["seconds_per_step"],
+          "images_per_second": measured["images_per_second"],
+          "model_flops_per_step": step_flops, "achieved_flops": achieved,
+          "fraction_of_peak": achieved / (peak * measured["devices"]) if peak else None,
+          "compiled_peak_bytes_one_device": memory["peak_bytes"],
+          "fits_80gb": memory["fits_80gb"]}
 
 
 def cifar_rows(out: Path, data: str | None, smoke: bool, epochs: int) -> list[dict]:
   """(d) INCE and GCA-UOT at ``epochs`` each, then the linear protocol."""
-  from gca_jax import linear_eval  # pylint: disable=g-import-not-at-top
   rows = []
   for loss in ("infonce", "gca_uot"):
     if smoke:
@@ -131,32 +112,15 @@ def cifar_rows(out: Path, data: str | None, smoke: bool, epochs: int) -> list[di
     else:
       config = config_lib.paper_cifar_config(f"npz:{data}")
       config.progress_bar = False
-    config.loss = loss
-    config.epochs = epochs
-    config.linear_probe = False
-    workdir = out / "runs" / loss
+    config.update_from_flattened_dict({"loss": loss, "epochs": epochs,
+                                       "linear_probe": True, "probe_random_init": False})
     start = time.perf_counter()
-    metrics = training.train_and_evaluate(config, workdir).metrics
-    result = linear_eval.evaluate(workdir, "linear")
+    metrics = training.train_and_evaluate(config, out / "runs" / loss).metrics
     rows.append({"loss": loss, "epochs": metrics["epochs"],
                  "images_per_second": metrics.get("images_per_second"),
                  "wall_seconds": time.perf_counter() - start,
-                 "linear_probe_acc": result["linear_probe_acc"], "protocol": "linear"})
+                 "linear_probe_acc": metrics["linear_probe_acc"], "protocol": "linear"})
   return rows
-
-
-def _small_config(batch_size: int):
-  config = config_lib.small(config_lib.get_config())
-  config.batch_size = batch_size
-  return config
-
-
-def _dataset(images):
-  from gca_jax import data  # pylint: disable=g-import-not-at-top
-  labels = np.zeros(len(images), np.int32)
-  split = data.ImageArrays(images, labels)
-  return data.Dataset(train=split, test=split, num_classes=1, name="random",
-                      mean=(0.5,) * 3, std=(0.25,) * 3)
 
 
 def _summary(report: dict) -> str:
@@ -197,7 +161,8 @@ def main(argv=None) -> int:
   device = jax.devices()[0]
   report = {"device": f"{device.platform}: {getattr(device, 'device_kind', '')} "
                       f"x{jax.device_count()}",
-            "command": " ".join(["python -m experiments.accelerator_check", *(argv or [])]),
+            "command": " ".join(["python -m experiments.accelerator_check",
+                                 *(sys.argv[1:] if argv is None else argv)]),
             "smoke": args.smoke, "sections": {}}
   print(f"device: {report['device']}", flush=True)
   repeats = 3 if args.smoke else 20
@@ -214,9 +179,9 @@ def main(argv=None) -> int:
 
   record("losses", lambda _: loss_rows((64,) if args.smoke else (1024, 4096), repeats))
   record("input", lambda _: input_row(64 if args.smoke else 512, repeats))
-  paper = config_lib.paper_cifar_config("random")
+  paper = step_benchmark.make_config()
   if args.smoke:
-    paper = _small_config(64)
+    paper = config_lib.small(config_lib.get_config())
     paper.model.dtype = "bfloat16"
   record("train_step", lambda _: train_step_row(paper, repeats))
 
@@ -230,6 +195,7 @@ def main(argv=None) -> int:
       # compilation and evaluation.
       epochs = 1 if args.smoke else max(1, int(0.35 * left * rate / CIFAR_TRAIN_IMAGES))
     report["cifar_epochs"] = epochs
+    path.write_text(json.dumps(report, indent=2))  # a re-run resumes at these epochs
     return cifar_rows(out, args.data, args.smoke, epochs)
 
   record("cifar", cifar)
@@ -237,8 +203,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  try:
+  with common.one_line_errors():
     sys.exit(main())
-  except (training.ConfigError, ValueError) as e:
-    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-    sys.exit(2)

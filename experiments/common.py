@@ -36,19 +36,21 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from gca_jax import pretrain
+from gca_jax.data import augment
+
 EXPERIMENTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = EXPERIMENTS_DIR.parent
 CONFIG_DIR = EXPERIMENTS_DIR / "configs"
 RUN_RECORD = "experiment.json"
 METRICS = "metrics.json"
-POLICIES = ("simclr", "large_erase", "brightness", "strong_crop")
+POLICIES = augment.POLICIES
 CONFIG_FLAG_PREFIX = "--config."
 INSTALL_EXPERIMENTS = "pip install -e '.[experiments]'"
 
 # Exit statuses, as python -m gca_jax.pretrain.
-EXIT_USAGE = 2
-EXIT_DIVERGED = 1
-EXIT_INTERRUPTED = 130
+EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = (
+    pretrain.EXIT_USAGE, pretrain.EXIT_DIVERGED, pretrain.EXIT_INTERRUPTED)
 
 
 class ExperimentError(ValueError):
@@ -79,15 +81,10 @@ def one_line_errors():
     sys.stdout.flush()
     os._exit(EXIT_INTERRUPTED)  # pylint: disable=protected-access
   except loop.TrainingDiverged as e:
-    _fail(e, EXIT_DIVERGED)
+    pretrain.fail(pretrain.error_text(e), EXIT_DIVERGED)
   except (ExperimentError, ConfigError, checkpoint.WorkdirError, DatasetError,
           MissingDependencyError, flags.Error) as e:
-    _fail(e, EXIT_USAGE)
-
-
-def _fail(error: Exception, status: int) -> None:
-  print(f"error: {' '.join(str(error).split())}", file=sys.stderr, flush=True)
-  sys.exit(status)
+    pretrain.fail(pretrain.error_text(e), EXIT_USAGE)
 
 
 def pyplot():
@@ -296,12 +293,12 @@ def read_json(path: Path) -> dict | None:
 
 
 def write_json(path: Path, value: dict) -> None:
-  """Writes atomically (a killed process never leaves half a file)."""
+  """Writes atomically (a killed process never leaves half a file), creating
+  the folder."""
+  from gca_jax.training import checkpoint  # pylint: disable=g-import-not-at-top
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_suffix(path.suffix + ".tmp")
-  tmp.write_text(json.dumps(value, indent=2, sort_keys=True))
-  tmp.replace(path)
+  checkpoint.write_json(path, value)
 
 
 def finished_metrics(workdir: Path, required: str = "linear_probe_acc") -> dict | None:

@@ -130,6 +130,7 @@ def model_flops(config, image_size: int) -> tuple[float, float]:
   """(forward FLOPs per view, model FLOPs of one step: fwd + bwd of both views)."""
   forward = models.resnet_flops_per_example(
       config.model.name, image_size=image_size, stem=config.model.stem,
+      width=config.model.width or None,
       projector_hidden_dim=config.model.projector_hidden_dim,
       projection_dim=config.model.projection_dim)
   return forward, 3 * 2 * config.batch_size * forward

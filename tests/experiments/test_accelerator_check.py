@@ -15,7 +15,8 @@ def test_smoke_writes_every_section(tmp_path):
   assert sections["input"]["images_per_second"] > 0
   step = sections["train_step"]
   assert step["dtype"] == "bfloat16" and step["images_per_second"] > 0
-  assert step["flops_per_step"] > 0 and step["compiled_bytes"]["temp"] > 0
+  assert step["model_flops_per_step"] > 0 and step["achieved_flops"] > 0
+  assert step["compiled_peak_bytes_one_device"] > 0 and step["fits_80gb"]
   runs = {row["loss"]: row for row in sections["cifar"]}
   assert set(runs) == {"infonce", "gca_uot"}
   assert runs["infonce"]["epochs"] == runs["gca_uot"]["epochs"] == report["cifar_epochs"]

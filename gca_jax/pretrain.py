@@ -7,9 +7,10 @@ r"""Contrastive pre-training from the command line.
     python -m gca_jax.pretrain --config=experiments/configs/cifar10.py:small
 
 A workdir that holds a run is continued from its own saved config and
-latest checkpoint: flags are needed only to change run-control fields
-(``--config.epochs`` aside, e.g. ``--config.log_every_steps=50``); a changed
-field that alters what the run computes is refused, naming the fields.
+latest checkpoint: flags are needed only to change run-control fields (e.g.
+``--config.log_every_steps=50``); a changed field that alters what the run
+computes is refused, naming the fields. ``epochs`` is such a field (the
+learning-rate schedule depends on it), so a finished run is not extended.
 SIGTERM or Ctrl-C saves the current step and stops; the same command
 continues.
 

@@ -2,8 +2,9 @@
 
 Images are decoded on the host at 256x256 (``load_size``) by a grain loader
 (``gca_jax.data.host_feed``: the split is too large for device memory), put
-on the devices as uint8 batches and cropped to 224 views on the device; the
-loader's position is checkpointed, so ``--resume`` reads the same batches.
+on the devices as uint8 batches and cropped to 224 views on the device. The
+batches are a function of the step, so a continued run reads exactly the
+batches the interrupted one would have read.
 Needs the manual download prepared with
 ``python -m gca_jax.data.prepare imagenet100 --data_dir=...``.
 """

@@ -28,7 +28,7 @@ import ml_collections
 from ml_collections import config_dict
 
 RUN_CONTROL_FIELDS = frozenset({
-    "data_dir", "stop_after_epoch", "checkpoint_every_epochs",
+    "data_dir", "data_workers", "stop_after_epoch", "checkpoint_every_epochs",
     "checkpoint_every_steps", "max_checkpoints", "eval_every_epochs",
     "log_every_steps", "progress_bar", "probe_random_init",
     # Evaluation settings: they change what is measured, not what is trained.

@@ -36,7 +36,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from gca_jax import pretrain
+from gca_jax import cli
 from gca_jax.data import augment
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent
@@ -48,9 +48,9 @@ POLICIES = augment.POLICIES
 CONFIG_FLAG_PREFIX = "--config."
 INSTALL_EXPERIMENTS = "pip install -e '.[experiments]'"
 
-# Exit statuses, as python -m gca_jax.pretrain.
+# Exit statuses, as every command line (gca_jax.cli).
 EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = (
-    pretrain.EXIT_USAGE, pretrain.EXIT_DIVERGED, pretrain.EXIT_INTERRUPTED)
+    cli.EXIT_USAGE, cli.EXIT_DIVERGED, cli.EXIT_INTERRUPTED)
 
 
 class ExperimentError(ValueError):
@@ -81,10 +81,10 @@ def one_line_errors():
     sys.stdout.flush()
     os._exit(EXIT_INTERRUPTED)  # pylint: disable=protected-access
   except loop.TrainingDiverged as e:
-    pretrain.fail(pretrain.error_text(e), EXIT_DIVERGED)
+    cli.fail(cli.error_text(e), EXIT_DIVERGED)
   except (ExperimentError, ConfigError, checkpoint.WorkdirError, DatasetError,
           MissingDependencyError, flags.Error) as e:
-    pretrain.fail(pretrain.error_text(e), EXIT_USAGE)
+    cli.fail(cli.error_text(e), EXIT_USAGE)
 
 
 def pyplot():

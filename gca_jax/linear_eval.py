@@ -26,8 +26,8 @@ from pathlib import Path
 
 from absl import app, flags, logging
 
-from gca_jax import pretrain
-from gca_jax.pretrain import fail, parse_flags
+from gca_jax import cli
+from gca_jax.cli import fail, parse_flags
 
 PROTOCOLS = ("linear", "finetune")
 # Protocol setting -> the config field whose rule it follows.
@@ -48,7 +48,7 @@ def define_flags() -> None:
   flags.DEFINE_float("weight_decay", None, "linear: probe weight decay (default: the run's).")
   flags.DEFINE_integer("epochs", None, "finetune: epochs (default: the protocol's 200).")
   flags.DEFINE_integer("batch_size", None, "finetune: batch size (default: 512).")
-  pretrain.define_distributed_flags()
+  cli.define_distributed_flags()
 
 
 def evaluate(workdir: str | Path, protocol: str = "linear", **overrides) -> dict:
@@ -130,7 +130,7 @@ def main(argv) -> None:
   if len(argv) > 1:
     fail(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.ERROR)
-  pretrain.initialize_distributed()
+  cli.initialize_distributed()
   from gca_jax.data.base import DatasetError  # pylint: disable=g-import-not-at-top
   from gca_jax.training import checkpoint, config  # pylint: disable=g-import-not-at-top
   from gca_jax.training import reporting  # pylint: disable=g-import-not-at-top
@@ -145,7 +145,7 @@ def main(argv) -> None:
   except (config.ConfigError, checkpoint.WorkdirError, DatasetError, ValueError) as e:
     fail(str(e))
   except FloatingPointError as e:  # a diverged fine-tuning reports no accuracy
-    fail(str(e), pretrain.EXIT_DIVERGED)
+    fail(str(e), cli.EXIT_DIVERGED)
   print(f"{FLAGS.protocol} protocol: " + ", ".join(
       f"{k} {v:.4f}" for k, v in result.items()))
   print(reporting.where_to_look(FLAGS.workdir))

@@ -33,6 +33,9 @@ from pathlib import Path
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from gca_jax.cli import (  # noqa: F401 (EXIT_* are this command's statuses too)
+    CONFIG_LOAD_ERRORS, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_USAGE, FLAGS,
+    define_distributed_flags, error_text, fail, initialize_distributed, parse_flags)
 from gca_jax.training import config as config_lib
 
 
@@ -48,68 +51,6 @@ def define_flags() -> None:
   flags.DEFINE_bool("resume", False, "Insist on continuing the run checkpointed in "
                     "--workdir (a workdir holding a run is continued in any case).")
   define_distributed_flags()
-
-
-def define_distributed_flags() -> None:
-  """The multi-host flags every entry point shares (see `initialize_distributed`)."""
-  flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
-  flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
-  flags.DEFINE_integer("process_id", None, "Index of this process (multi-host).")
-  flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() "
-                    "with cluster auto-detection.")
-  flags.DEFINE_string("cpu_collectives", None, "CPU collectives implementation for "
-                      "multi-process CPU runs (e.g. 'gloo').")
-
-
-FLAGS = flags.FLAGS
-
-EXIT_USAGE = 2
-EXIT_DIVERGED = 1
-EXIT_INTERRUPTED = 130
-
-
-def error_text(error: BaseException) -> str:
-  """An exception's message as plain text: a KeyError's str() is a repr, and
-  ml_collections wraps one in an AttributeError for an unknown field."""
-  if error.args and isinstance(error.args[0], BaseException):
-    return error_text(error.args[0])
-  if isinstance(error, KeyError) and error.args:
-    return str(error.args[0])
-  return str(error) or repr(error)
-
-
-def fail(message: str, status: int = EXIT_USAGE) -> None:
-  """Prints ``message`` as one line to stderr and exits with ``status``."""
-  print(f"error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
-  sys.exit(status)
-
-
-# What loading a config file (--config=<file>, applied with its overrides
-# while the flags are parsed) raises for a missing or broken file.
-CONFIG_LOAD_ERRORS = (OSError, SyntaxError, AttributeError, KeyError, TypeError,
-                      ValueError, ImportError, NameError)
-
-
-def parse_flags(argv):
-  """absl flag parsing that reports a bad flag in one line (no usage dump)."""
-  try:
-    return FLAGS(argv)
-  except flags.Error as e:
-    fail(error_text(e))
-  except CONFIG_LOAD_ERRORS as e:
-    fail(f"cannot load --config: {type(e).__name__}: {error_text(e)}")
-
-
-def initialize_distributed() -> None:
-  import jax  # pylint: disable=g-import-not-at-top
-  if FLAGS.cpu_collectives:
-    jax.config.update("jax_cpu_collectives_implementation", FLAGS.cpu_collectives)
-  if FLAGS.coordinator_address or FLAGS.num_processes:
-    jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
-                               num_processes=FLAGS.num_processes,
-                               process_id=FLAGS.process_id)
-  elif FLAGS.distributed:
-    jax.distributed.initialize()
 
 
 def resolve_config(workdir: Path):

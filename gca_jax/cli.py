@@ -1,0 +1,110 @@
+"""What the command lines share: flags, one-line errors and exit statuses.
+
+``python -m gca_jax.pretrain``, ``python -m gca_jax.linear_eval`` and the
+experiment scripts end the same way: unusable input (a bad flag, a missing
+dataset, a workdir of another run) prints one ``error:`` line on stderr and
+exits with :data:`EXIT_USAGE`; a diverged run (a NaN or infinite loss) with
+:data:`EXIT_DIVERGED`; an interrupted one (SIGTERM, Ctrl-C; its state saved)
+with :data:`EXIT_INTERRUPTED`. :func:`one_line_errors` is that mapping,
+written once. No command line imports another: they all import this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+from absl import flags
+
+FLAGS = flags.FLAGS
+
+EXIT_USAGE = 2
+EXIT_DIVERGED = 1
+EXIT_INTERRUPTED = 130
+
+# What loading a config file (--config=<file>, applied with its overrides
+# while the flags are parsed) raises for a missing or broken file.
+CONFIG_LOAD_ERRORS = (OSError, SyntaxError, AttributeError, KeyError, TypeError,
+                      ValueError, ImportError, NameError)
+
+
+def error_text(error: BaseException) -> str:
+  """An exception's message as plain text: a KeyError's str() is a repr, and
+  ml_collections wraps one in an AttributeError for an unknown field."""
+  if error.args and isinstance(error.args[0], BaseException):
+    return error_text(error.args[0])
+  if isinstance(error, KeyError) and error.args:
+    return str(error.args[0])
+  return str(error) or repr(error)
+
+
+def fail(message: str, status: int = EXIT_USAGE) -> None:
+  """Prints ``message`` as one line to stderr and exits with ``status``."""
+  print(f"error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+  sys.exit(status)
+
+
+def parse_flags(argv):
+  """absl flag parsing that reports a bad flag in one line (no usage dump)."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    fail(error_text(e))
+  except CONFIG_LOAD_ERRORS as e:
+    fail(f"cannot load --config: {type(e).__name__}: {error_text(e)}")
+
+
+def define_distributed_flags() -> None:
+  """The multi-host flags every entry point shares (see `initialize_distributed`)."""
+  flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
+  flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
+  flags.DEFINE_integer("process_id", None, "Index of this process (multi-host).")
+  flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() "
+                    "with cluster auto-detection.")
+  flags.DEFINE_string("cpu_collectives", None, "CPU collectives implementation for "
+                      "multi-process CPU runs (e.g. 'gloo').")
+
+
+def initialize_distributed() -> None:
+  """``jax.distributed.initialize`` as the distributed flags ask (or nothing)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if FLAGS.cpu_collectives:
+    jax.config.update("jax_cpu_collectives_implementation", FLAGS.cpu_collectives)
+  if FLAGS.coordinator_address or FLAGS.num_processes:
+    jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+                               num_processes=FLAGS.num_processes,
+                               process_id=FLAGS.process_id)
+  elif FLAGS.distributed:
+    jax.distributed.initialize()
+
+
+def usage_errors() -> tuple[type[BaseException], ...]:
+  """The exceptions that mean unusable input (exit :data:`EXIT_USAGE`)."""
+  from gca_jax.data.base import DatasetError  # pylint: disable=g-import-not-at-top
+  from gca_jax.training import checkpoint  # pylint: disable=g-import-not-at-top
+  from gca_jax.training.config import ConfigError  # pylint: disable=g-import-not-at-top
+  return (ConfigError, checkpoint.WorkdirError, DatasetError, flags.Error)
+
+
+@contextlib.contextmanager
+def one_line_errors(*usage: type[BaseException], resume_hint: str | None = None):
+  """Turns the errors a user can cause into one ``error:`` line and an exit status.
+
+  ``usage``: further exception types that mean unusable input (beside
+  :func:`usage_errors`). ``resume_hint``: a line printed after an
+  interruption's own message (e.g. the command that continues). For a
+  command line's ``main`` only: library code raises.
+  """
+  from gca_jax.training import loop  # pylint: disable=g-import-not-at-top
+  try:
+    yield
+  except loop.Interrupted as e:
+    print(str(e) if resume_hint is None else f"{e}\n{resume_hint}", file=sys.stderr,
+          flush=True)
+    sys.stdout.flush()
+    os._exit(EXIT_INTERRUPTED)  # pylint: disable=protected-access
+  except (loop.TrainingDiverged, FloatingPointError) as e:
+    fail(error_text(e), EXIT_DIVERGED)
+  except usage_errors() + usage as e:
+    fail(error_text(e), EXIT_USAGE)

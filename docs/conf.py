@@ -1,0 +1,45 @@
+"""Sphinx configuration of the gca_jax documentation.
+
+Why Sphinx (rather than MkDocs): the docstrings are Google style with
+reStructuredText inline markup (``code``, :func: roles), which autodoc and
+napoleon read as written; MyST keeps the narrative pages (the losses' math
+page among them) in Markdown, and myst-nb renders the notebooks from their
+saved outputs. Build: ``sphinx-build -W --keep-going -b html docs docs/_build``.
+"""
+
+import gca_jax
+
+project = "gca_jax"
+author = "gca_jax authors"
+release = version = gca_jax.__version__
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.viewcode",
+    "myst_nb",  # MyST Markdown pages and notebooks
+]
+
+# The docstrings are Google style (Args/Returns/Raises/Attributes).
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+napoleon_use_rtype = False
+autodoc_member_order = "bysource"
+autodoc_typehints = "signature"
+# Single backticks in the docstrings name Python objects.
+default_role = "py:obj"
+
+# Markdown headings get GitHub-style anchors, so `losses.md#3-projections`
+# links work here as on GitHub.
+myst_heading_anchors = 3
+myst_enable_extensions = ["dollarmath"]
+
+# The notebooks are rendered from their saved outputs: the build never runs
+# them (they take minutes and need matplotlib).
+nb_execution_mode = "off"
+
+# docs/notebooks is a link to the repository's notebooks/ directory.
+exclude_patterns = ["_build", "README.md", "examples", "notebooks/.ipynb_checkpoints"]
+
+html_theme = "alabaster"
+html_title = "gca_jax"

@@ -7,7 +7,13 @@ page among them) in Markdown, and myst-nb renders the notebooks from their
 saved outputs. Build: ``sphinx-build -W --keep-going -b html docs docs/_build``.
 """
 
-import gca_jax
+import sys
+from pathlib import Path
+
+# Document the checkout this file belongs to, whatever is installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import gca_jax  # noqa: E402
 
 project = "gca_jax"
 author = "gca_jax authors"

@@ -49,3 +49,15 @@ exclude_patterns = ["_build", "README.md", "examples", "notebooks/.ipynb_checkpo
 
 html_theme = "alabaster"
 html_title = "gca_jax"
+
+
+def _document_optional_targets(app, docname, source):
+  """Adds the entry of a target builder the installed package may not have
+  yet (the page lists only what exists, never a placeholder)."""
+  del app
+  if docname == "api/targets" and hasattr(gca_jax, "hierarchical_target"):
+    source[0] += "\n.. autofunction:: hierarchical_target\n"
+
+
+def setup(app):
+  app.connect("source-read", _document_optional_targets)

@@ -59,5 +59,15 @@ def _document_optional_targets(app, docname, source):
     source[0] += "\n.. autofunction:: hierarchical_target\n"
 
 
+def _skip_named_tuple_fields(app, what, name, obj, skip, options):
+  """A NamedTuple's fields are documented by its ``Attributes:`` section;
+  their generated "Alias for field number k" entries would repeat them."""
+  del app, what, name, options
+  if (getattr(obj, "__doc__", None) or "").startswith("Alias for field number"):
+    return True
+  return skip
+
+
 def setup(app):
   app.connect("source-read", _document_optional_targets)
+  app.connect("autodoc-skip-member", _skip_named_tuple_fields)

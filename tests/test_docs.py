@@ -9,6 +9,7 @@ import html
 import html.parser
 import inspect
 import re
+import runpy
 import subprocess
 import sys
 
@@ -145,6 +146,28 @@ def test_notebooks_are_rendered_with_their_saved_outputs(html_dir):
     assert page.is_file(), notebook.name
     if '"image/png"' in notebook.read_text():
       assert "<img" in page.read_text(), f"{notebook.name}'s saved figures are missing"
+
+
+def test_docs_python_examples_run():
+  blocks = [block for page in sorted((REPO_ROOT / "docs").glob("*.md"))
+            for block in re.findall(r"```python\n(.*?)```", page.read_text(), re.S)]
+  assert blocks
+  for block in blocks:
+    exec(compile(block, "docs", "exec"), {})  # pylint: disable=exec-used
+
+
+def test_a_target_builder_gets_an_entry_only_when_it_exists(monkeypatch):
+  conf = runpy.run_path(str(REPO_ROOT / "docs" / "conf.py"))
+  add_entries = conf["_document_optional_targets"]
+  monkeypatch.delattr(gca_jax, "hierarchical_target", raising=False)
+  source = ["Target plans\n"]
+  add_entries(None, "api/targets", source)
+  assert source == ["Target plans\n"]
+  monkeypatch.setattr(gca_jax, "hierarchical_target", lambda: None, raising=False)
+  add_entries(None, "api/losses", source)
+  assert source == ["Target plans\n"]
+  add_entries(None, "api/targets", source)
+  assert "autofunction:: hierarchical_target" in source[0]
 
 
 # ---------------------------------------------------------------------------

@@ -227,7 +227,8 @@ def save_jpeg_npz(path: Path, train_images, **overrides) -> Path:
   offsets = np.concatenate([[0], np.cumsum([len(b) for b in blobs])])
   test = [jpeg_bytes(IMAGES[9])]
   arrays = {"train_jpeg": np.concatenate(blobs), "train_offsets": offsets,
-            "train_labels": np.zeros(len(blobs), np.int64), "test_jpeg": test[0],
+            # Two classes: a dataset of one class is refused.
+            "train_labels": np.arange(len(blobs)) % 2, "test_jpeg": test[0],
             "test_offsets": np.array([0, len(test[0])]), "test_labels": np.array([0])}
   np.savez(path, **{**arrays, **overrides})
   return path

@@ -263,12 +263,14 @@ def _check_split(split: ImageArrays, which: str, source: str, dataset: Dataset) 
       raise DatasetError(f"{source}: {which} domains must be one id per image in "
                          f"0..{max(len(dataset.domain_names), 1) - 1}.")
   if split.coarse_labels is not None:
-    coarse = np.asarray(split.coarse_labels)
-    if coarse.dtype != np.int32 or coarse.shape != (n,) or (n and (
-        coarse.min() < 0 or coarse.max() >= dataset.num_coarse_classes)):
-      raise DatasetError(f"{source}: {which} coarse labels must be int32, one id "
-                         f"per image in 0..{dataset.num_coarse_classes - 1} "
-                         f"({dataset.num_coarse_classes} coarse classes).")
+    coarse, count = np.asarray(split.coarse_labels), dataset.num_coarse_classes
+    if coarse.dtype != np.int32 or coarse.shape != (n,):
+      raise DatasetError(f"{source}: {which} coarse labels must be int32 (N,), one "
+                         f"per image, got {coarse.dtype} {coarse.shape}.")
+    if n and (coarse.min() < 0 or coarse.max() >= count):
+      bad = coarse.min() if coarse.min() < 0 else coarse.max()
+      raise DatasetError(f"{source}: {which} coarse label {int(bad)} is outside "
+                         f"0..{count - 1} ({count} coarse classes).")
 
 
 def _check_coarse_classes(dataset: Dataset, source: str) -> None:

@@ -365,9 +365,9 @@ def check_dataset(dataset: Dataset, source: str, *,
   index ``domain_names``; coarse labels, if any, are given for every
   non-empty split, lie in [0, num_coarse_classes) and put each class in one
   coarse class), the labels use at least two classes, and the splits share
-  one image shape. Raises
-  ``DatasetError`` naming ``source`` otherwise. Test classes without train examples are
-  kept, with a ``DatasetWarning`` (`warn_unseen_test_classes`).
+  one image shape. Raises ``DatasetError`` naming ``source`` otherwise.
+  Test classes without train examples are kept, with a ``DatasetWarning``
+  (`warn_unseen_test_classes`).
   """
   if not len(dataset.test):
     raise DatasetError(f"{source}: the test split is empty; evaluation (kNN "

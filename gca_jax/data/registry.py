@@ -46,7 +46,8 @@ def load_dataset(name: str = DEFAULT_DATASET, *, data_dir: str | os.PathLike | N
   or field and what to do.
   """
   if not isinstance(name, str):
-    raise DatasetError(f"The dataset name must be a string, got {name!r}.")
+    raise DatasetError(f"The dataset name must be a string, got {name!r}; for a "
+                       "file or folder pass f'npz:{path}'.")
   if image_size is not None:
     image_size = check_size(image_size, "image_size (config.load_size)")
   if isinstance(split_seed, bool) or not isinstance(split_seed, (int, np.integer)) or (

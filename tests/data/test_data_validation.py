@@ -533,6 +533,11 @@ def test_dataset_name_without_a_path_is_refused(tmp_path, monkeypatch, name):
   one_line(error)
 
 
+def test_dataset_name_that_is_not_a_string_is_refused(tmp_path):
+  with pytest.raises(DatasetError, match="The dataset name must be a string, got PosixPath"):
+    load_dataset(tmp_path)
+
+
 @pytest.mark.parametrize("folders,expected", [
     (["train"], "has a train/ folder but no test/ folder. An image folder is either"),
     (["test"], "has a test/ folder but no train/ folder. An image folder is either"),

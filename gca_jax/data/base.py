@@ -74,16 +74,20 @@ def _index_into(images: LazyImages, indices: np.ndarray, i: int) -> np.ndarray:
 
 
 class ImageArrays(NamedTuple):
-  """One split: ``images`` uint8 (N,H,W,C), ``labels`` int32 (N,), ``domains``.
+  """One split: ``images`` uint8 (N,H,W,C), ``labels`` int32 (N,), ``domains``
+  and ``coarse_labels``.
 
   ``images`` is a numpy array for in-memory sources and a ``LazyImages`` for
   large-image ones. ``domains`` is an int32 (N,) array for multi-domain data
-  (PACS) and ``None`` otherwise.
+  (PACS) and ``None`` otherwise. ``coarse_labels`` is an int32 (N,) array of
+  a second, coarser label level for data that has one (CIFAR-100's 20
+  superclasses of its 100 classes) and ``None`` otherwise.
   """
 
   images: np.ndarray | LazyImages
   labels: np.ndarray
   domains: np.ndarray | None = None
+  coarse_labels: np.ndarray | None = None
 
   def __len__(self) -> int:  # pytype: disable=signature-mismatch
     return len(self.labels)
@@ -102,7 +106,8 @@ class ImageArrays(NamedTuple):
       images = LazyImages(functools.partial(_index_into, self.images, indices),
                           len(indices), self.images.shape[1:])
     domains = None if self.domains is None else self.domains[indices]
-    return ImageArrays(images, self.labels[indices], domains)
+    coarse = None if self.coarse_labels is None else self.coarse_labels[indices]
+    return ImageArrays(images, self.labels[indices], domains, coarse)
 
 
 def _make_image_arrays(cls, iterable) -> ImageArrays:
@@ -123,7 +128,9 @@ class Dataset(NamedTuple):
 
   ``mean``/``std`` are per-channel statistics of images scaled to [0, 1],
   used by ``augment.normalize``. ``class_names`` and ``domain_names`` index
-  ``labels`` and ``domains``.
+  ``labels`` and ``domains``. ``num_coarse_classes`` (0 for data without
+  coarse labels) and ``coarse_class_names`` (possibly empty) describe the
+  splits' ``coarse_labels``.
   """
 
   train: ImageArrays
@@ -134,6 +141,8 @@ class Dataset(NamedTuple):
   std: tuple[float, ...]
   class_names: tuple[str, ...] = ()
   domain_names: tuple[str, ...] = ()
+  num_coarse_classes: int = 0
+  coarse_class_names: tuple[str, ...] = ()
 
   @property
   def image_shape(self) -> tuple[int, int, int]:
@@ -253,6 +262,76 @@ def _check_split(split: ImageArrays, which: str, source: str, dataset: Dataset) 
         dataset.domain_names and domains.max() >= len(dataset.domain_names)))):
       raise DatasetError(f"{source}: {which} domains must be one id per image in "
                          f"0..{max(len(dataset.domain_names), 1) - 1}.")
+  if split.coarse_labels is not None:
+    coarse, count = np.asarray(split.coarse_labels), dataset.num_coarse_classes
+    if coarse.dtype != np.int32 or coarse.shape != (n,):
+      raise DatasetError(f"{source}: {which} coarse labels must be int32 (N,), one "
+                         f"per image, got {coarse.dtype} {coarse.shape}.")
+    if n and (coarse.min() < 0 or coarse.max() >= count):
+      bad = coarse.min() if coarse.min() < 0 else coarse.max()
+      raise DatasetError(f"{source}: {which} coarse label {int(bad)} is outside "
+                         f"0..{count - 1} ({count} coarse classes).")
+
+
+def _check_coarse_classes(dataset: Dataset, source: str) -> None:
+  """Coarse labels come with their count, and for every non-empty split."""
+  splits = [s for s in (dataset.train, dataset.test) if len(s)]
+  given = [s.coarse_labels is not None for s in splits]
+  if any(given) and not all(given):
+    raise DatasetError(f"{source}: only some splits have coarse labels; give them "
+                       "for every split, or for none.")
+  if any(given) and dataset.num_coarse_classes < 1:
+    raise DatasetError(f"{source}: the splits have coarse labels but "
+                       f"num_coarse_classes is {dataset.num_coarse_classes}.")
+  if not any(given) and (dataset.num_coarse_classes or dataset.coarse_class_names):
+    raise DatasetError(f"{source}: {dataset.num_coarse_classes} coarse classes but "
+                       "no split has coarse labels.")
+  if dataset.coarse_class_names and (
+      len(dataset.coarse_class_names) != dataset.num_coarse_classes):
+    raise DatasetError(f"{source}: {dataset.num_coarse_classes} coarse classes but "
+                       f"{len(dataset.coarse_class_names)} coarse class names.")
+
+
+def _check_coarse_hierarchy(dataset: Dataset, source: str) -> None:
+  """Refuses a class whose images have different coarse labels.
+
+  Coarse classes group whole classes (a CIFAR-100 superclass holds five
+  classes); a class split across two of them means the coarse labels are
+  not in the order of the images, or are not a coarser level at all.
+  """
+  splits = [s for s in (dataset.train, dataset.test) if len(s)]
+  if not splits or splits[0].coarse_labels is None:
+    return
+  pairs = np.unique(np.stack([np.concatenate([s.labels for s in splits]),
+                              np.concatenate([s.coarse_labels for s in splits])], 1),
+                    axis=0)
+  fine = pairs[:, 0]
+  if len(np.unique(fine)) < len(fine):
+    label = int(fine[np.flatnonzero(fine[1:] == fine[:-1])[0]])
+    coarse = pairs[fine == label, 1][:2].tolist()
+    names = dataset.class_names
+    name = names[label] if label < len(names) else str(label)
+    raise DatasetError(
+        f"{source}: images of class {name!r} have the coarse labels {coarse[0]} and "
+        f"{coarse[1]}; every class must lie in one coarse class. Check that the "
+        "coarse labels follow the order of the images.")
+
+
+def _check_two_classes(dataset: Dataset, source: str) -> None:
+  """Refuses labels of fewer than two classes over both splits.
+
+  With one class, kNN and linear-probe accuracy are 1.0 whatever the
+  encoder learnt, so they would report a perfect result that means nothing.
+  """
+  used = np.union1d(dataset.train.labels, dataset.test.labels)
+  if len(used) < 2:
+    names = dataset.class_names
+    name = names[used[0]] if len(names) > used[0] else str(used[0])
+    raise DatasetError(
+        f"{source}: every image is labelled with the one class {name!r}; kNN and "
+        "linear-probe accuracy need at least 2 classes (with one, every "
+        "prediction is right and both report 1.0). Add images of other classes, "
+        "or check the labels.")
 
 
 def warn_unseen_test_classes(train_labels, test_labels, class_names: Sequence[str],
@@ -282,10 +361,13 @@ def check_dataset(dataset: Dataset, source: str, *,
 
   Holds when: the test split is not empty, nor is the train split unless
   ``allow_empty_train`` (an evaluation-only set); both splits are uint8
-  (N, H, W, 3) with int32 labels in [0, num_classes) (and domain ids, if
-  any, index ``domain_names``) and one image shape. Raises ``DatasetError``
-  naming ``source`` otherwise. Test classes without train examples are
-  kept, with a ``DatasetWarning`` (`warn_unseen_test_classes`).
+  (N, H, W, 3) with int32 labels in [0, num_classes) (domain ids, if any,
+  index ``domain_names``; coarse labels, if any, are given for every
+  non-empty split, lie in [0, num_coarse_classes) and put each class in one
+  coarse class), the labels use at least two classes, and the splits share
+  one image shape. Raises ``DatasetError`` naming ``source`` otherwise.
+  Test classes without train examples are kept, with a ``DatasetWarning``
+  (`warn_unseen_test_classes`).
   """
   if not len(dataset.test):
     raise DatasetError(f"{source}: the test split is empty; evaluation (kNN "
@@ -297,8 +379,11 @@ def check_dataset(dataset: Dataset, source: str, *,
                                  len(dataset.class_names) != dataset.num_classes):
     raise DatasetError(f"{source}: {dataset.num_classes} classes but "
                        f"{len(dataset.class_names)} class names.")
+  _check_coarse_classes(dataset, source)
   for which, split in (("train", dataset.train), ("test", dataset.test)):
     _check_split(split, which, source, dataset)
+  _check_two_classes(dataset, source)
+  _check_coarse_hierarchy(dataset, source)
   if not len(dataset.train):
     return dataset
   if dataset.train.images.shape[1:] != dataset.test.images.shape[1:]:

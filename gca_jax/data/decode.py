@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 
@@ -67,6 +68,26 @@ def to_8bit(image: Image.Image, what: str) -> Image.Image:
   return image
 
 
+@contextlib.contextmanager
+def _named_errors(what: str):
+  """Turns Pillow's errors while reading ``what`` into one-line ``DatasetError``s.
+
+  Pillow refuses an image of more than ``2 * Image.MAX_IMAGE_PIXELS`` pixels
+  (``DecompressionBombError``, a guard against small files that decode to
+  gigabytes); it is not an ``OSError`` and its message names no file.
+  """
+  try:
+    yield
+  except Image.DecompressionBombError as e:
+    raise DatasetError(
+        f"Cannot decode {what}: {e} Pillow refuses to decode an image this "
+        "large; shrink it or delete it and try again.") from e
+  except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    raise DatasetError(
+        f"Cannot decode {what}: {e}. The file is corrupt or not an image; "
+        "delete or replace it and try again.") from e
+
+
 def decode_image(data: bytes | str | os.PathLike, *, size: int | None = None,
                  what: str | None = None) -> np.ndarray:
   """Decodes encoded bytes or an image file to uint8 RGB (H, W, 3).
@@ -80,27 +101,33 @@ def decode_image(data: bytes | str | os.PathLike, *, size: int | None = None,
   """
   source = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
   what = what or (str(data) if isinstance(data, (str, os.PathLike)) else "image bytes")
-  try:
-    with Image.open(source) as image:
-      image = to_8bit(image, what).convert("RGB")
-      if size is not None:
-        image = resize_center_crop(image, size)
-      return np.asarray(image, np.uint8)
-  except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-    raise DatasetError(
-        f"Cannot decode {what}: {e}. The file is corrupt or not an image; "
-        "delete or replace it and try again.") from e
+  with _named_errors(what), Image.open(source) as image:
+    image = to_8bit(image, what).convert("RGB")
+    if size is not None:
+      image = resize_center_crop(image, size)
+    return np.asarray(image, np.uint8)
+
+
+def resize_images(images: np.ndarray, size: int) -> np.ndarray:
+  """uint8 (N, H, W, 3) ``images`` resized and centre-cropped to ``size`` square.
+
+  Each image goes through ``resize_center_crop``, as files of image folders
+  do, so an array source and a folder of the same images give the same
+  pixels; images already ``size`` square are returned as they are.
+  """
+  if images.shape[1:3] == (size, size):
+    return images
+
+  def resize_one(i):
+    return np.asarray(resize_center_crop(Image.fromarray(images[i]), size), np.uint8)
+
+  return decode_all(resize_one, len(images), (size, size, 3))
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
   """(width, height) of the image file at ``path``, read from its header only."""
-  try:
-    with Image.open(path) as image:
-      return image.size
-  except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-    raise DatasetError(
-        f"Cannot decode {path}: {e}. The file is corrupt or not an image; "
-        "delete or replace it and try again.") from e
+  with _named_errors(str(path)), Image.open(path) as image:
+    return image.size
 
 
 def decode_all(decode_one, count: int, image_shape, *, threads: int | None = None

@@ -188,6 +188,30 @@ def _folder_split_files(root: Path) -> tuple[list[str], dict]:
   return class_names, split_files
 
 
+SPLIT_FOLDERS = ("train", "test")
+"""The folders of an image folder's official split, each of class folders."""
+OTHER_SPLIT_NAMES = ("val", "valid", "validation")
+
+
+def _has_official_split(root: Path) -> bool:
+  """Whether ``root`` is laid out as ``root/{train,test}/<class>``.
+
+  A ``train`` (or ``test``) folder without the other is refused rather
+  than read as a class: a class named "train" is almost always a split
+  whose partner is missing or named differently (e.g. ``val``).
+  """
+  present = [name for name in SPLIT_FOLDERS if (root / name).is_dir()]
+  if len(present) != 1:
+    return bool(present)
+  absent = SPLIT_FOLDERS[1 - SPLIT_FOLDERS.index(present[0])]
+  others = [name for name in OTHER_SPLIT_NAMES if (root / name).is_dir()]
+  hint = f" (rename '{root / others[0]}' to '{root / absent}')" if others else ""
+  raise DatasetError(
+      f"'{root}' has a {present[0]}/ folder but no {absent}/ folder{hint}. An image "
+      "folder is either root/train/<class>/* and root/test/<class>/* (the official "
+      "split) or root/<class>/* with no train/ or test/ folder (a split is drawn).")
+
+
 def load_image_folder(root: str | os.PathLike, *, image_size: int | None = None,
                       split_seed: int = 0, test_fraction: float = 0.2,
                       max_in_memory_bytes: int = MAX_IN_MEMORY_BYTES) -> Dataset:
@@ -195,7 +219,8 @@ def load_image_folder(root: str | os.PathLike, *, image_size: int | None = None,
 
   Layout ``root/{train,test}/{class}/*.jpg|png|...``, or ``root/{class}/*``
   from which a stratified ``test_fraction`` split is drawn with
-  ``split_seed``. Class ids follow sorted class-folder names (of both
+  ``split_seed``; a ``train`` or ``test`` folder without the other is
+  refused. Class ids follow sorted class-folder names (of both
   splits); an empty class folder is refused, and test classes without train
   images are kept with a ``DatasetWarning``.
 
@@ -211,7 +236,7 @@ def load_image_folder(root: str | os.PathLike, *, image_size: int | None = None,
     raise DatasetError(f"'{root}' is not a folder of class folders of images.")
   if image_size is not None:
     image_size = check_size(image_size)
-  if (root / "train").is_dir() and (root / "test").is_dir():
+  if _has_official_split(root):
     class_names, split_files = _folder_split_files(root)
   else:
     class_names = [p.name for p in _class_folders(root)]

@@ -1,7 +1,8 @@
-"""``.npz`` archives: arrays (``{train,test}_images``, ``_labels``) or the CIFAR
-JPEG layout (``{train,test}_jpeg``, ``_offsets``, ``_labels``), read without
-pickle and verified member by member (CRC and size), so a damaged file fails
-at once naming itself."""
+"""``.npz`` archives: arrays (``x_{train,test}``, ``y_{train,test}``) or the CIFAR
+JPEG layout (``{train,test}_jpeg``, ``_offsets``, ``_labels``), with optional
+coarse labels (``{train,test}_coarse_labels``), read without pickle and
+verified member by member (CRC and size), so a damaged file fails at once
+naming itself. See `load_npz` for the layout."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from gca_jax.data.base import (
   as_rgb_uint8,
   channel_stats,
   check_dataset,
+  check_size,
 )
 from gca_jax.data.local import _check_path
 
@@ -121,9 +123,10 @@ def _read_npy(member, member_size: int, cannot: str) -> np.ndarray:
   return flat.reshape(shape[::-1]).T if fortran else flat.reshape(shape)
 
 
-def _decode_jpeg_split(data: NpzArchive, split: str, path: Path
+def _decode_jpeg_split(data: NpzArchive, split: str, path: Path, image_size: int | None
                        ) -> tuple[np.ndarray, np.ndarray]:
-  """(images, raw labels) of the concatenated-JPEG layout of ``split``."""
+  """(images, raw labels) of the concatenated-JPEG layout of ``split``, each
+  image resized and centre-cropped to ``image_size`` if given."""
   blob, offsets = data[f"{split}_jpeg"], data[f"{split}_offsets"]
   labels = data[f"{split}_labels"]
   if blob.dtype != np.uint8 or blob.ndim != 1:
@@ -140,21 +143,32 @@ def _decode_jpeg_split(data: NpzArchive, split: str, path: Path
 
   def decode_one(i):
     what = f"{split} image {i} of '{path}'"
-    image = decode.decode_image(blob[offsets[i]:offsets[i + 1]].tobytes(), what=what)
+    image = decode.decode_image(blob[offsets[i]:offsets[i + 1]].tobytes(),
+                                size=image_size, what=what)
     if image.shape != shape:
       raise DatasetError(f"{what} is {image.shape[1]}x{image.shape[0]} but "
                          f"{split} image 0 is {shape[1]}x{shape[0]}; the images "
-                         "of an .npz must share one size.")
+                         "of an .npz must share one size, or pass image_size "
+                         "(--config.load_size) to resize every image to it.")
     return image
 
   if not len(labels):
-    return np.zeros((0, 1, 1, 3), np.uint8), labels
-  shape = decode.decode_image(blob[offsets[0]:offsets[1]].tobytes(),
-                              what=f"{split} image 0 of '{path}'").shape
+    return np.zeros((0, image_size or 1, image_size or 1, 3), np.uint8), labels
+  if image_size is None:
+    shape = decode.decode_image(blob[offsets[0]:offsets[1]].tobytes(),
+                                what=f"{split} image 0 of '{path}'").shape
+  else:
+    shape = (image_size, image_size, 3)
   return decode.decode_all(decode_one, len(labels), shape), labels
 
 
-def _npz_split(data: NpzArchive, split: str, path: Path) -> ImageArrays:
+COARSE_LABELS_KEY = "{split}_coarse_labels"
+"""The optional coarse labels of a split (e.g. CIFAR-100's 20 superclasses),
+in both layouts; named by an optional ``coarse_class_names`` array."""
+
+
+def _npz_split(data: NpzArchive, split: str, path: Path,
+               image_size: int | None) -> ImageArrays:
   """Reads one split of either npz layout (see ``load_npz``)."""
   if f"{split}_jpeg" in data:
     needed = [f"{split}_jpeg", f"{split}_offsets", f"{split}_labels"]
@@ -169,7 +183,7 @@ def _npz_split(data: NpzArchive, split: str, path: Path) -> ImageArrays:
         "concatenated JPEG bytes.")
   labels_key = needed[-1]
   if needed[0].endswith("_jpeg"):
-    images, labels = _decode_jpeg_split(data, split, path)
+    images, labels = _decode_jpeg_split(data, split, path, image_size)
   else:
     images = as_rgb_uint8(data[needed[0]], f"'{path}': {needed[0]}")
     labels = data[labels_key]
@@ -177,27 +191,38 @@ def _npz_split(data: NpzArchive, split: str, path: Path) -> ImageArrays:
   if len(images) != len(labels):
     raise DatasetError(f"'{path}': {len(images)} {split} images but "
                        f"{len(labels)} labels in {labels_key}; they must match.")
-  return ImageArrays(images, labels)
+  coarse_key = COARSE_LABELS_KEY.format(split=split)
+  coarse = None
+  if coarse_key in data:
+    coarse = as_labels(data[coarse_key], f"'{path}': {coarse_key}")
+    if len(coarse) != len(labels):
+      raise DatasetError(f"'{path}': {len(labels)} {split} images but "
+                         f"{len(coarse)} coarse labels in {coarse_key}; they must match.")
+  if image_size is not None:  # the JPEG layout is resized as it is decoded
+    images = decode.resize_images(images, image_size)
+  return ImageArrays(images, labels, coarse_labels=coarse)
 
 
-def _npz_class_names(data: NpzArchive, path: Path) -> tuple[str, ...]:
-  if "class_names" not in data:
+def _npz_names(data: NpzArchive, key: str, path: Path) -> tuple[str, ...]:
+  """The optional 1-D array of names ``key`` (``class_names``, ...), or ()."""
+  if key not in data:
     return ()
-  names = data["class_names"]
+  names = data[key]
   if names.ndim != 1 or not len(names):
-    raise DatasetError(f"'{path}': class_names must be a non-empty 1-D array "
+    raise DatasetError(f"'{path}': {key} must be a non-empty 1-D array "
                        f"(one name per class), got shape {names.shape}.")
   return tuple(str(n) for n in names)
 
 
-def _dense_num_classes(train: ImageArrays, test: ImageArrays, path: Path) -> int:
-  """K for labels named by no ``class_names``: the ids in use must be 0..K-1.
+def _dense_num_classes(train_ids: np.ndarray, test_ids: np.ndarray, path: Path,
+                       names_key: str = "class_names") -> int:
+  """K for ids named by no ``names_key`` array: the ids in use must be 0..K-1.
 
   A gap (an id with no image in either split) is refused rather than taken
   as a class: it is usually a mislabelled or huge id, and K = max id + 1
   would size every classifier by it.
   """
-  used = np.union1d(train.labels, test.labels)
+  used = np.union1d(train_ids, test_ids)
   num_classes = int(used[-1]) + 1
   if len(used) < num_classes:
     # Bounded: a huge id must not make a huge range.
@@ -205,35 +230,91 @@ def _dense_num_classes(train: ImageArrays, test: ImageArrays, path: Path) -> int
     raise DatasetError(
         f"'{path}': the labels use class ids up to {num_classes - 1}, but "
         f"{num_classes - len(used)} of the ids 0..{num_classes - 1} label no image "
-        f"(e.g. {absent[:5].tolist()}). Without a class_names array the classes "
+        f"(e.g. {absent[:5].tolist()}). Without a {names_key} array the classes "
         "are the ids 0..K-1, each labelling some image: renumber the labels, or "
-        "add class_names naming all K classes.")
+        f"add {names_key} naming all K classes.")
   return num_classes
 
 
-def load_npz(path: str | os.PathLike) -> Dataset:
+def _coarse_classes(data: NpzArchive, train: ImageArrays, test: ImageArrays,
+                    path: Path) -> tuple[int, tuple[str, ...]]:
+  """(number, names) of the coarse classes: (0, ()) for a file without any.
+
+  Coarse labels are given for both splits or for neither, so that no
+  split's second label level is silently missing.
+  """
+  names = _npz_names(data, "coarse_class_names", path)
+  keys = [COARSE_LABELS_KEY.format(split=s) for s in ("train", "test")]
+  given = [split.coarse_labels is not None for split in (train, test)]
+  if given[0] != given[1]:
+    present, absent = (keys[0], keys[1]) if given[0] else (keys[1], keys[0])
+    raise DatasetError(f"'{path}' has {present} but no {absent}; give the coarse "
+                       "labels of both splits, or of neither.")
+  if not given[0]:
+    if names:
+      raise DatasetError(f"'{path}' has coarse_class_names but no {keys[0]} / "
+                         f"{keys[1]}; add the coarse labels or remove the names.")
+    return 0, ()
+  if names:
+    return len(names), names
+  if not len(train) or not len(test):  # the empty split is refused later, by name
+    return 0, ()
+  return _dense_num_classes(train.coarse_labels, test.coarse_labels, path,
+                            "coarse_class_names"), ()
+
+
+def load_npz(path: str | os.PathLike, *, image_size: int | None = None) -> Dataset:
   """A dataset from a local ``.npz`` file, whole in memory.
 
   Two layouts are read: ``x_train, y_train, x_test, y_test`` (uint8 images
   (N,H,W[,C]) with C 1 or 3, and integer labels (N,) or (N, 1)), or
   ``train_jpeg, train_offsets, train_labels`` (and ``test_*``), where image
-  ``i`` is the encoded bytes ``jpeg[offsets[i]:offsets[i+1]]`` (all images
-  of one size). An optional ``class_names`` array names the classes, whose
-  ids are then ``0..len(class_names)-1``; without it, the ids must be
-  ``0..K-1``, each labelling some image. Both splits must be non-empty and
-  of one image size; test classes without train images are kept, with a
-  ``DatasetWarning``.
-  ``mean``/``std`` are computed from the train split. Anything else raises
-  ``DatasetError`` naming the file and the array.
+  ``i`` is the encoded bytes ``jpeg[offsets[i]:offsets[i+1]]``. An optional
+  ``class_names`` array names the classes, whose ids are then
+  ``0..len(class_names)-1``; without it, the ids must be ``0..K-1``, each
+  labelling some image. Both layouts may add a second, coarser label level
+  (CIFAR-100's 20 superclasses): integer ``train_coarse_labels`` and
+  ``test_coarse_labels`` (one per image, both splits or neither), named by
+  an optional ``coarse_class_names`` under the same rules; they become the
+  splits' ``coarse_labels`` (None without them).
+
+  Sizes: with ``image_size`` (a config's ``load_size``), every image is
+  resized (shorter side, bicubic) and centre-cropped to ``image_size``
+  square, as for image folders. Without it, images keep their size, which
+  must be one for all images.
+
+  Both splits must be non-empty; test classes without train images are
+  kept, with a ``DatasetWarning``. ``mean``/``std`` are computed from the
+  train split. Anything else raises ``DatasetError`` naming the file and
+  the array.
+
+  Examples:
+    >>> import tempfile, numpy as np
+    >>> path = tempfile.mkdtemp() + "/tiny.npz"
+    >>> images = np.zeros((4, 32, 32, 3), np.uint8)
+    >>> np.savez(path, x_train=images, y_train=[0, 1, 2, 3], x_test=images[:2],
+    ...          y_test=[0, 3], train_coarse_labels=[0, 0, 1, 1],
+    ...          test_coarse_labels=[0, 1])
+    >>> ds = load_npz(path, image_size=8)
+    >>> ds.image_shape, ds.num_classes, ds.num_coarse_classes
+    ((8, 8, 3), 4, 2)
+    >>> ds.test.coarse_labels.tolist()
+    [0, 1]
   """
   path = _check_path(Path(path), "npz file")
+  if image_size is not None:
+    image_size = check_size(image_size)
   with NpzArchive(path) as data:
-    train, test = _npz_split(data, "train", path), _npz_split(data, "test", path)
-    class_names = _npz_class_names(data, path)
+    train = _npz_split(data, "train", path, image_size)
+    test = _npz_split(data, "test", path, image_size)
+    class_names = _npz_names(data, "class_names", path)
+    num_coarse, coarse_names = _coarse_classes(data, train, test, path)
   dataset = Dataset(train, test, len(class_names), f"npz:{path.name}", (), (),
-                    class_names)
+                    class_names, num_coarse_classes=num_coarse,
+                    coarse_class_names=coarse_names)
   if not class_names and len(train) and len(test):
-    dataset = dataset._replace(num_classes=_dense_num_classes(train, test, path))
+    dataset = dataset._replace(num_classes=_dense_num_classes(train.labels, test.labels,
+                                                              path))
   dataset = check_dataset(dataset, f"'{path}'")
   mean, std = channel_stats(train.images)
   return dataset._replace(mean=mean, std=std)

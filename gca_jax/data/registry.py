@@ -31,11 +31,13 @@ def load_dataset(name: str = DEFAULT_DATASET, *, data_dir: str | os.PathLike | N
 
   ``split_seed`` fixes the train/test split of sources without an official
   one (digits, PACS, folders without train/test). ``image_size`` (a
-  config's ``load_size``) is the host-side square size of digits and of
-  large-image sources (PACS, ImageNet-100, folders); None keeps each
-  source's default (digits 32, PACS 224, ImageNet-100 256; a folder's
-  images must then all have one size, see `local.load_image_folder`); the
-  tfds catalog sources ignore it and keep their native size.
+  config's ``load_size``) is the host-side square size of digits, of
+  large-image sources (PACS, ImageNet-100, folders) and of ``.npz`` files
+  (every image resized and centre-cropped to it); None keeps each source's
+  default (digits 32, PACS 224, ImageNet-100 256; a folder's or an
+  ``.npz``'s images keep their size, which must then be one for all, see
+  `local.load_image_folder`); the tfds catalog sources ignore it and keep
+  their native size.
 
   Every source is checked before it is returned (`base.check_dataset`):
   non-empty train and test splits (the train split of cifar10_corrupted
@@ -43,6 +45,9 @@ def load_dataset(name: str = DEFAULT_DATASET, *, data_dir: str | os.PathLike | N
   test class. Failures raise ``DatasetError``, one message naming the file
   or field and what to do.
   """
+  if not isinstance(name, str):
+    raise DatasetError(f"The dataset name must be a string, got {name!r}; for a "
+                       "file or folder pass f'npz:{path}'.")
   if image_size is not None:
     image_size = check_size(image_size, "image_size (config.load_size)")
   if isinstance(split_seed, bool) or not isinstance(split_seed, (int, np.integer)) or (
@@ -64,13 +69,18 @@ def load_dataset(name: str = DEFAULT_DATASET, *, data_dir: str | os.PathLike | N
         data_dir=data_dir,
         image_size=image_size or tfds_sources.IMAGENET100_IMAGE_SIZE)
   path = name.removeprefix("npz:")
+  if not path.strip():
+    # Path("") is the current folder, which would be read as an image folder.
+    raise DatasetError(f"The dataset name {name!r} names no file: pass 'npz:<path>' "
+                       "with the path of a .npz file or image folder, or one of "
+                       f"{NAMES}.")
   looks_like_path = name.startswith("npz:") or os.sep in name or name.endswith(".npz")
   if looks_like_path or Path(path).exists():
     if Path(path).is_dir():
       return local.load_image_folder(path, image_size=image_size,
                                      split_seed=split_seed)
     if path.endswith(".npz") or Path(path).is_file():
-      return npz.load_npz(path)
+      return npz.load_npz(path, image_size=image_size)
     raise DatasetError(f"'{path}' does not exist: pass an existing .npz file "
                        "or image folder.")
   raise DatasetError(f"Unknown dataset '{name}'. Choose one of {NAMES}, "

@@ -41,14 +41,18 @@ class CatalogEntry(NamedTuple):
   num_classes: int
   mean: tuple[float, float, float]
   std: tuple[float, float, float]
+  coarse_label_feature: str | None = None
+  """The tfds feature of a second, coarser label level (None: no such level)."""
 
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 CATALOG = {
     "cifar10": CatalogEntry("cifar10", "train", "test", 10, CIFAR10_MEAN,
                             CIFAR10_STD),
+    # Also labelled with the 20 superclasses that group its 100 classes.
     "cifar100": CatalogEntry("cifar100", "train", "test", 100,
-                             (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+                             (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
+                             coarse_label_feature="coarse_label"),
     "svhn_cropped": CatalogEntry("svhn_cropped", "train", "test", 10,
                                  (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
     # Evaluation only: models are trained on cifar10 and tested here.
@@ -96,17 +100,25 @@ def _record(source, index: int, name: str) -> dict:
                        "folder and prepare it again.") from e
 
 
-def read_split(source, name: str) -> ImageArrays:
-  """Decodes a whole tfds split of equally sized images into memory."""
+def read_split(source, name: str, coarse_label_feature: str | None = None
+               ) -> ImageArrays:
+  """Decodes a whole tfds split of equally sized images into memory.
+
+  With ``coarse_label_feature``, that feature of every record becomes the
+  split's ``coarse_labels``.
+  """
   count = len(source)
   labels = np.empty((count,), np.int32)
+  coarse = None if coarse_label_feature is None else np.empty((count,), np.int32)
   if count == 0:
-    return empty_split((0, 0, 3))
+    return empty_split((0, 0, 3))._replace(coarse_labels=coarse)
   first = np.asarray(_record(source, 0, name)["image"])
 
   def decode_one(i):
     record = _record(source, i, name)
     labels[i] = record["label"]
+    if coarse is not None:
+      coarse[i] = record[coarse_label_feature]
     image = np.asarray(record["image"], np.uint8)
     if image.shape != first.shape:
       raise DatasetError(f"Record {i} of '{name}' has shape {image.shape}, "
@@ -114,7 +126,7 @@ def read_split(source, name: str) -> ImageArrays:
     return image
 
   images = decode.decode_all(decode_one, count, first.shape, threads=1)
-  return ImageArrays(as_rgb_uint8(images), labels)
+  return ImageArrays(as_rgb_uint8(images), labels, coarse_labels=coarse)
 
 
 def _tfds():
@@ -136,6 +148,8 @@ def load_catalog(name: str, *, data_dir=None) -> Dataset:
   ``name`` is a ``CATALOG`` key, optionally with a tfds config:
   ``"cifar10_corrupted/gaussian_noise_5"`` (corruption and severity 1-5).
   cifar10_corrupted has a test split only; its ``train`` split is empty.
+  CIFAR-100's splits also carry ``coarse_labels``, its 20 superclasses
+  (named by ``coarse_class_names``); the other sources' are None.
   """
   base, _, config = name.partition("/")
   entry = CATALOG[base]
@@ -145,17 +159,25 @@ def load_catalog(name: str, *, data_dir=None) -> Dataset:
         "gaussian_noise_5' (tfds configs of cifar10_corrupted: "
         "<corruption>_<1..5>).")
   builder = catalog_builder(name, data_dir)
-  test = read_split(_data_source(builder, entry.test_split, name, data_dir), name)
+  coarse = entry.coarse_label_feature
+  test = read_split(_data_source(builder, entry.test_split, name, data_dir), name, coarse)
   if entry.train_split is None:
     train = empty_split(test.images.shape[1:])
   else:
     train = read_split(_data_source(builder, entry.train_split, name, data_dir),
-                       name)
-  label_feature = builder.info.features["label"]
-  class_names = tuple(getattr(label_feature, "names", ()) or ())
+                       name, coarse)
+  num_coarse = 0 if coarse is None else builder.info.features[coarse].num_classes
+  coarse_names = () if coarse is None else _class_names(builder, coarse)
   return check_dataset(
-      Dataset(train, test, entry.num_classes, name, entry.mean, entry.std, class_names),
+      Dataset(train, test, entry.num_classes, name, entry.mean, entry.std,
+              _class_names(builder, "label"), num_coarse_classes=num_coarse,
+              coarse_class_names=coarse_names),
       f"Dataset '{name}'", allow_empty_train=entry.train_split is None)
+
+
+def _class_names(builder, feature: str) -> tuple[str, ...]:
+  """The names of ``builder``'s ClassLabel ``feature`` (() if it has none)."""
+  return tuple(getattr(builder.info.features[feature], "names", ()) or ())
 
 
 def imagenet100_builder(data_dir):

@@ -84,14 +84,17 @@ def test_jpeg_npz_layout(tmp_path):
 
 @pytest.mark.skipif(not CIFAR10_JPEG.exists(), reason="shared CIFAR-10 JPEG npz absent")
 def test_shared_cifar10_jpeg_npz_layout(tmp_path):
-  """The first images of the shared CIFAR-10 JPEG archive, in its own layout."""
+  """Evenly spaced images of the shared CIFAR-10 JPEG archive, in its own layout
+  (the archive is sorted by class: its first 300 images are all airplanes)."""
   with np.load(CIFAR10_JPEG) as data:
     subset = {"class_names": data["class_names"]}
     for split, count in (("train", 300), ("test", 100)):
-      offsets = data[f"{split}_offsets"][:count + 1]
-      subset[f"{split}_jpeg"] = data[f"{split}_jpeg"][:offsets[-1]]
-      subset[f"{split}_offsets"] = offsets
-      subset[f"{split}_labels"] = data[f"{split}_labels"][:count]
+      offsets, blob = data[f"{split}_offsets"], data[f"{split}_jpeg"]
+      picks = np.linspace(0, len(offsets) - 2, count).astype(int)
+      blobs = [blob[offsets[i]:offsets[i + 1]] for i in picks]
+      subset[f"{split}_jpeg"] = np.concatenate(blobs)
+      subset[f"{split}_offsets"] = np.concatenate([[0], np.cumsum([len(b) for b in blobs])])
+      subset[f"{split}_labels"] = data[f"{split}_labels"][picks]
   np.savez(tmp_path / "cifar10_subset.npz", **subset)
   ds = load_dataset(f"npz:{tmp_path / 'cifar10_subset.npz'}")
   assert ds.train.images.shape == (300, 32, 32, 3) and len(ds.test) == 100

@@ -227,7 +227,8 @@ def save_jpeg_npz(path: Path, train_images, **overrides) -> Path:
   offsets = np.concatenate([[0], np.cumsum([len(b) for b in blobs])])
   test = [jpeg_bytes(IMAGES[9])]
   arrays = {"train_jpeg": np.concatenate(blobs), "train_offsets": offsets,
-            "train_labels": np.zeros(len(blobs), np.int64), "test_jpeg": test[0],
+            # Two classes: a dataset of one class is refused.
+            "train_labels": np.arange(len(blobs)) % 2, "test_jpeg": test[0],
             "test_offsets": np.array([0, len(test[0])]), "test_labels": np.array([0])}
   np.savez(path, **{**arrays, **overrides})
   return path
@@ -422,3 +423,130 @@ def test_prepare_main_errors_are_one_line(tmp_path, capsys):
     assert exit_info.value.code == prepare.EXIT_FAILURE
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
+
+
+# ---------------------------------------------------------------------------
+# What used to pass silently.
+
+
+def pillow_resized(image: np.ndarray, size: int) -> np.ndarray:
+  """A square ``image`` resized by Pillow alone (bicubic), for exact comparisons."""
+  return np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC))
+
+
+def test_npz_arrays_are_resized_to_the_load_size(tmp_path):
+  path = save_npz(tmp_path / "arrays.npz")
+  ds = load_dataset(str(path), image_size=4)
+  assert ds.image_shape == (4, 4, 3)
+  np.testing.assert_array_equal(ds.train.images[2], pillow_resized(IMAGES[2], 4))
+  np.testing.assert_array_equal(ds.test.images[0], pillow_resized(IMAGES[9], 4))
+  assert ds.mean != load_dataset(str(path)).mean  # statistics of the resized images
+  # Upscaled as well; non-square arrays are centre-cropped like folder images.
+  assert load_dataset(str(path), image_size=32).image_shape == (32, 32, 3)
+  wide = save_npz(tmp_path / "wide.npz", x_train=IMAGES[:9, :6], x_test=IMAGES[9:, :6])
+  np.testing.assert_array_equal(load_dataset(str(wide), image_size=6).train.images,
+                                IMAGES[:9, :6, 1:7])
+
+
+def test_encoded_npz_is_resized_to_the_load_size(tmp_path):
+  path = save_jpeg_npz(tmp_path / "sizes.npz", [IMAGES[0], IMAGES[1], IMAGES[2, :5, :7]])
+  ds = load_dataset(str(path), image_size=8)  # one size for all: no size error
+  assert ds.image_shape == (8, 8, 3)
+  np.testing.assert_array_equal(ds.train.images[:2], IMAGES[:2])
+  good = load_dataset(str(save_jpeg_npz(tmp_path / "good.npz", IMAGES[:3])), image_size=4)
+  np.testing.assert_array_equal(good.train.images[1], pillow_resized(IMAGES[1], 4))
+
+
+def test_npz_trains_at_the_load_size_of_the_config(tmp_path):
+  from gca_jax.training import config as configs
+  from gca_jax.training import feeds
+  config = configs.get_config()
+  config.dataset = f"npz:{save_npz(tmp_path / 'arrays.npz')}"
+  config.load_size = 4
+  assert feeds.load_data(config).image_shape == (4, 4, 3)
+  config.load_size = None  # the source's own size
+  assert feeds.load_data(config).image_shape == (8, 8, 3)
+
+
+def test_one_class_dataset_is_refused(tmp_path):
+  path = save_npz(tmp_path / "one.npz", y_train=np.zeros(9, int), y_test=np.zeros(3, int),
+                  class_names=np.array(["cat", "dog"]))
+  with pytest.raises(DatasetError, match="one class 'cat'; kNN and linear-probe "
+                                         "accuracy need at least 2 classes") as error:
+    load_dataset(str(path))
+  assert str(path) in one_line(error)
+  for i in range(4):
+    save_image(tmp_path / "folder" / "cat" / f"{i}.png", IMAGES[i])
+  with pytest.raises(DatasetError, match="one class 'cat'"):
+    load_dataset(str(tmp_path / "folder"))
+  one = ImageArrays(IMAGES[:4], np.zeros(4, np.int32))
+  with pytest.raises(DatasetError, match="toy: every image is labelled with the one "
+                                         "class '0'"):
+    check_dataset(Dataset(one, one, 1, "toy", (), ()), "toy")
+  # Two classes over the splits are enough (the missing one is warned about).
+  with pytest.warns(DatasetWarning, match="have no train images"):
+    load_dataset(str(save_npz(tmp_path / "two.npz", y_train=np.zeros(9, int),
+                              y_test=np.array([0, 1, 1]))))
+
+
+@pytest.fixture(scope="module")
+def bomb_png(tmp_path_factory) -> bytes:
+  """A 22 kB PNG of 13400x13400 pixels, beyond Pillow's decompression-bomb limit."""
+  path = tmp_path_factory.mktemp("bomb") / "bomb.png"
+  Image.new("1", (13400, 13400)).save(path)
+  assert 13400 ** 2 > 2 * Image.MAX_IMAGE_PIXELS
+  return path.read_bytes()
+
+
+@pytest.mark.parametrize("image_size", [None, 8])  # header read / full decode
+def test_decompression_bomb_in_a_folder_names_the_file(tmp_path, bomb_png, image_size):
+  for i in range(4):
+    save_image(tmp_path / f"c{i % 2}" / f"{i}.png", IMAGES[i])
+  (tmp_path / "c1" / "huge.png").write_bytes(bomb_png)
+  with pytest.raises(DatasetError, match="Cannot decode .*huge.png: Image size "
+                                         r"\(179560000 pixels\) exceeds limit") as error:
+    load_dataset(str(tmp_path), image_size=image_size)
+  assert "shrink it or delete it" in one_line(error)
+
+
+def test_decompression_bomb_in_an_npz_names_the_image(tmp_path, bomb_png):
+  path = save_jpeg_npz(tmp_path / "bomb.npz", IMAGES[:2])
+  with np.load(path) as data:
+    arrays = dict(data)
+  blob = np.frombuffer(bomb_png, np.uint8)
+  arrays.update(test_jpeg=blob, test_offsets=np.array([0, len(blob)]))
+  np.savez(path, **arrays)
+  with pytest.raises(DatasetError, match="Cannot decode test image 0 of .*bomb.npz'"
+                                         ": Image size") as error:
+    load_dataset(str(path), image_size=8)
+  one_line(error)
+
+
+@pytest.mark.parametrize("name", ["npz:", "npz: ", ""])
+def test_dataset_name_without_a_path_is_refused(tmp_path, monkeypatch, name):
+  for i in range(4):  # the current folder is a valid image folder
+    save_image(tmp_path / f"c{i % 2}" / f"{i}.png", IMAGES[i])
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises(DatasetError, match=f"The dataset name {name!r} names no file: "
+                                         "pass 'npz:<path>'") as error:
+    load_dataset(name)
+  one_line(error)
+
+
+def test_dataset_name_that_is_not_a_string_is_refused(tmp_path):
+  with pytest.raises(DatasetError, match="The dataset name must be a string, got PosixPath"):
+    load_dataset(tmp_path)
+
+
+@pytest.mark.parametrize("folders,expected", [
+    (["train"], "has a train/ folder but no test/ folder. An image folder is either"),
+    (["test"], "has a test/ folder but no train/ folder. An image folder is either"),
+    (["train", "val"], r"no test/ folder \(rename '.*val' to '.*test'\)"),
+])
+def test_half_of_a_train_test_layout_is_refused(tmp_path, folders, expected):
+  for split in folders:
+    for i in range(4):
+      save_image(tmp_path / split / f"c{i % 2}" / f"{i}.png", IMAGES[i])
+  with pytest.raises(DatasetError, match=expected) as error:
+    load_dataset(str(tmp_path))
+  assert str(tmp_path) in one_line(error)

@@ -117,7 +117,7 @@ def run(args) -> None:
   """Embeds the batch, computes every method's plan, saves figure and data."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   plotting.pyplot()  # fail now, without matplotlib
-  labels = entry.select(entry.split_names(args.methods), PLAN_METHODS, "methods")
+  chosen = entry.select(entry.split_names(args.methods), PLAN_METHODS, "methods")
   if args.workdir:
     if args.config_overrides:
       raise entry.ExperimentError("--config.* flags set up an untrained encoder; with "
@@ -133,7 +133,7 @@ def run(args) -> None:
   indices = np.flatnonzero(keep)[balanced_batch(test.labels[keep], args.per_class)]
   images, labels = np.asarray(test.images[indices]), test.labels[indices]
   z1, z2 = trainer.embed_views(encoder, images, seed=args.seed)
-  plans = method_plans(z1, z2, labels, args.eps)
+  plans = method_plans(z1, z2, chosen, args.eps)
 
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)

@@ -143,9 +143,12 @@ def parse(define_flags: Callable, argv: Sequence[str], *, prog: str = "experimen
   except flags.UnrecognizedFlagError as e:
     raise ExperimentError(f"unknown flag '--{e.flagname}' (flags are --flag=value; "
                           "config fields are set as --config.<field>=<value>)") from None
-  except cli.CONFIG_LOAD_ERRORS as e:  # --config=<file> is loaded while parsing
-    raise ExperimentError(f"cannot load --config: {type(e).__name__}: "
-                          f"{cli.error_text(e)}") from None
+  if CONFIG in flag_values:
+    try:  # ml_collections reports a config file that failed to load on first use
+      flag_values[CONFIG].value.keys()
+    except cli.CONFIG_LOAD_ERRORS as e:
+      raise ExperimentError(f"cannot load --config: {type(e).__name__}: "
+                            f"{cli.error_text(e)}") from None
   if len(rest) > 1:
     raise ExperimentError(f"unexpected argument {rest[1]!r}")
   values = {name: flag_values[name].value for name in flag_values if "." not in name}

@@ -16,30 +16,31 @@ Prints the device, then within ``--budget_seconds``:
     fraction of the device's peak, and XLA's compiled memory;
 (d) ``cifar``: INCE and GCA-UOT pre-trained on the ``--data`` archive for as
     many equal epochs as the remaining budget allows, each followed by the
-    ``linear`` protocol.
+    ``linear`` protocol; each row names the dataset it trained on.
 
 ``DIR/accelerator_check.json`` and ``DIR/accelerator_check.md`` are
 rewritten after every measurement, so a killed run keeps what it measured;
 running the command again resumes the CIFAR runs (their epochs are fixed by
-the first invocation). ``--smoke`` runs every part tiny (digits instead of
-CIFAR) and is what the tests run.
+the first invocation). ``--smoke`` runs every part tiny (the embedded
+digits instead of CIFAR, so section (d)'s rows say ``digits``) and is what
+the tests run.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
 import jax
+from absl import flags
 
-from experiments import common
+from experiments import entry, trainer
 from experiments.benchmarks import losses as loss_benchmark
 from experiments.benchmarks import train_step as step_benchmark
 from experiments.benchmarks.losses import median_ms
-from gca_jax import losses, sharding, training
+from gca_jax import losses, sharding
 from gca_jax.data import augment
 from gca_jax.training import config as config_lib, feeds
 
@@ -104,19 +105,20 @@ def train_step_row(config, repeats: int) -> dict:
 
 
 def cifar_rows(out: Path, data: str | None, smoke: bool, epochs: int) -> list[dict]:
-  """(d) INCE and GCA-UOT at ``epochs`` each, then the linear protocol."""
+  """(d) INCE and GCA-UOT at ``epochs`` each, then the linear protocol; each
+  row names its dataset (``digits`` with ``smoke``)."""
   rows = []
   for loss in ("infonce", "gca_uot"):
     if smoke:
-      config = config_lib.small(config_lib.get_config())
+      config = trainer.small(config_lib.get_config())
     else:
-      config = config_lib.paper_cifar_config(f"npz:{data}")
+      config = trainer.paper_cifar_config(f"npz:{data}")
       config.progress_bar = False
     config.update_from_flattened_dict({"loss": loss, "epochs": epochs,
                                        "linear_probe": True, "probe_random_init": False})
     start = time.perf_counter()
-    metrics = training.train_and_evaluate(config, out / "runs" / loss).metrics
-    rows.append({"loss": loss, "epochs": metrics["epochs"],
+    metrics = trainer.train_and_evaluate(config, out / "runs" / loss)
+    rows.append({"dataset": config.dataset, "loss": loss, "epochs": metrics["epochs"],
                  "images_per_second": metrics.get("images_per_second"),
                  "wall_seconds": time.perf_counter() - start,
                  "linear_probe_acc": metrics["linear_probe_acc"], "protocol": "linear"})
@@ -145,14 +147,19 @@ def _cell(value) -> str:
   return "" if value is None else str(value)
 
 
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--out", required=True, help="Directory for the results.")
-  parser.add_argument("--budget_seconds", type=float, default=540.0)
-  parser.add_argument("--data", default=None,
-                      help="CIFAR-10 .npz archive for section (d) (JPEG layout).")
-  parser.add_argument("--smoke", action="store_true", help="Every part tiny, on CPU.")
-  args = parser.parse_args(argv)
+def define_flags(flag_values: flags.FlagValues, argv) -> None:
+  del argv  # no --config fields: every part has its fixed setting
+  define = dict(flag_values=flag_values)
+  flags.DEFINE_string("out", None, "Directory for the results.", **define)
+  flags.mark_flag_as_required("out", flag_values=flag_values)
+  flags.DEFINE_float("budget_seconds", 540.0, "Time budget of the whole check.", **define)
+  flags.DEFINE_string("data", None, "CIFAR-10 .npz archive for section (d) (JPEG layout).",
+                      **define)
+  flags.DEFINE_bool("smoke", False, "Every part tiny, on CPU.", **define)
+
+
+def run(args) -> int:
+  """Measures every section within ``--budget_seconds``, saving after each."""
   started = time.monotonic()
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
@@ -161,8 +168,7 @@ def main(argv=None) -> int:
   device = jax.devices()[0]
   report = {"device": f"{device.platform}: {getattr(device, 'device_kind', '')} "
                       f"x{jax.device_count()}",
-            "command": " ".join(["python -m experiments.accelerator_check",
-                                 *(sys.argv[1:] if argv is None else argv)]),
+            "command": args.command,
             "smoke": args.smoke, "sections": {}}
   print(f"device: {report['device']}", flush=True)
   repeats = 3 if args.smoke else 20
@@ -181,7 +187,7 @@ def main(argv=None) -> int:
   record("input", lambda _: input_row(64 if args.smoke else 512, repeats))
   paper = step_benchmark.make_config()
   if args.smoke:
-    paper = config_lib.small(config_lib.get_config())
+    paper = trainer.small(config_lib.get_config())
     paper.model.dtype = "bfloat16"
   record("train_step", lambda _: train_step_row(paper, repeats))
 
@@ -202,6 +208,9 @@ def main(argv=None) -> int:
   return 0
 
 
+def main(argv=None) -> int:
+  return entry.main(define_flags, run, argv)
+
+
 if __name__ == "__main__":
-  with common.one_line_errors():
-    sys.exit(main())
+  sys.exit(main())

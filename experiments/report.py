@@ -38,18 +38,17 @@ and the paper's numbers appear only in its own table.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 from pathlib import Path
 
-try:
-  from experiments import common, table2
-  from experiments.pacs_domains import DOMAIN_METRIC
-except ImportError:  # run as a script: python experiments/report.py
-  import common
-  import table2
-  from pacs_domains import DOMAIN_METRIC
+from absl import flags
+
+from experiments import entry, table2, tables
+from experiments.methods import METHOD_LABELS
+from experiments.pacs_domains import DOMAIN_METRIC
+from experiments.runs import collect_runs, read_json
+from gca_jax.data import augment
 
 PAPER_CSV = Path(__file__).resolve().parent / "data" / "table2.csv"
 PAPER_COLUMNS = {
@@ -127,7 +126,7 @@ def load_paper_table(path: Path = PAPER_CSV) -> dict:
     rows = list(csv.DictReader(f))
   table = {(row["method"], row["column"]): (float(row["mean"]), float(row["std"]))
            for row in rows}
-  expected = {(m, c) for m in common.METHOD_LABELS for c in PAPER_COLUMNS}
+  expected = {(m, c) for m in METHOD_LABELS for c in PAPER_COLUMNS}
   if set(table) != expected or len(rows) != len(expected):
     raise ValueError(f"{path} must hold one row per (method, column) of Table 2: "
                      f"{len(expected)} rows, got {len(rows)}")
@@ -186,7 +185,7 @@ def table2_cells(runs, kinds) -> dict:
       value = latest_result(metrics, kind)
       if value is not None:
         cells[kind].setdefault((record["method"], column), []).append(value)
-    corrupted = common.read_json(workdir / table2.CORRUPTED_FILE)
+    corrupted = read_json(workdir / table2.CORRUPTED_FILE)
     kind = (corrupted or {}).get("protocol", "linear")
     if corrupted and corrupted.get("accuracy") and kind in cells:
       accuracies = list(corrupted["accuracy"].values())
@@ -197,7 +196,7 @@ def table2_cells(runs, kinds) -> dict:
 
 def ordered_columns(columns) -> list:
   """Standard columns, then extreme policies, then corrupted; by dataset."""
-  datasets, policies = list(table2.DATASETS), list(common.POLICIES)
+  datasets, policies = list(table2.DATASETS), list(augment.POLICIES)
 
   def key(column):
     dataset, policy, corrupted = column
@@ -234,13 +233,13 @@ def ours_section(runs, kinds, paper: dict) -> str:
       if not cells:
         continue
       columns = ordered_columns({column for _, column in cells})
-      methods = [m for m in common.METHOD_LABELS if any((m, c) in cells for c in columns)]
+      methods = [m for m in METHOD_LABELS if any((m, c) in cells for c in columns)]
       compared, elsewhere = False, set()
       rows = []
       for m in methods:
         row = [m]
         for column in columns:
-          cell = common.format_mean_std(cells.get((m, column), []))
+          cell = tables.format_mean_std(cells.get((m, column), []))
           target = paper_column(*column)
           if (m, column) in cells and target and PAPER_PROTOCOLS[target] == kind and (
               not subset):
@@ -262,13 +261,13 @@ def ours_section(runs, kinds, paper: dict) -> str:
           f"### Table 2, ours: test accuracy (%), {RESULTS[kind].title}; losses: "
           f"{implementation}\n\nCells: mean ± std over seeds (n){beside}. Pre-training "
           f"epochs: {', '.join(map(str, epochs))}.{c_note}{notes}\n\n"
-          + common.markdown_table(["Method"] + [column_title(*c) for c in columns], rows))
+          + tables.markdown_table(["Method"] + [column_title(*c) for c in columns], rows))
   return "\n\n".join(parts)
 
 
 def paper_section(paper: dict) -> str:
   rows = [[m] + [paper_cell(paper, m, c) for c in PAPER_COLUMNS]
-          for m in common.METHOD_LABELS]
+          for m in METHOD_LABELS]
   notes = "\n".join(
       f"* {', '.join(PAPER_COLUMNS[c] for c in columns)}: {note}"
       + ("; printed beside our best-epoch finetune results." if any(
@@ -279,7 +278,7 @@ def paper_section(paper: dict) -> str:
           "pre-trained and fine-tuned with an extreme augmentation (which of large erase, "
           "brightness and strong crop is not recorded with these numbers). How the "
           "published code measured each column:\n\n" + notes + "\n\n"
-          + common.markdown_table(["Method"] + list(PAPER_COLUMNS.values()), rows))
+          + tables.markdown_table(["Method"] + list(PAPER_COLUMNS.values()), rows))
 
 
 def sensitivity_section(runs, kinds) -> str:
@@ -295,12 +294,12 @@ def sensitivity_section(runs, kinds) -> str:
       if not cells:
         continue
       values = sorted({v for per_value in cells.values() for v in per_value})
-      rows = [[f"{m} ({d}, {impl})"] + [common.format_mean_std(per_value.get(v, []))
+      rows = [[f"{m} ({d}, {impl})"] + [tables.format_mean_std(per_value.get(v, []))
                                         for v in values]
               for (m, d, impl), per_value in sorted(cells.items())]
       header = ["Method (dataset, losses)"] + [f"{swept}={v:g}" for v in values]
       parts.append(f"### Sensitivity to {swept}: test accuracy (%), "
-                   f"{RESULTS[kind].title}\n\n" + common.markdown_table(header, rows))
+                   f"{RESULTS[kind].title}\n\n" + tables.markdown_table(header, rows))
   return "\n\n".join(parts)
 
 
@@ -311,12 +310,12 @@ def domains_section(runs) -> str:
     cells.setdefault(key, []).append((latest_result(metrics, "linear"),
                                       metrics.get(DOMAIN_METRIC)))
   rows = [[dataset, method, f"{alpha:g}", f"{beta:g}", f"{alpha - beta:g}",
-           common.format_mean_std([v[0] for v in values if v[0] is not None]),
-           common.format_mean_std([v[1] for v in values if v[1] is not None])]
+           tables.format_mean_std([v[0] for v in values if v[0] is not None]),
+           tables.format_mean_std([v[1] for v in values if v[1] is not None])]
           for (dataset, method, alpha, beta), values in sorted(cells.items())]
   return ("### Domain targets (Figure 1(B)): test accuracy (%), "
           f"{RESULTS['linear'].title}, of class and of domain labels\n\n"
-          + common.markdown_table(["Dataset", "Method", "alpha", "beta", "alpha - beta",
+          + tables.markdown_table(["Dataset", "Method", "alpha", "beta", "alpha - beta",
                                    "class", "domain"], rows))
 
 
@@ -324,7 +323,7 @@ def build_report(roots, protocols=DEFAULT_PROTOCOLS) -> str:
   """The Markdown report of every finished run under ``roots``."""
   kinds = selected_kinds(protocols)
   paper = load_paper_table()
-  runs = [run for root in roots for run in common.collect_runs(Path(root))]
+  runs = [run for root in roots for run in collect_runs(Path(root))]
   by_experiment: dict = {}
   for run in runs:
     by_experiment.setdefault(run[0].get("experiment"), []).append(run)
@@ -344,23 +343,28 @@ def build_report(roots, protocols=DEFAULT_PROTOCOLS) -> str:
   return "\n\n".join(sections) + "\n"
 
 
-def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--root", action="append", required=True,
-                      help="A directory of runs (repeatable).")
-  parser.add_argument("--output", default=None, help="Also write the report here.")
-  parser.add_argument("--protocols", default=",".join(DEFAULT_PROTOCOLS),
-                      help=f"Comma list of the protocols to tabulate: {', '.join(PROTOCOLS)} "
-                      f"(default: {','.join(DEFAULT_PROTOCOLS)}).")
-  args = parser.parse_args(argv)
-  try:
-    report = build_report(args.root, common.split_names(args.protocols))
-  except (ValueError, OSError) as e:
-    parser.error(str(e))
+def define_flags(flag_values: flags.FlagValues, argv) -> None:
+  del argv  # no --config fields: the report reads finished runs
+  define = dict(flag_values=flag_values)
+  flags.DEFINE_multi_string("root", None, "A directory of runs (repeatable).", **define)
+  flags.mark_flag_as_required("root", flag_values=flag_values)
+  flags.DEFINE_string("output", None, "Also write the report here.", **define)
+  flags.DEFINE_string("protocols", ",".join(DEFAULT_PROTOCOLS), "Comma list of the "
+                      f"protocols to tabulate: {', '.join(PROTOCOLS)}.", **define)
+
+
+def run(args) -> None:
+  """Prints the report of ``--root`` (and writes it to ``--output``)."""
+  report = build_report(args.root, entry.split_names(args.protocols))
   print(report, end="")
   if args.output:
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(report)
+
+
+def main(argv=None) -> None:
+  # A malformed paper table or an unknown protocol is unusable input.
+  entry.main(define_flags, run, argv, usage_errors=(ValueError, OSError))
 
 
 if __name__ == "__main__":

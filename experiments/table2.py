@@ -37,7 +37,7 @@ class-balanced subset); ``--smoke`` starts from the ``small`` config
 (`gca_jax.training.config.small`).
 
     python -m experiments.table2 --root=runs/table2 --config.data_dir=$TFDS_DIR \
-        --seeds 0 1 2                          # the whole table (GPU cluster)
+        --seeds=0,1,2                          # the whole table (GPU cluster)
     python -m experiments.table2 --methods=INCE,GCA-UOT --datasets=cifar10 \
         --policies=simclr,large_erase --root=runs/table2
     python -m experiments.table2 --smoke --root=/tmp/table2_smoke   # seconds, CPU
@@ -49,14 +49,13 @@ listed policies to every selected dataset.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from pathlib import Path
 
-try:
-  from experiments import common
-except ImportError:  # run as a script: python experiments/table2.py
-  import common
+from absl import flags
+
+from experiments import entry, methods, runs, trainer
+from gca_jax.data import augment
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,27 +101,26 @@ def run_grid(datasets, policies: str):
     if EXTREME_DATASET in datasets:
       grid += [(EXTREME_DATASET, p) for p in EXTREME_POLICIES]
     return grid
-  chosen = common.select(common.split_names(policies), common.POLICIES, "policies")
+  chosen = entry.select(entry.split_names(policies), augment.POLICIES, "policies")
   return [(d, p) for d in datasets for p in chosen]
 
 
-def make_config(dataset: str, policy: str, m: common.Method, seed: int, *,
+def make_config(dataset: str, policy: str, m: methods.Method, seed: int, *,
                 smoke: bool = False, overrides: dict | None = None):
   """The config of one run: ``dataset``'s config (the small one if
   ``smoke``), method ``m``, augmentation ``policy`` and ``seed``, then the
   ``--config.*`` ``overrides``."""
-  from gca_jax.training import config as config_lib  # pylint: disable=g-import-not-at-top
   spec = DATASETS[dataset]
-  config = common.load_config(spec.config)
+  config = runs.load_config(spec.config)
   config.update_from_flattened_dict(dict(spec.overrides))
   if smoke:
-    config_lib.small(config)
-  common.configure_method(config, m)
+    trainer.small(config)
+  methods.configure_method(config, m)
   config.augmentation = policy
   config.seed = seed
   config.linear_probe = True
   config.probe_random_init = False
-  return common.apply_overrides(config, overrides or {})
+  return entry.apply_overrides(config, overrides or {})
 
 
 def synthetic_corruption(name: str, severity: int, images_uint8):
@@ -138,8 +136,8 @@ def synthetic_corruption(name: str, severity: int, images_uint8):
     noise = np.random.default_rng(severity).normal(0.0, 0.04 * severity, images.shape)
     images = images + noise
   else:
-    raise common.ExperimentError(f"no synthetic corruption {name!r}; choose from "
-                                 f"{', '.join(SMOKE_CORRUPTIONS)}")
+    raise entry.ExperimentError(f"no synthetic corruption {name!r}; choose from "
+                                f"{', '.join(SMOKE_CORRUPTIONS)}")
   return np.clip(np.round(images * 255.0), 0, 255).astype(np.uint8)
 
 
@@ -161,22 +159,22 @@ def evaluate_corruptions(workdir: Path, corruptions, severity: int, smoke: bool)
   the same severity) are not evaluated again.
   """
   path = Path(workdir) / CORRUPTED_FILE
-  stored = common.read_json(path) or {}
+  stored = runs.read_json(path) or {}
   accuracy = stored.get("accuracy", {}) if stored.get("severity") == severity else {}
   missing = [c for c in corruptions if c not in accuracy]
   if not missing:
     return accuracy
-  encoder = common.load_encoder(workdir)
+  encoder = trainer.load_encoder(workdir)
   train = encoder.dataset.train
   train_features = encoder.split_features(train)
   for name in missing:
     images, labels = corrupted_test_split(name, severity, encoder, smoke)
-    accuracy[name] = common.probe_accuracy(encoder, train_features, train.labels,
-                                           encoder.features(images), labels,
-                                           encoder.dataset.num_classes)
-    common.log(f"[corrupted] {workdir}: {name} (severity {severity}) "
-               f"accuracy {accuracy[name]:.4f}")
-    common.write_json(path, {"severity": severity, "accuracy": accuracy})
+    accuracy[name] = trainer.probe_accuracy(encoder, train_features, train.labels,
+                                            encoder.features(images), labels,
+                                            encoder.dataset.num_classes)
+    runs.log(f"[corrupted] {workdir}: {name} (severity {severity}) "
+             f"accuracy {accuracy[name]:.4f}")
+    runs.write_json(path, {"severity": severity, "accuracy": accuracy})
   return accuracy
 
 
@@ -184,70 +182,63 @@ def evaluate_protocols(workdir: Path, protocols, **finetune_settings) -> dict:
   """Runs each of ``protocols`` the run in ``workdir`` has no result of
   (`gca_jax.linear_eval.evaluate`, which merges it into metrics.json);
   returns the run's metrics."""
-  from gca_jax import linear_eval  # pylint: disable=g-import-not-at-top
   for protocol in protocols:
-    if PROTOCOLS[protocol] not in (common.read_json(Path(workdir) / common.METRICS) or {}):
+    if PROTOCOLS[protocol] not in (runs.read_json(Path(workdir) / runs.METRICS) or {}):
       settings = finetune_settings if protocol == "finetune" else {}
-      result = linear_eval.evaluate(workdir, protocol, **settings)
-      common.log(f"[{protocol}] {workdir}: " + ", ".join(
+      result = trainer.evaluate(workdir, protocol, **settings)
+      runs.log(f"[{protocol}] {workdir}: " + ", ".join(
           f"{k} {v:.4f}" for k, v in result.items()))
-  return common.read_json(Path(workdir) / common.METRICS)
+  return runs.read_json(Path(workdir) / runs.METRICS)
 
 
-def make_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  common.add_common_flags(parser, default_root="runs/table2")
-  parser.add_argument("--methods", default=None,
-                      help=f"Comma list of {', '.join(common.METHOD_LABELS)} or 'all' "
-                      f"(default: all; --smoke: {','.join(SMOKE_METHODS)}).")
-  parser.add_argument("--datasets", default=None,
-                      help=f"Comma list of {', '.join(DATASETS)} or 'all' (default: "
-                      f"{','.join(PAPER_DATASETS)}; --smoke: digits).")
-  parser.add_argument("--policies", default=None,
-                      help="'paper' (default: standard everywhere, extreme on "
-                      f"CIFAR-10) or a comma list of {', '.join(common.POLICIES)} "
-                      "applied to every dataset (--smoke default: simclr).")
-  parser.add_argument("--implementation", default="published",
-                      choices=common.IMPLEMENTATIONS,
-                      help="published: gca_jax.reference presets (the paper's code); "
-                      "clean: gca_jax.losses.")
-  parser.add_argument("--corruptions", default=None,
-                      help="Comma list of CIFAR-10-C corruptions, 'all' (default) or "
-                      "'none'; evaluated for CIFAR-10 (--smoke: digits) runs with the "
-                      "standard augmentations.")
-  parser.add_argument("--severity", type=int, default=5, choices=range(1, 6),
-                      help="CIFAR-10-C severity (1-5).")
-  parser.add_argument("--protocols", default="linear",
-                      help=f"Comma list of evaluation protocols: {', '.join(PROTOCOLS)} "
-                      "(linear always runs; finetune is the paper's CIFAR protocol).")
-  parser.add_argument("--finetune_epochs", type=int, default=None,
-                      help="finetune: epochs (default: the protocol's 200; --smoke: 1).")
-  parser.add_argument("--finetune_batch_size", type=int, default=None,
-                      help="finetune: batch size (default: the protocol's 512).")
-  return parser
+def define_flags(flag_values: flags.FlagValues, argv) -> None:
+  entry.define_run_flags(flag_values, argv, default_root="runs/table2")
+  define = dict(flag_values=flag_values)
+  flags.DEFINE_string("methods", None, f"Comma list of {', '.join(methods.METHOD_LABELS)} "
+                      f"or 'all' (default: all; --smoke: {','.join(SMOKE_METHODS)}).",
+                      **define)
+  flags.DEFINE_string("datasets", None, f"Comma list of {', '.join(DATASETS)} or 'all' "
+                      f"(default: {','.join(PAPER_DATASETS)}; --smoke: digits).", **define)
+  flags.DEFINE_string("policies", None, "'paper' (default: standard everywhere, extreme on "
+                      f"CIFAR-10) or a comma list of {', '.join(augment.POLICIES)} applied "
+                      "to every dataset (--smoke default: simclr).", **define)
+  flags.DEFINE_enum("implementation", "published", methods.IMPLEMENTATIONS,
+                    "published: gca_jax.reference presets (the paper's code); clean: "
+                    "gca_jax.losses.", **define)
+  flags.DEFINE_string("corruptions", None, "Comma list of CIFAR-10-C corruptions, 'all' "
+                      "(default) or 'none'; evaluated for CIFAR-10 (--smoke: digits) runs "
+                      "with the standard augmentations.", **define)
+  flags.DEFINE_integer("severity", 5, "CIFAR-10-C severity (1-5).", lower_bound=1,
+                       upper_bound=5, **define)
+  flags.DEFINE_string("protocols", "linear", "Comma list of evaluation protocols: "
+                      f"{', '.join(PROTOCOLS)} (linear always runs; finetune is the paper's "
+                      "CIFAR protocol).", **define)
+  flags.DEFINE_integer("finetune_epochs", None, "finetune: epochs (default: the protocol's "
+                       "200; --smoke: 1).", **define)
+  flags.DEFINE_integer("finetune_batch_size", None, "finetune: batch size (default: the "
+                       "protocol's 512).", **define)
 
 
 def run(args) -> None:
   """Trains and evaluates every run ``args`` select (skipping finished ones)."""
-  methods = common.select(common.split_names(args.methods or (
-      ",".join(SMOKE_METHODS) if args.smoke else "all")), common.METHOD_LABELS, "methods")
-  datasets = common.select(common.split_names(args.datasets or (
+  labels = entry.select(entry.split_names(args.methods or (
+      ",".join(SMOKE_METHODS) if args.smoke else "all")), methods.METHOD_LABELS, "methods")
+  datasets = entry.select(entry.split_names(args.datasets or (
       "digits" if args.smoke else ",".join(PAPER_DATASETS))), list(DATASETS), "datasets")
   grid = run_grid(datasets, args.policies or ("simclr" if args.smoke else "paper"))
   known_corruptions = SMOKE_CORRUPTIONS if args.smoke else CIFAR10_CORRUPTIONS
-  corruptions = [] if args.corruptions == "none" else common.select(
-      common.split_names(args.corruptions or "all"), known_corruptions, "corruptions")
+  corruptions = [] if args.corruptions == "none" else entry.select(
+      entry.split_names(args.corruptions or "all"), known_corruptions, "corruptions")
   corruption_dataset = "digits" if args.smoke else "cifar10"
-  protocols = common.select(common.split_names(args.protocols), list(PROTOCOLS),
-                            "protocols")
+  protocols = entry.select(entry.split_names(args.protocols), list(PROTOCOLS),
+                           "protocols")
   finetune_settings = {"epochs": args.finetune_epochs or (1 if args.smoke else None),
                        "batch_size": args.finetune_batch_size}
   root = Path(args.root)
 
   for dataset, policy in grid:
-    for label in methods:
-      m = common.method(label, args.implementation)
+    for label in labels:
+      m = methods.method(label, args.implementation)
       for seed in args.seeds:
         workdir = root / dataset / policy / m.slug / f"seed{seed}"
         config = make_config(dataset, policy, m, seed, smoke=args.smoke,
@@ -256,18 +247,15 @@ def run(args) -> None:
                   "data": config.dataset, "policy": policy, "seed": seed,
                   "loss": m.loss, "implementation": args.implementation,
                   "smoke": args.smoke}
-        common.run_pretraining(config, workdir, record)
+        runs.run_pretraining(config, workdir, record)
         evaluate_protocols(workdir, protocols, **finetune_settings)
         if corruptions and dataset == corruption_dataset and policy == "simclr":
           evaluate_corruptions(workdir, corruptions, args.severity, args.smoke)
-  common.log(f"all runs finished; table: python -m experiments.report --root={root}")
+  runs.log(f"all runs finished; table: python -m experiments.report --root={root}")
 
 
 def main(argv=None) -> None:
-  args, config_flags = make_parser().parse_known_args(argv)
-  with common.one_line_errors():
-    args.config_overrides = common.parse_config_overrides(config_flags)
-    run(args)
+  entry.main(define_flags, run, argv)
 
 
 if __name__ == "__main__":

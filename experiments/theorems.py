@@ -47,12 +47,11 @@ within 1e-10, an inequality within 1e-12 (float64 round-off of sums over the
 
     python -m experiments.theorems                  # the full grid (CPU, minutes)
     python -m experiments.theorems --smoke          # a tiny grid (seconds)
-    python -m experiments.theorems --out=theorems.json
+    python -m experiments.theorems --out=theorems.json --seeds=0,1
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import itertools
@@ -66,10 +65,12 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 
+from experiments import entry
+from experiments.embedding_families import FAMILIES, embeddings
 from gca_jax import losses
 
-FAMILIES = ("gaussian", "clustered", "collapsed")
 IDENTITY_TOLERANCE = 1e-10
 # Inequalities are exact in exact arithmetic; float64 sums over the N^2
 # entries of a plan carry relative round-off far below this.
@@ -127,41 +128,6 @@ class Grid:
 
 FULL_GRID = Grid()
 SMOKE_GRID = Grid(batches=(8,), dims=(4,), eps_values=(0.5,), iters_values=(1, 5))
-
-
-# ----------------------------------------------------------------------------
-# Embedding families.
-
-
-def embeddings(family: str, batch: int, dim: int, seed: int = 0):
-  """Two float64 views ``(z1, z2)``, ``(batch, dim)`` each, of one family.
-
-  * ``"gaussian"``: every row of both views i.i.d. ``N(0, I)`` (the views of a
-    sample are unrelated);
-  * ``"clustered"``: 4 unit-norm centres; both views of a sample are its
-    centre plus independent noise of norm about 0.3;
-  * ``"collapsed"``: every row is one common unit direction plus independent
-    noise of norm about 1e-3 (cosine similarities all within ~1e-6 of 1).
-  """
-  if family not in FAMILIES:
-    raise ValueError(f"family must be one of {FAMILIES}, got {family!r}.")
-  rng = np.random.default_rng([seed, batch, dim, FAMILIES.index(family)])
-
-  def noise(scale):
-    return scale * rng.normal(size=(batch, dim)) / math.sqrt(dim)
-
-  if family == "gaussian":
-    z1, z2 = rng.normal(size=(batch, dim)), rng.normal(size=(batch, dim))
-  elif family == "clustered":
-    centres = rng.normal(size=(4, dim))
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    members = centres[rng.integers(0, 4, size=batch)]
-    z1, z2 = members + noise(0.3), members + noise(0.3)
-  else:
-    direction = rng.normal(size=dim)
-    direction /= np.linalg.norm(direction)
-    z1, z2 = direction + noise(1e-3), direction + noise(1e-3)
-  return jnp.asarray(z1, jnp.float64), jnp.asarray(z2, jnp.float64)
 
 
 def config_embeddings(config: Config):
@@ -489,20 +455,19 @@ def format_table(rows: Sequence[dict]) -> str:
   return "\n".join(lines)
 
 
-def parse_args(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--smoke", action="store_true",
-                      help="A tiny grid that runs in seconds (what CI runs).")
-  parser.add_argument("--out", default=None,
-                      help="Also write the table and every configuration's record as JSON.")
-  parser.add_argument("--seeds", type=int, nargs="+", default=[0],
-                      help="Seeds of the embeddings (one grid each).")
-  return parser.parse_args(argv)
+def define_flags(flag_values: flags.FlagValues, argv) -> None:
+  del argv  # no --config fields: the grid is the whole setting
+  define = dict(flag_values=flag_values)
+  flags.DEFINE_bool("smoke", False, "A tiny grid that runs in seconds (what CI runs).",
+                    **define)
+  flags.DEFINE_string("out", None, "Also write the table and every configuration's "
+                      "record as JSON.", **define)
+  entry.define_number_list("seeds", [0], "Seeds of the embeddings (one grid each).",
+                           kind=int, **define)
 
 
-def main(argv=None) -> dict:
-  args = parse_args(argv)
+def check_grid(args) -> dict:
+  """Checks every claim on the grid the flags select; prints the table."""
   grid = dataclasses.replace(SMOKE_GRID if args.smoke else FULL_GRID, seeds=tuple(args.seeds))
   results = run(grid)
   results["mode"] = "smoke" if args.smoke else "full"
@@ -517,6 +482,10 @@ def main(argv=None) -> dict:
     out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {out}", file=sys.stderr)
   return results
+
+
+def main(argv=None) -> dict:
+  return entry.main(define_flags, check_grid, argv)
 
 
 if __name__ == "__main__":

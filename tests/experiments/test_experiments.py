@@ -6,8 +6,9 @@ config, and checks what the run leaves behind; `report.py` must then
 tabulate the runs (its layout and paper numbers are tested on hand-made runs
 in ``test_report.py``). The subprocesses share a persistent XLA compilation
 cache, so repeated programs (e.g. the GCA-UOT run of table2 and of the
-sensitivity sweep) compile once. The ``--config.*`` flags and the one-line
-errors are tested in-process or without JAX work.
+sensitivity sweep) compile once. The flags (absl ``--flag=value``, lists
+comma-separated; ``--config.*`` overrides) and the one-line errors are
+tested in-process or without JAX work.
 """
 
 import json
@@ -103,8 +104,8 @@ def test_table2_smoke_runs_skips_finished_runs_and_reports(tmp_path):
 
 def test_sensitivity_smoke(tmp_path):
   root = tmp_path / "sensitivity"
-  run_entry_point("sensitivity", "--smoke", f"--root={root}", "--eps_values", 0.5, 1.0,
-                  "--iters_values", 10)
+  run_entry_point("sensitivity", "--smoke", f"--root={root}", "--eps_values=0.5,1.0",
+                  "--iters_values=10")
   assert (root / "sensitivity.png").stat().st_size > 0
   runs = sorted(p.parent.parent.name for p in root.rglob("metrics.json"))
   assert runs == ["eps0.5_iters10", "eps1_iters10"]
@@ -115,7 +116,7 @@ def test_sensitivity_smoke(tmp_path):
 
 def test_pacs_domains_smoke(tmp_path):
   root = tmp_path / "pacs"
-  run_entry_point("pacs_domains", "--smoke", f"--root={root}", "--alphas", 1)
+  run_entry_point("pacs_domains", "--smoke", f"--root={root}", "--alphas=1")
   assert (root / "pacs_domains.png").stat().st_size > 0
   metrics = [json.loads(p.read_text()) for p in root.rglob("metrics.json")]
   assert len(metrics) == 1
@@ -174,25 +175,25 @@ def test_plotting_experiments_without_matplotlib_fail_at_once(tmp_path, name):
 
 
 def test_config_flags_are_parsed_with_the_config_types():
-  from experiments import common
-  overrides = common.parse_config_overrides([
+  from experiments import entry
+  overrides = entry.parse_config_overrides([
       "--config.epochs=3", "--config.model.dtype=bfloat16", "--config.loss_params.iters",
       "5", "--config.image_size=24", "--config.linear_probe=false"])
   assert overrides == {"epochs": 3, "model.dtype": "bfloat16", "loss_params.iters": 5,
                        "image_size": 24, "linear_probe": False}
-  assert common.parse_config_overrides([]) == {}
+  assert entry.parse_config_overrides([]) == {}
   # Helpers raise (a notebook can catch it); only main turns it into an exit.
-  with pytest.raises(common.ExperimentError, match="no config field 'nope'"):
-    common.parse_config_overrides(["--config.nope=1"])
-  with pytest.raises(common.ExperimentError, match="unexpected argument 'stray'"):
-    common.parse_config_overrides(["--config.epochs=3", "stray"])
+  with pytest.raises(entry.ExperimentError, match="no config field 'nope'"):
+    entry.parse_config_overrides(["--config.nope=1"])
+  with pytest.raises(entry.ExperimentError, match="unexpected argument 'stray'"):
+    entry.parse_config_overrides(["--config.epochs=3", "stray"])
 
 
 def test_smoke_configs_are_the_small_config_with_overrides_on_top():
-  from experiments import common, pacs_domains, table2
+  from experiments import methods, pacs_domains, table2
   from gca_jax.training import config as config_lib
   small = config_lib.get_config("small")
-  m = common.method("GCA-UOT")
+  m = methods.method("GCA-UOT")
   config = table2.make_config("cifar10", "large_erase", m, 3, smoke=True,
                               overrides={"epochs": 2, "model.width": 8})
   assert (config.dataset, config.model.width, config.epochs) == ("digits", 8, 2)
@@ -201,7 +202,7 @@ def test_smoke_configs_are_the_small_config_with_overrides_on_top():
   # Only the method's loss parameters are set; the others keep the loss's defaults.
   params = {k: v for k, v in config.loss_params.items() if v is not None}
   assert params == m.params
-  byol = table2.make_config("digits", "simclr", common.method("BYOL"), 0, smoke=True)
+  byol = table2.make_config("digits", "simclr", methods.method("BYOL"), 0, smoke=True)
   assert byol.loss == "byol" and all(v is None for v in byol.loss_params.values())
   pacs = pacs_domains.make_config(0.5, 0.1, 0, "GCA-UOT", smoke=True)
   assert (pacs.target, pacs.target_alpha, pacs.target_beta) == ("domain", 0.5, 0.1)

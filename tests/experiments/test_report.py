@@ -14,15 +14,15 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
 
-from experiments import common, report, table2  # noqa: E402
+from experiments import report, runs, table2  # noqa: E402
 
 
 def fake_run(root, method, dataset, policy, seed, metrics, implementation="published"):
   workdir = root / dataset / policy / method / f"seed{seed}"
-  common.write_json(workdir / common.RUN_RECORD, {
+  runs.write_json(workdir / runs.RUN_RECORD, {
       "experiment": "table2", "method": method, "dataset": dataset, "policy": policy,
       "seed": seed, "implementation": implementation, "smoke": False})
-  common.write_json(workdir / common.METRICS, {"epochs": 500, **metrics})
+  runs.write_json(workdir / runs.METRICS, {"epochs": 500, **metrics})
   return workdir
 
 
@@ -80,7 +80,7 @@ def test_linear_results_never_carry_a_paper_number(tmp_path):
   for policy in table2.EXTREME_POLICIES:
     fake_run(tmp_path, "GCA-UOT", "cifar10", policy, 0, {"linear_probe_acc": 0.7})
   workdir = fake_run(tmp_path, "INCE", "cifar10", "simclr", 0, {"linear_probe_acc": 0.9})
-  common.write_json(workdir / table2.CORRUPTED_FILE,
+  runs.write_json(workdir / table2.CORRUPTED_FILE,
                     {"severity": 5, "accuracy": {"fog": 0.5, "snow": 0.7}})
   text = report.build_report([tmp_path], protocols=("linear", "knn"))
   ours = [line for line in text.split(f"### {PAPER_TITLE}")[0].splitlines()
@@ -142,11 +142,11 @@ def test_empty_root_still_shows_the_paper_table(tmp_path):
 def test_sensitivity_runs_are_labelled_with_their_protocol(tmp_path):
   for eps in (0.5, 1.0):
     workdir = tmp_path / f"eps{eps}"
-    common.write_json(workdir / common.RUN_RECORD, {
+    runs.write_json(workdir / runs.RUN_RECORD, {
         "experiment": "sensitivity", "method": "GCA-UOT", "dataset": "cifar10",
         "policy": "simclr", "eps": eps, "iters": 10, "default_eps": 0.5,
         "default_iters": 10, "seed": 0, "implementation": "published"})
-    common.write_json(workdir / common.METRICS, {"linear_probe_acc": 0.8 + eps / 10})
+    runs.write_json(workdir / runs.METRICS, {"linear_probe_acc": 0.8 + eps / 10})
   text = report.build_report([tmp_path])
   eps_table = section(text, "Sensitivity to eps")
   assert "protocol linear" in eps_table[0]

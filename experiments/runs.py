@@ -1,0 +1,101 @@
+"""Experiment runs: their configs, workdirs and records, and pre-training one.
+
+Every run of an experiment has its own workdir holding the trainer's
+checkpoints and ``metrics.json`` and an ``experiment.json`` record (what the
+run is: experiment, method, dataset, seed, ...) that ``python -m
+experiments.report`` groups by. `run_pretraining` skips finished runs and
+lets the trainer continue interrupted ones, so a sweep is simply run again.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+from experiments import trainer
+from experiments.entry import ExperimentError
+
+EXPERIMENTS_DIR = Path(__file__).resolve().parent
+CONFIG_DIR = EXPERIMENTS_DIR / "configs"
+RUN_RECORD = "experiment.json"
+METRICS = "metrics.json"
+
+
+def config_names() -> list[str]:
+  return sorted(p.stem for p in CONFIG_DIR.glob("*.py"))
+
+
+def load_config(name: str, variant: str | None = None):
+  """``get_config(variant)`` of ``experiments/configs/<name>.py``."""
+  path = CONFIG_DIR / f"{name}.py"
+  if not path.exists():
+    raise ExperimentError(f"no config {name!r} in experiments/configs/ (available: "
+                          f"{', '.join(config_names())})")
+  spec = importlib.util.spec_from_file_location(f"gca_config_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(variant)
+
+
+def read_json(path: Path) -> dict | None:
+  try:
+    return json.loads(Path(path).read_text())
+  except (FileNotFoundError, json.JSONDecodeError):
+    return None
+
+
+def write_json(path: Path, value: dict) -> None:
+  """Writes atomically (a killed process never leaves half a file), creating
+  the folder."""
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  trainer.write_json(path, value)
+
+
+def finished_metrics(workdir: Path, required: str = "linear_probe_acc") -> dict | None:
+  metrics = read_json(Path(workdir) / METRICS)
+  return metrics if metrics and required in metrics else None
+
+
+def log(message: str) -> None:
+  print(message, flush=True)
+
+
+def run_pretraining(config, workdir: Path, record: dict) -> dict:
+  """Pre-trains ``config`` in ``workdir`` then evaluates it linearly.
+
+  Finished runs (``metrics.json`` with a linear-probe accuracy) are skipped;
+  the trainer continues a workdir that holds a checkpoint of this run, so an
+  interrupted sweep loses at most the step in flight per run. ``record``
+  (what the run is) is stored as ``experiment.json`` for `report.py`.
+  Returns the run's metrics.
+  """
+  workdir = Path(workdir)
+  trainer.check_workdir(workdir, config)
+  done = finished_metrics(workdir)
+  if done is not None:
+    log(f"[skip] {workdir} (finished: linear-probe accuracy "
+        f"{done['linear_probe_acc']:.4f})")
+    return done
+  log(f"[{'resume' if trainer.holds_checkpoint(workdir) else 'run'}] {workdir}")
+  write_json(workdir / RUN_RECORD, record)
+  metrics = trainer.train_and_evaluate(config, workdir)
+  if "linear_probe_acc" not in metrics:  # e.g. --config.linear_probe=false
+    trainer.evaluate(workdir, "linear")
+    metrics = read_json(workdir / METRICS)
+  rate = metrics.get("images_per_second")
+  log(f"[done] {workdir}: linear-probe accuracy {metrics['linear_probe_acc']:.4f}, "
+      f"{'n/a' if rate is None else f'{rate:.0f}'} images/s")
+  return metrics
+
+
+def collect_runs(root: Path) -> list[tuple[dict, dict, Path]]:
+  """(record, metrics, workdir) of every finished run under ``root``."""
+  runs = []
+  for record_path in sorted(Path(root).rglob(RUN_RECORD)):
+    metrics = read_json(record_path.parent / METRICS)
+    record = read_json(record_path)
+    if record is not None and metrics is not None:
+      runs.append((record, metrics, record_path.parent))
+  return runs

@@ -1,17 +1,28 @@
-"""Representation metrics of the paper: alignment and uniformity.
+"""Representation metrics of the paper: alignment, uniformity and WDM.
 
-Wang and Isola, "Understanding Contrastive Representation Learning through
-Alignment and Uniformity on the Hypersphere", ICML 2020. Both are computed on
-L2-normalised embeddings (as the losses normalise them: scale-invariant, a
-zero row stays zero, a NaN or inf row gives NaN); lower is better for both.
+* :func:`alignment` and :func:`uniformity` (Wang and Isola, "Understanding
+  Contrastive Representation Learning through Alignment and Uniformity on the
+  Hypersphere", ICML 2020): lower is better for both;
+* the Wasserstein dependency measure of the two views (the paper's
+  Definition 2), ``W1`` between their joint law and the product of its
+  marginals: :func:`wdm_lower_bound` (a 1-Lipschitz critic, ``O(N D)``) and
+  :func:`wdm_sinkhorn` (a null-corrected Sinkhorn divergence, for analysis).
+
+Everything is computed on L2-normalised embeddings (as the losses normalise
+them: scale-invariant, a zero row stays zero, a NaN or inf row gives NaN).
+``docs/metrics.md`` collects the math.
 """
 
 from __future__ import annotations
 
+import functools
+import math
+
 import jax
 import jax.numpy as jnp
 
-from gca_jax.losses.geometry import check_real, compute_dtype, l2_normalize
+from gca_jax.losses import l2_normalize, sinkhorn
+from gca_jax.losses.geometry import check_pair, check_real, compute_dtype
 
 
 def _normalized(z: jax.Array, name: str = "z") -> jax.Array:
@@ -43,3 +54,223 @@ def uniformity(z: jax.Array, t: float = 2.0) -> jax.Array:
   off_diagonal = ~jnp.eye(n, dtype=bool)
   logits = jnp.where(off_diagonal, -t * squared_distance, -jnp.inf)
   return jax.nn.logsumexp(logits) - jnp.log(n * (n - 1.0))
+
+
+# ----------------------------------------------------------------------------
+# Wasserstein dependency measure (the paper's Definition 2).
+
+_SQRT2 = math.sqrt(2.0)
+
+
+def wdm_lower_bound(z1: jax.Array, z2: jax.Array) -> jax.Array:
+  r"""A lower bound of the Wasserstein dependency measure, in ``O(N D)``.
+
+  The Wasserstein dependency measure of two views (the paper's Definition 2;
+  Ozair et al. 2019) is the 1-Wasserstein distance between their joint law and
+  the product of its marginals, for the Euclidean metric on the pair
+  ``[x, y]``:
+
+  .. math::
+
+    \mathrm{WDM}(z_1; z_2) = W_1(P_{z_1 z_2}, P_{z_1} \otimes P_{z_2})
+      = \sup_{\|f\|_L \le 1} \mathbb{E}_{P_{z_1 z_2}} f - \mathbb{E}_{P_{z_1}
+        \otimes P_{z_2}} f
+
+  (Kantorovich-Rubinstein). On the unit ball the critic
+  ``f(x, y) = x·y / sqrt(2)`` is 1-Lipschitz: its gradient ``(y, x) / sqrt(2)``
+  has norm ``sqrt(|x|^2 + |y|^2) / sqrt(2) <= 1`` on the (convex) product of
+  balls. Rows are L2-normalised (as the losses do: scale-safe, a zero row
+  stays zero), so every pair lies there, and
+
+  .. math::
+
+    \mathrm{WDM} \ge \frac{1}{\sqrt 2}\Big(\frac1N \sum_i z_{1i} \cdot z_{2i}
+      - \frac{1}{N(N-1)} \sum_{i \ne j} z_{1i} \cdot z_{2j}\Big),
+
+  the mean cosine of the positive pairs minus that of the other pairs, over
+  ``sqrt(2)``. The mean over ``i != j`` is an unbiased estimate of the
+  product's expectation (``z1_i`` and ``z2_j`` are independent for ``i != j``),
+  so the value estimates the bound on the population without bias; on the
+  sample it bounds ``W1`` between the empirical joint measure and the
+  ``N(N-1)`` off-diagonal pairs, which is ``N / (N - 1)`` times ``W1`` between
+  the empirical joint and the full ``N^2``-atom empirical product. It is
+  computed from sums, ``sum_{i != j} z1_i·z2_j = (sum_i z1_i)·(sum_j z2_j) -
+  sum_i z1_i·z2_i``, without the ``N x N`` matrix. A negative value (positives
+  less similar than the rest) bounds nothing, ``WDM >= 0`` always.
+
+  Args:
+    z1, z2: ``(N, D)`` embeddings of the two views, ``N >= 2``; row ``i`` of
+      each from sample ``i``.
+
+  Returns:
+    The scalar bound, in the dtype the losses compute in (at least float32).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from gca_jax import metrics
+    >>> z = jnp.eye(4)                      # four orthogonal samples
+    >>> print(f"{metrics.wdm_lower_bound(z, 3.0 * z):.4f}")  # 1 / sqrt(2)
+    0.7071
+    >>> print(f"{metrics.wdm_lower_bound(z, jnp.roll(z, 1, axis=0)):.4f}")
+    -0.2357
+
+  References:
+    Ozair, Lynch, Bengio, van den Oord, Levine, Sermanet, "Wasserstein
+    dependency measure for representation learning", NeurIPS 2019.
+  """
+  check_pair(z1, z2)
+  z1, z2 = _normalized(z1, "z1"), _normalized(z2, "z2")
+  n = z1.shape[0]
+  positives = jnp.sum(z1 * z2)
+  off_diagonal = jnp.sum(z1, axis=0) @ jnp.sum(z2, axis=0) - positives
+  return (positives / n - off_diagonal / (n * (n - 1))) / _SQRT2
+
+
+def _squared_distances(z: jax.Array) -> jax.Array:
+  """``|z_i - z_k|^2`` between the rows of ``z``, exactly 0 for ``i = k``."""
+  squared_norms = jnp.sum(z * z, axis=1)
+  squared = squared_norms[:, None] + squared_norms[None, :] - 2.0 * z @ z.T
+  # The Gram form rounds a zero distance to about 1e-16 (float64), whose
+  # square root, 1e-8, would be a visible error; a row's own distance is 0.
+  return jnp.where(jnp.eye(z.shape[0], dtype=bool), 0.0,
+                   jnp.maximum(squared, 0.0))
+
+
+def _pair_cost(d1, d2, x, y) -> jax.Array:
+  """Euclidean distances between the pair clouds ``x`` and ``y``.
+
+  A cloud is a pair of index vectors ``(i, j)``: its point ``k`` is
+  ``[z1_{i_k}, z2_{j_k}]``, so its squared distance to ``[z1_{i'}, z2_{j'}]``
+  is ``d1[i, i'] + d2[j, j']``, exactly 0 for the same point.
+  """
+  squared = d1[x[0]][:, y[0]] + d2[x[1]][:, y[1]]
+  positive = squared > 0
+  # sqrt has an infinite derivative at 0; a coincident pair gets a zero one.
+  return jnp.where(positive, jnp.sqrt(jnp.where(positive, squared, 1.0)), 0.0)
+
+
+def _entropic_cost(cost: jax.Array, eps, iters: int) -> jax.Array:
+  """``OT_eps`` of the uniform measures on the rows and columns of ``cost``.
+
+  ``min_P <P, C> + eps KL(P || a bᵀ)`` over plans with marginals ``a, b``,
+  evaluated as its dual at the potentials after ``iters`` Sinkhorn
+  iterations: ``eps (<a, alpha - log a> + <b, beta - log b> + 1 - sum P)``,
+  with ``P = exp(alpha_i + beta_j - C_ij / eps)``.
+  """
+  n, m = cost.shape
+  log_a = jnp.full((n,), -math.log(n), cost.dtype)
+  log_b = jnp.full((m,), -math.log(m), cost.dtype)
+  log_kernel = -cost / eps
+  out = sinkhorn(log_kernel, log_a, log_b, iters=iters)
+  mass = jnp.sum(jnp.exp(out.log_plan(log_kernel)))
+  return eps * (jnp.mean(out.log_u - log_a) + jnp.mean(out.log_v - log_b)
+                + 1.0 - mass)
+
+
+def _sinkhorn_divergence(d1, d2, x, y, eps, iters: int) -> jax.Array:
+  """``S_eps(x, y) = OT_eps(x, y) - (OT_eps(x, x) + OT_eps(y, y)) / 2``."""
+  def ot(p, q):
+    return _entropic_cost(_pair_cost(d1, d2, p, q), eps, iters)
+
+  return ot(x, y) - 0.5 * (ot(x, x) + ot(y, y))
+
+
+def _check_positive(name: str, value) -> None:
+  """A concrete value must be finite and > 0; a traced one is trusted."""
+  try:
+    concrete = float(value)
+  except (TypeError, jax.errors.ConcretizationTypeError):
+    return
+  if not 0.0 < concrete < math.inf:
+    raise ValueError(f"{name} must be finite and > 0, got {value}.")
+
+
+def wdm_sinkhorn(z1: jax.Array, z2: jax.Array, *, key: jax.Array,
+                 eps: float = 0.1, iters: int = 100) -> jax.Array:
+  r"""Entropic estimate of the Wasserstein dependency measure, for analysis.
+
+  ``WDM = W1(P_{z1 z2}, P_{z1} ⊗ P_{z2})`` (see :func:`wdm_lower_bound`) is
+  estimated from the ``N`` pairs with two Sinkhorn divergences on the pair
+  space, Euclidean cost ``C = |[x, y] - [x', y']|_2`` (the cost of ``W1``):
+
+  .. math::
+
+    \widehat{\mathrm{WDM}} = S_\varepsilon(\hat J, \hat\Pi_p)
+      - S_\varepsilon(\hat\Pi_q, \hat\Pi_r), \qquad
+    S_\varepsilon(\alpha, \beta) = \mathrm{OT}_\varepsilon(\alpha, \beta)
+      - \tfrac12 \mathrm{OT}_\varepsilon(\alpha, \alpha)
+      - \tfrac12 \mathrm{OT}_\varepsilon(\beta, \beta),
+
+  where ``Ĵ`` is the joint cloud ``{[z1_i, z2_i]}``, ``Π̂_p`` the shuffled
+  cloud ``{[z1_i, z2_{p(i)}]}`` (a sample of the product of the marginals) for
+  a random permutation ``p``, ``p, q, r`` independent permutations drawn from
+  ``key``, and ``OT_eps(α, β) = min_P <P, C> + eps KL(P || α ⊗ β)`` over the
+  couplings of the two uniform clouds, computed by ``iters`` balanced
+  Sinkhorn iterations of :func:`gca_jax.losses.sinkhorn` on the log-kernel
+  ``-C / eps`` (and evaluated as its dual). Rows are L2-normalised first.
+
+  The second divergence is a null correction: between two samples of the
+  same law, ``S_eps`` is not 0 but a positive finite-sample offset, which
+  for ``N`` in the hundreds dominates the raw value; two independent shuffles
+  are such a pair, built like the first one, so subtracting it removes most
+  of the offset. The estimate is therefore about 0 (of either sign) for
+  independent views and grows with their dependence.
+
+  Biases, none of which the correction removes entirely:
+
+  * sample size: the offset of ``S_eps`` between two ``N``-samples of one law
+    shrinks slowly in ``N`` (like ``N^{-1/2}`` for large ``eps``, and as
+    slowly as ``N^{-1/(2D)}``-type rates as ``eps -> 0``); the correction
+    subtracts one draw of it, so the estimate keeps its fluctuation;
+  * ``eps``: ``S_eps`` tends to ``W1`` as ``eps -> 0`` and to half the energy
+    distance ``E|X - Y| - (E|X - X'| + E|Y - Y'|) / 2`` as ``eps -> inf``;
+    at ``eps > 0`` it is neither, and values at different ``eps`` do not
+    compare;
+  * dimension: the pairs live in ``2D`` dimensions, where distances
+    concentrate and the finite-sample offset grows with ``D``, so values
+    compare only at the same ``(N, D, eps)``;
+  * iterations: a fixed ``iters`` too small for ``eps`` leaves the plans
+    unconverged (each ``OT_eps`` is then under-estimated, its dual not yet
+    maximised); ``iters`` must grow as ``eps`` shrinks.
+
+  Args:
+    z1, z2: ``(N, D)`` embeddings of the two views, ``N >= 2``; row ``i`` of
+      each from sample ``i``.
+    key: a ``jax.random`` key for the three permutations.
+    eps: entropic regularisation (finite, > 0), in units of the cost
+      (distances between normalised pairs are at most ``2 sqrt(2)``).
+    iters: Sinkhorn iterations of each of the six problems (an int >= 1).
+
+  Returns:
+    The scalar estimate (``O(iters N^2)`` work, ``N x N`` memory).
+
+  Examples:
+    >>> import jax
+    >>> from gca_jax import metrics
+    >>> z, noise = jax.random.normal(jax.random.PRNGKey(0), (2, 256, 4))
+    >>> key = jax.random.PRNGKey(1)
+    >>> dependent = metrics.wdm_sinkhorn(z, z + 0.25 * noise, key=key)
+    >>> independent = metrics.wdm_sinkhorn(z, noise, key=key)
+    >>> bool(dependent > 10 * abs(independent))
+    True
+
+  References:
+    Feydy, Séjourné, Vialard, Amari, Trouvé, Peyré, "Interpolating between
+    optimal transport and MMD using Sinkhorn divergences", AISTATS 2019;
+    Genevay, Chizat, Bach, Cuturi, Peyré, "Sample complexity of Sinkhorn
+    divergences", AISTATS 2019.
+  """
+  check_pair(z1, z2)
+  if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
+    raise ValueError(f"iters must be an int >= 1, got {iters!r}.")
+  _check_positive("eps", eps)
+  z1, z2 = _normalized(z1, "z1"), _normalized(z2, "z2")
+  dtype = jnp.result_type(z1, z2)
+  d1 = _squared_distances(z1.astype(dtype))
+  d2 = _squared_distances(z2.astype(dtype))
+  n = z1.shape[0]
+  rows = jnp.arange(n)
+  p, q, r = (jax.random.permutation(k, n) for k in jax.random.split(key, 3))
+  divergence = functools.partial(_sinkhorn_divergence, d1, d2, eps=eps,
+                                 iters=iters)
+  return divergence((rows, rows), (rows, p)) - divergence((rows, q), (rows, r))

@@ -159,3 +159,100 @@ def _class_target(labels, *, pairing, dtype, axis_name):
   if layout.self_pairs is not None:
     target = jnp.where(layout.self_pairs, jnp.zeros((), dtype), target)
   return target
+
+
+def hierarchical_target(labels_per_level, weights, *, beta: float,
+                        pairing: str = "joint", dtype=None) -> jax.Array:
+  r"""Target plan of a label hierarchy: nested blocks of decreasing weight.
+
+  With ``L`` levels of labels, finest first (e.g. class, then super-class,
+  then domain), and weights ``alpha_1, ..., alpha_L``:
+
+  .. math::
+
+    T_{ij} = \begin{cases}
+      1 & j = t(i) \text{ (the positive)}, \\
+      \alpha_l & l = \min\{k : y^{(k)}_i = y^{(k)}_j\} \text{ (the finest
+        shared level)}, \\
+      \beta & \text{no level shared}, \\
+      0 & j = i \text{ (a self pair of the joint layout)}.
+    \end{cases}
+
+  The levels need not be nested: a pair gets the weight of the finest level
+  at which its labels agree. With ``alpha_1 > alpha_2 > ... > beta`` the loss
+  pulls together samples the more the finer the label they share. The
+  one-level case is :func:`domain_target` (``[domains], [alpha]``) and, with
+  ``[labels], [1.0], beta=0``, :func:`class_target`; a loss row-normalises
+  the plan, so only ratios within a row matter.
+
+  Args:
+    labels_per_level: a non-empty sequence of ``(B,)`` integer label arrays,
+      finest level first (or an ``(L, B)`` array).
+    weights: ``L`` weights ``alpha_l`` of pairs whose finest shared level is
+      ``l`` (each finite and >= 0; may be traced).
+    beta: weight of pairs that share no level (finite, >= 0; may be traced).
+    pairing: the loss's pairing (``"joint"`` gives ``(2B, 2B)``).
+    dtype: float dtype of the result (default: see the module docstring).
+
+  Returns:
+    The ``(N, N)`` target (self pairs of the joint layout are 0).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from gca_jax.losses.targets import hierarchical_target
+    >>> classes, superclasses = jnp.array([0, 1, 2]), jnp.array([0, 0, 1])
+    >>> hierarchical_target([classes, superclasses], [0.5, 0.25], beta=0.0,
+    ...                     pairing="cross")
+    Array([[1.  , 0.25, 0.  ],
+           [0.25, 1.  , 0.  ],
+           [0.  , 0.  , 1.  ]], dtype=float32)
+  """
+  return _hierarchical_target(labels_per_level, weights, beta=beta,
+                              pairing=pairing, dtype=dtype, axis_name=None)
+
+
+def _levels_and_weights(labels_per_level, weights):
+  """The levels as ``(B,)`` arrays and one weight per level, checked."""
+  if isinstance(labels_per_level, (str, bytes)) or not hasattr(
+      labels_per_level, "__len__") or len(labels_per_level) == 0:
+    raise ValueError(
+        "labels_per_level must be a non-empty sequence of (B,) label arrays, "
+        f"finest level first, got {labels_per_level!r}.")
+  levels = [jnp.asarray(level) for level in labels_per_level]
+  if levels[0].ndim == 0:
+    raise ValueError(
+        "labels_per_level must be a sequence of (B,) label arrays, one per "
+        "level (wrap a single level in a list: [labels]), got scalars.")
+  shapes = {level.shape for level in levels}
+  if len(shapes) != 1 or levels[0].ndim != 1:
+    raise ValueError(
+        "labels_per_level must hold (B,) label arrays of one shape, got shapes "
+        f"{[level.shape for level in levels]}.")
+  if not hasattr(weights, "__len__") or len(weights) != len(levels):
+    raise ValueError(
+        f"weights must hold one weight per level ({len(levels)} levels), got "
+        f"{weights!r}.")
+  weights = list(weights)
+  for level, weight in enumerate(weights):
+    _check_weight(f"weights[{level}]", weight)
+  return levels, weights
+
+
+def _hierarchical_target(labels_per_level, weights, *, beta, pairing, dtype,
+                         axis_name):
+  """:func:`hierarchical_target`; with ``axis_name``, this device's rows of
+  it from this device's labels of every level (the others' are gathered)."""
+  levels, weights = _levels_and_weights(labels_per_level, weights)
+  _check_weight("beta", beta)
+  dtype = _float_dtype(dtype, *weights, beta)
+  target = jnp.asarray(beta, dtype)
+  layout = None
+  # Coarsest first, so that a finer shared level overwrites a coarser one.
+  for level, weight in reversed(list(zip(levels, weights))):
+    layout = _layout(level, pairing, axis_name)
+    shared = layout.row_ids[:, None] == layout.col_ids[None, :]
+    target = jnp.where(shared, jnp.asarray(weight, dtype), target)
+  target = jnp.where(layout.positives, jnp.ones((), dtype), target)
+  if layout.self_pairs is not None:
+    target = jnp.where(layout.self_pairs, jnp.zeros((), dtype), target)
+  return target

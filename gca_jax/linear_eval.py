@@ -116,8 +116,6 @@ def main(argv) -> None:
     fail(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.ERROR)
   cli.initialize_distributed()
-  from gca_jax.data.base import DatasetError  # pylint: disable=g-import-not-at-top
-  from gca_jax.training import checkpoint, config  # pylint: disable=g-import-not-at-top
   from gca_jax.training import reporting  # pylint: disable=g-import-not-at-top
 
   settings = {name: FLAGS[name].value for name in SETTINGS[FLAGS.protocol]}
@@ -125,12 +123,10 @@ def main(argv) -> None:
            if FLAGS[name].present]
   if other:
     fail(f"--{other[0]} is not a setting of --protocol={FLAGS.protocol}")
-  try:
+  # ValueError: a bad setting; a diverged fine-tuning (FloatingPointError)
+  # reports no accuracy.
+  with cli.one_line_errors(ValueError):
     result = evaluate(FLAGS.workdir, FLAGS.protocol, **settings)
-  except (config.ConfigError, checkpoint.WorkdirError, DatasetError, ValueError) as e:
-    fail(str(e))
-  except FloatingPointError as e:  # a diverged fine-tuning reports no accuracy
-    fail(str(e), cli.EXIT_DIVERGED)
   print(f"{FLAGS.protocol} protocol: " + ", ".join(
       f"{k} {v:.4f}" for k, v in result.items()))
   print(reporting.where_to_look(FLAGS.workdir))

@@ -258,3 +258,12 @@ def where_to_look(workdir: str | Path) -> str:
   return (f"metrics: {workdir / METRICS_FILE}\n"
           f"TensorBoard logs: {workdir / TENSORBOARD_DIR}  "
           f"(view: tensorboard --logdir {workdir / TENSORBOARD_DIR})")
+
+
+def next_command(workdir: str | Path, *, finished: bool) -> str:
+  """The line that says what to run next on ``workdir``: its evaluation
+  once the run is ``finished``, else the command that continues it."""
+  if finished:
+    return (f"next: python -m gca_jax.linear_eval --workdir={workdir}  "
+            "(--protocol=finetune: the paper's CIFAR protocol)")
+  return f"next: python -m gca_jax.pretrain --workdir={workdir}  (continues the run)"

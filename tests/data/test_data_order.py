@@ -1,4 +1,4 @@
-"""Feeding: batch indices, the device gather, the host grain loader."""
+"""The batch order (`gca_jax.data.order`), the device gather, the host grain loader."""
 
 import chex
 import grain

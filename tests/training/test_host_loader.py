@@ -1,4 +1,4 @@
-"""Training from the host feed (grain) for datasets too large for the device.
+"""Training from the host loader (grain) for datasets too large for the device.
 
 A tiny PACS-layout folder (2 domains x 2 classes x 10 PNGs of 40x40, crop
 32) is loaded with the in-memory limit set to 0 bytes, so its splits are

@@ -6,16 +6,32 @@ unbalanced-OT projections on the batch's similarity kernel and align the
 resulting plan with a target plan.
 """
 
-from gca_jax import losses, metrics, reference
-from gca_jax.losses import (
-    LossAux, byol, class_target, domain_target, gca_ince, gca_loss,
-    gca_rince, gca_uot, hs_ince, hs_rince, infonce, iot, iot_uni, rince,
-    sinkhorn)
-from gca_jax.metrics import alignment, uniformity
+import importlib
 
-__all__ = [
-    "LossAux", "alignment", "byol", "class_target", "domain_target", "gca_ince",
-    "gca_loss", "gca_rince", "gca_uot", "hs_ince", "hs_rince", "infonce", "iot",
-    "iot_uni", "losses", "metrics", "reference", "rince", "sinkhorn", "uniformity",
-]
+# Imported on first use (PEP 562), so that a command line's ``--help`` and its
+# flag errors come before jax is loaded.
+_SUBMODULES = ("losses", "metrics", "reference")
+_FROM_LOSSES = (
+    "LossAux", "byol", "class_target", "domain_target", "gca_ince", "gca_loss",
+    "gca_rince", "gca_uot", "hs_ince", "hs_rince", "infonce", "iot", "iot_uni", "rince",
+    "sinkhorn")
+_FROM_METRICS = ("alignment", "uniformity")
+
+__all__ = sorted(_SUBMODULES + _FROM_LOSSES + _FROM_METRICS)
+
+
+def __getattr__(name: str):
+  if name in _SUBMODULES:
+    return importlib.import_module(f"gca_jax.{name}")
+  if name in _FROM_LOSSES:
+    return getattr(importlib.import_module("gca_jax.losses"), name)
+  if name in _FROM_METRICS:
+    return getattr(importlib.import_module("gca_jax.metrics"), name)
+  raise AttributeError(f"module 'gca_jax' has no attribute {name!r}")
+
+
+def __dir__():
+  return sorted(set(globals()) | set(__all__))
+
+
 __version__ = "0.1.0"

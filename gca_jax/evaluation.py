@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gca_jax.data import augment, host_feed
+from gca_jax.data import augment, loader
 from gca_jax.losses import l2_normalize
 from gca_jax.sharding import batch_sharded, global_array, process_local_array, replicated
 
@@ -114,10 +114,10 @@ def embed_host_split(embed, variables, split, mesh, *, batch_size: int = 512,
   """As `embed_split`, for a split too large for memory: a grain loader
   decodes the images batch by batch, each process only its rows."""
   batch_size = eval_batch_size(batch_size, mesh.devices.size)
-  loader = host_feed.process_eval_loader(split, global_batch_size=batch_size,
-                                         worker_count=worker_count)
+  batches = loader.process_eval_loader(split, global_batch_size=batch_size,
+                                       worker_count=worker_count)
   data_sharding = batch_sharded(mesh)
-  return embed_batches(embed, variables, (batch["image"] for batch in loader),
+  return embed_batches(embed, variables, (batch["image"] for batch in batches),
                        len(split), lambda images: process_local_array(images, data_sharding))
 
 

@@ -34,7 +34,7 @@ labelled as such; `FinetuneResult.last_accuracy` (the last epoch, no
 selection) is recorded beside it, with every epoch's accuracy.
 
 Differences from the published code: batches are drawn from a per-epoch
-permutation keyed by ``(seed, epoch)`` (`gca_jax.data.feed`) and the last
+permutation keyed by ``(seed, epoch)`` (`gca_jax.data.order`) and the last
 partial batch of an epoch is dropped (the published loader keeps it; CIFAR at
 batch 512 gets 97 instead of 98 updates per epoch); crops are resampled
 bilinearly with antialiasing on the device rather than by PIL; the mean/std
@@ -53,18 +53,19 @@ import dataclasses
 import functools
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
+from flax import struct
+from jax.sharding import Mesh
 
 from gca_jax import evaluation, models, sharding
-from gca_jax.data import augment, feed
+from gca_jax.data import augment, order
+from gca_jax.training import feeds
 
 BEST_ACCURACY_NOTE = ("best test accuracy over epochs: model selection on the test set, "
                       "as the paper's published code reports")
@@ -159,6 +160,49 @@ def initial_variables(model_config, variables, num_classes: int, seed: int = 0) 
           "batch_stats": {"encoder": variables["batch_stats"]["encoder"]}}
 
 
+class FinetuneSettings(NamedTuple):
+  """The protocol's settings (defaults: the published code's)."""
+
+  epochs: int = 200
+  batch_size: int = 512
+  base_lr: float = 0.2
+  cosine_start: float = 0.6
+  cosine_end: float = 1e-3
+  momentum: float = 0.9
+  seed: int = 0                    # head initialisation, batch order and augmentation
+  image_size: int | None = None    # crops and test images (None: the data's height)
+
+
+class Inputs(NamedTuple):
+  """How images become the classifier's inputs (hashable: a static field)."""
+
+  image_size: int
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+
+
+class FinetuneState(struct.PyTreeNode):
+  """The classifier being fine-tuned, its optimiser and its augmentation key.
+
+  ``step`` counts updates; update ``t`` augments with ``fold_in(rng, t)``.
+  ``apply_fn``, ``tx`` and ``inputs`` are static (part of the jitted
+  programs, not traced).
+  """
+
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  rng: jax.Array
+  apply_fn: Callable = struct.field(pytree_node=False)
+  tx: optax.GradientTransformation = struct.field(pytree_node=False)
+  inputs: Inputs = struct.field(pytree_node=False)
+
+  @property
+  def variables(self) -> dict:
+    return {"params": self.params, "batch_stats": self.batch_stats}
+
+
 def _augment_one(key, image_uint8, *, out_size, mean, std):
   crop_key, flip_key = jax.random.split(key)
   image = image_uint8.astype(jnp.float32) / 255.0
@@ -168,13 +212,69 @@ def _augment_one(key, image_uint8, *, out_size, mean, std):
   return (image - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
 
 
+# No donation: the state's first buffers may be the caller's own arrays.
+@jax.jit
+def train_step(state: FinetuneState, batch: dict):
+  """One SGD update on ``batch`` (uint8 ``"image"``, int32 ``"label"``, sharded
+  over the mesh); returns (state, (loss, accuracy)) of the batch."""
+  images, labels = batch["image"], batch["label"]
+  keys = jax.random.split(jax.random.fold_in(state.rng, state.step), images.shape[0])
+  x = jax.vmap(functools.partial(_augment_one, out_size=state.inputs.image_size,
+                                 mean=state.inputs.mean, std=state.inputs.std))(keys, images)
+
+  def loss_fn(params):
+    logits, updates = state.apply_fn({"params": params, "batch_stats": state.batch_stats},
+                                     x, train=True, mutable=["batch_stats"])
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    return loss, (updates["batch_stats"], jnp.mean(jnp.argmax(logits, -1) == labels))
+
+  (loss, (batch_stats, accuracy)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params)
+  updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+  return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                       batch_stats=batch_stats, opt_state=opt_state), (loss, accuracy)
+
+
+@jax.jit
+def eval_step(state: FinetuneState, batch: dict) -> jax.Array:
+  """``[correct, non-finite]`` counts of the un-augmented ``batch`` (uint8
+  ``"image"``, ``"label"``, bool ``"valid"`` marking the padding), batch norm
+  in evaluation mode."""
+  x = evaluation.preprocess_for_eval(batch["image"], mean=state.inputs.mean,
+                                     std=state.inputs.std, image_size=state.inputs.image_size)
+  logits = state.apply_fn(state.variables, x, train=False)
+  valid = batch["valid"]
+  finite = jnp.all(jnp.isfinite(logits), axis=-1)
+  correct = (jnp.argmax(logits, -1) == batch["label"]) & finite & valid
+  return jnp.stack([jnp.sum(correct), jnp.sum(valid & ~finite)])
+
+
+def accuracy_on(state: FinetuneState, split, mesh: Mesh, batch_size: int) -> float:
+  """Accuracy of ``state``'s classifier on the whole ``split`` (NaN if any
+  logit is not finite); the last, partial batch is padded and masked."""
+  batch_size = evaluation.eval_batch_size(batch_size, mesh.devices.size)
+  images, labels = split.images, np.asarray(split.labels, np.int32)
+  batch_sharding = sharding.batch_sharded(mesh)
+  totals = []
+  for start in range(0, len(labels), batch_size):
+    chunk = labels[start:start + batch_size]
+    batch = {"image": evaluation.pad_batch(np.asarray(images[start:start + batch_size]),
+                                           batch_size),
+             "label": evaluation.pad_batch(chunk, batch_size),
+             "valid": np.arange(batch_size) < len(chunk)}
+    totals.append(eval_step(state, {k: sharding.global_array(v, batch_sharding)
+                                    for k, v in batch.items()}))
+  correct, nonfinite = np.sum([np.asarray(t) for t in totals], axis=0)
+  # Non-finite logits make the accuracy undefined, not a count of argmax = 0.
+  return float("nan") if nonfinite else float(correct) / len(labels)
+
+
 def _check(ok: bool, message: str) -> None:
   if not ok:
     raise ValueError(message)
 
 
-def _check_args(dataset, variables, mesh, *, epochs, batch_size, base_lr, cosine_start,
-                cosine_end, momentum, image_size):
+def _check_args(settings: FinetuneSettings, dataset, variables, mesh) -> None:
   def positive_int(name, value):
     _check(isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1,
            f"{name} must be a positive integer, got {value!r}.")
@@ -185,16 +285,21 @@ def _check_args(dataset, variables, mesh, *, epochs, batch_size, base_lr, cosine
     _check(ok, f"{name} must be a finite number {'>=' if low_ok else '>'} {low}, "
            f"got {value!r}.")
 
-  positive_int("epochs", epochs)
-  positive_int("batch_size", batch_size)
-  if image_size is not None:
-    positive_int("image_size", image_size)
-  finite("base_lr", base_lr, 0)
-  finite("cosine_start", cosine_start, 0)
-  finite("cosine_end", cosine_end, 0, low_ok=True)
+  _check(isinstance(settings, FinetuneSettings),
+         f"settings must be a FinetuneSettings, got {type(settings).__name__}.")
+  positive_int("epochs", settings.epochs)
+  positive_int("batch_size", settings.batch_size)
+  if settings.image_size is not None:
+    positive_int("image_size", settings.image_size)
+  finite("base_lr", settings.base_lr, 0)
+  finite("cosine_start", settings.cosine_start, 0)
+  finite("cosine_end", settings.cosine_end, 0, low_ok=True)
+  momentum = settings.momentum
   _check(isinstance(momentum, (int, float)) and 0 <= momentum < 1,
          f"momentum must lie in [0, 1), got {momentum!r}.")
-  _check(len(mesh.axis_names) == 1, f"mesh must have one (data) axis, got {mesh.axis_names}.")
+  _check(tuple(mesh.axis_names) == (sharding.DATA_AXIS,), "mesh must have the one axis "
+         f"({sharding.DATA_AXIS!r},) of gca_jax.sharding.make_mesh, got {mesh.axis_names}.")
+  batch_size = settings.batch_size
   _check(batch_size % mesh.devices.size == 0, f"batch_size={batch_size} must be a multiple "
          f"of the {mesh.devices.size} devices of the mesh.")
   _check(dataset.train.in_memory, "finetune needs an in-memory train split (uint8 array); "
@@ -215,10 +320,25 @@ def _check_args(dataset, variables, mesh, *, epochs, batch_size, base_lr, cosine
          "variables hold non-finite values; the pre-trained encoder is unusable.")
 
 
-def finetune(model_config, variables, dataset, *, mesh: Mesh | None = None, epochs: int = 200,
-             batch_size: int = 512, base_lr: float = 0.2, cosine_start: float = 0.6,
-             cosine_end: float = 1e-3, momentum: float = 0.9, seed: int = 0,
-             image_size: int | None = None,
+def create_state(model_config, variables, dataset, settings: FinetuneSettings, mesh: Mesh,
+                 total_steps: int) -> FinetuneState:
+  """The state before fine-tuning (`initial_variables`), replicated over ``mesh``."""
+  tx = make_optimizer(settings.base_lr, total_steps, settings.cosine_start,
+                      settings.cosine_end, settings.momentum)
+  initial = initial_variables(model_config, variables, dataset.num_classes, settings.seed)
+  inputs = Inputs(settings.image_size or dataset.train.images.shape[1], tuple(dataset.mean),
+                  tuple(dataset.std))
+  state = FinetuneState(
+      step=jnp.zeros((), jnp.int32), params=initial["params"],
+      batch_stats=initial["batch_stats"], opt_state=tx.init(initial["params"]),
+      rng=jax.random.fold_in(jax.random.key(settings.seed), 1),
+      apply_fn=make_classifier(model_config, dataset.num_classes).apply, tx=tx,
+      inputs=inputs)
+  return jax.device_put(state, sharding.replicated(mesh))
+
+
+def finetune(model_config, variables, dataset, settings: FinetuneSettings = FinetuneSettings(),
+             *, mesh: Mesh | None = None,
              progress: Callable[[int, dict], None] | None = None) -> FinetuneResult:
   """Fine-tunes the pre-trained encoder with a linear head (module docstring).
 
@@ -230,12 +350,8 @@ def finetune(model_config, variables, dataset, *, mesh: Mesh | None = None, epoc
       subtrees are used (projector and predictor are dropped).
     dataset: a `gca_jax.data.Dataset` (uint8 images, labels, mean, std,
       num_classes); its train split must be in memory.
+    settings: the protocol's `FinetuneSettings` (default: the published code's).
     mesh: a one-axis device mesh (default: every device).
-    epochs, batch_size, base_lr, cosine_start, cosine_end, momentum: the
-      protocol's settings (defaults: the published code's).
-    seed: head initialisation, batch order and augmentation.
-    image_size: side of the training crops and test images (default: the
-      dataset's image height).
     progress: called after every epoch as ``progress(epoch, metrics)``
       (1-based epoch; metrics: step, learning_rate of the epoch's last
       update, train_loss and train_accuracy averaged over the epoch's
@@ -244,103 +360,58 @@ def finetune(model_config, variables, dataset, *, mesh: Mesh | None = None, epoc
   Returns:
     A `FinetuneResult`. Raises ValueError for a bad argument and
     FloatingPointError if the training loss becomes non-finite.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, numpy as np, ml_collections
+    >>> from gca_jax import data, finetune, models
+    >>> digits = data.load_dataset("digits", image_size=8)
+    >>> digits = digits._replace(train=digits.train.take(np.arange(64)),
+    ...                          test=digits.test.take(np.arange(32)))
+    >>> model_config = ml_collections.ConfigDict({"name": "resnet_small",
+    ...     "stem": "cifar", "width": 2, "dtype": "float32", "projector_hidden_dim": 8,
+    ...     "projection_dim": 4, "predictor_hidden_dim": 8})
+    >>> pretrained = models.create_model(model_config).init(
+    ...     jax.random.PRNGKey(0), jnp.zeros((2, 8, 8, 3)), train=False)
+    >>> result = finetune.finetune(model_config, pretrained, digits,
+    ...                            finetune.FinetuneSettings(epochs=1, batch_size=32))
+    >>> len(result.epoch_accuracies), result.steps_per_epoch
+    (1, 2)
   """
   mesh = sharding.make_mesh() if mesh is None else mesh
-  _check_args(
-      dataset, variables, mesh, epochs=epochs, batch_size=batch_size, base_lr=base_lr,
-      cosine_start=cosine_start, cosine_end=cosine_end, momentum=momentum,
-      image_size=image_size)
-  image_size = image_size or dataset.train.images.shape[1]
-  num_train = len(dataset.train)
-  steps_per_epoch = feed.steps_per_epoch(num_train, batch_size)
-  total_steps = epochs * steps_per_epoch
-  schedule = learning_rate_schedule(base_lr, total_steps, cosine_start, cosine_end)
-  tx = make_optimizer(base_lr, total_steps, cosine_start, cosine_end, momentum)
-  model = make_classifier(model_config, dataset.num_classes)
-  replicated = NamedSharding(mesh, P())
-  batch_sharding = NamedSharding(mesh, P(mesh.axis_names[0]))
-  augment_key = jax.random.fold_in(jax.random.key(seed), 1)
-  initial = initial_variables(model_config, variables, dataset.num_classes, seed)
-  state = jax.device_put((initial["params"], initial["batch_stats"],
-                          tx.init(initial["params"])), replicated)
-  train_images = sharding.global_array(np.asarray(dataset.train.images, np.uint8), replicated)
-  train_labels = sharding.global_array(np.asarray(dataset.train.labels, np.int32), replicated)
-  augment_batch = jax.vmap(functools.partial(
-      _augment_one, out_size=image_size, mean=tuple(dataset.mean), std=tuple(dataset.std)))
-
-  # No donation: the state's first buffers may be the caller's own arrays.
-  @functools.partial(jax.jit, out_shardings=replicated)
-  def train_step(state, epoch, step, global_step):
-    params, batch_stats, opt_state = state
-    indices = feed.batch_indices(seed, epoch, step, batch_size, num_train)
-    indices = jax.lax.with_sharding_constraint(indices, batch_sharding)
-    keys = jax.random.split(jax.random.fold_in(augment_key, global_step), batch_size)
-    x = augment_batch(keys, train_images[indices])
-    labels = train_labels[indices]
-
-    def loss_fn(params):
-      logits, updates = model.apply({"params": params, "batch_stats": batch_stats}, x,
-                                    train=True, mutable=["batch_stats"])
-      loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-      return loss, (updates["batch_stats"], jnp.mean(jnp.argmax(logits, -1) == labels))
-
-    (loss, (batch_stats, accuracy)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return (optax.apply_updates(params, updates), batch_stats, opt_state), (loss, accuracy)
-
-  @functools.partial(jax.jit, out_shardings=replicated)
-  def test_counts(params, batch_stats, images, labels, valid):
-    x = evaluation.preprocess_for_eval(images, mean=dataset.mean, std=dataset.std,
-                                       image_size=image_size)
-    logits = model.apply({"params": params, "batch_stats": batch_stats}, x, train=False)
-    finite = jnp.all(jnp.isfinite(logits), axis=-1)
-    correct = (jnp.argmax(logits, -1) == labels) & finite & valid
-    return jnp.stack([jnp.sum(correct), jnp.sum(valid & ~finite)])
-
-  test_batch = evaluation.eval_batch_size(batch_size, mesh.devices.size)
-  test_images, test_labels = dataset.test.images, np.asarray(dataset.test.labels, np.int32)
-
-  def test_accuracy(params, batch_stats) -> float:
-    totals = []
-    for start in range(0, len(test_labels), test_batch):
-      labels = test_labels[start:start + test_batch]
-      valid = np.arange(test_batch) < len(labels)
-      batch = [evaluation.pad_batch(np.asarray(test_images[start:start + test_batch]),
-                                    test_batch), evaluation.pad_batch(labels, test_batch), valid]
-      totals.append(test_counts(params, batch_stats, *(
-          sharding.global_array(a, batch_sharding) for a in batch)))
-    correct, nonfinite = np.sum([np.asarray(t) for t in totals], axis=0)
-    # Non-finite logits make the accuracy undefined, not a count of argmax = 0.
-    return float("nan") if nonfinite else float(correct) / len(test_labels)
-
+  _check_args(settings, dataset, variables, mesh)
+  spe = order.steps_per_epoch(len(dataset.train), settings.batch_size)
+  total_steps = settings.epochs * spe
+  schedule = learning_rate_schedule(settings.base_lr, total_steps, settings.cosine_start,
+                                    settings.cosine_end)
+  state = create_state(model_config, variables, dataset, settings, mesh, total_steps)
+  # The pre-training feed: the same batch order (a permutation per (seed, epoch)).
+  feed = feeds.DeviceFeed(dataset.train, mesh=mesh, seed=settings.seed,
+                          batch_size=settings.batch_size, steps_per_epoch=spe, id_key="label")
   accuracies, losses, best_epoch = [], [], 0
-  for epoch in range(epochs):
+  for epoch in range(1, settings.epochs + 1):
     step_metrics = []
-    for step in range(steps_per_epoch):
-      global_step = epoch * steps_per_epoch + step
-      state, metrics = train_step(state, epoch, step, global_step)
+    for step in range((epoch - 1) * spe, epoch * spe):
+      state, metrics = train_step(state, feed.batch(step))
       step_metrics.append(metrics)
     loss, train_accuracy = np.mean(np.asarray(jax.device_get(step_metrics)), axis=0)
     if not math.isfinite(loss):
-      raise FloatingPointError(f"fine-tuning diverged in epoch {epoch + 1}: non-finite "
-                               f"training loss (lower base_lr={base_lr}).")
+      raise FloatingPointError(f"fine-tuning diverged in epoch {epoch}: non-finite "
+                               f"training loss (lower base_lr={settings.base_lr}).")
     losses.append(float(loss))
-    accuracies.append(test_accuracy(state[0], state[1]))
+    accuracies.append(accuracy_on(state, dataset.test, mesh, settings.batch_size))
     if math.isnan(accuracies[-1]):
-      raise FloatingPointError(f"fine-tuning diverged in epoch {epoch + 1}: non-finite "
+      raise FloatingPointError(f"fine-tuning diverged in epoch {epoch}: non-finite "
                                "test logits.")
     if best_epoch == 0 or accuracies[-1] > accuracies[best_epoch - 1]:
-      best_epoch = epoch + 1
+      best_epoch = epoch
     if progress is not None:
-      progress(epoch + 1, {
-          "step": (epoch + 1) * steps_per_epoch,
-          "learning_rate": float(schedule((epoch + 1) * steps_per_epoch - 1)),
+      progress(epoch, {
+          "step": epoch * spe, "learning_rate": float(schedule(epoch * spe - 1)),
           "train_loss": float(loss), "train_accuracy": float(train_accuracy),
           "test_accuracy": accuracies[-1], "best_accuracy": accuracies[best_epoch - 1],
           "best_epoch": best_epoch})
-  params, batch_stats, _ = jax.device_get(state)
   return FinetuneResult(
       best_accuracy=accuracies[best_epoch - 1], best_epoch=best_epoch,
       last_accuracy=accuracies[-1], epoch_accuracies=tuple(accuracies),
-      train_losses=tuple(losses), steps_per_epoch=steps_per_epoch,
-      variables={"params": params, "batch_stats": batch_stats})
+      train_losses=tuple(losses), steps_per_epoch=spe,
+      variables=jax.device_get(state.variables))

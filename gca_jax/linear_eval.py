@@ -57,73 +57,58 @@ def evaluate(workdir: str | Path, protocol: str = "linear", **overrides) -> dict
   ``steps``, ``learning_rate``, ``weight_decay``; finetune: ``epochs``,
   ``batch_size``), None meaning the default."""
   from gca_jax import evaluation  # pylint: disable=g-import-not-at-top
-  from gca_jax.training import loop, reporting  # pylint: disable=g-import-not-at-top
+  from gca_jax.training import reporting, restore  # pylint: disable=g-import-not-at-top
   from gca_jax.training import config as config_lib  # pylint: disable=g-import-not-at-top
   if protocol not in PROTOCOLS:
     raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
-  for name, value in overrides.items():  # before anything is loaded
-    if value is not None:
-      if name not in SETTINGS[protocol]:
-        raise ValueError(f"--{name} is not a setting of the {protocol!r} protocol "
-                         f"(it takes {', '.join(SETTINGS[protocol])})")
-      config_lib.check_value(SETTINGS[protocol][name], value, f"--{name}")
+  settings = {name: value for name, value in overrides.items() if value is not None}
+  for name, value in settings.items():  # before anything is loaded
+    if name not in SETTINGS[protocol]:
+      raise ValueError(f"--{name} is not a setting of the {protocol!r} protocol "
+                       f"(it takes {', '.join(SETTINGS[protocol])})")
+    config_lib.check_value(SETTINGS[protocol][name], value, f"--{name}")
   workdir = Path(workdir)
-  config, dataset, run, state = loop.load_trained(workdir)
+  run, state = restore.load_trained(workdir)
+  config, dataset = run.config, run.dataset
   step = int(state.step)
-  epoch = step // run.steps_per_epoch
-  tensorboard = reporting.TensorBoard(workdir)
-  metrics_file = reporting.MetricsFile(workdir)
+  where = dict(step=step, epoch=step // run.steps_per_epoch,
+               tensorboard=reporting.TensorBoard(workdir),
+               metrics_file=reporting.MetricsFile(workdir),
+               train_examples=config.train_examples)
   try:
-    if protocol == "linear":
-      for name in ("steps", "learning_rate", "weight_decay"):
-        if overrides.get(name) is not None:
-          config[f"linear_probe_{name}"] = overrides[name]
-      reporting.log(f"step {step}: embedding {len(dataset.train)} train and "
-                    f"{len(dataset.test)} test images, then a "
-                    f"{config.linear_probe_steps}-step linear probe...")
-      embed = evaluation.make_embed_fn(run.model, run.mesh, mean=dataset.mean,
-                                       std=dataset.std, image_size=config.image_size)
-      result = evaluation.evaluate_encoder(config, embed, state.variables, dataset,
-                                           run.mesh, probe=True)
-      loop.record_evaluation(result, step, epoch, tensorboard, metrics_file,
-                             train_examples=config.train_examples)
-      return result
-    return _finetune(config, dataset, run, state, step, epoch, tensorboard,
-                     metrics_file, overrides)
+    if protocol == "finetune":
+      return _finetune(run, state, settings, where)
+    for name, value in settings.items():
+      config[SETTINGS[protocol][name]] = value
+    reporting.log(f"step {step}: embedding {len(dataset.train)} train and "
+                  f"{len(dataset.test)} test images, then a "
+                  f"{config.linear_probe_steps}-step linear probe...")
+    result = evaluation.evaluate_encoder(config, run.embed_fn, state.variables, dataset,
+                                         run.mesh, probe=True)
+    reporting.record_evaluation(result, **where)
+    return result
   finally:
-    tensorboard.close()
+    where["tensorboard"].close()
 
 
-def _finetune(config, dataset, run, state, step, epoch, tensorboard, metrics_file,
-              overrides) -> dict:
+def _finetune(run, state, settings: dict, where: dict) -> dict:
+  """The ``finetune`` protocol (`gca_jax.finetune`) of the restored run."""
   from gca_jax import finetune  # pylint: disable=g-import-not-at-top
   from gca_jax.training import reporting  # pylint: disable=g-import-not-at-top
-  settings = {k: overrides[k] for k in ("epochs", "batch_size")
-              if overrides.get(k) is not None}
+  tensorboard = where["tensorboard"]
 
   def progress(finetune_epoch, epoch_metrics):
     reporting.log(f"finetune epoch {finetune_epoch}: " + ", ".join(
         f"{k} {v:.4f}" for k, v in epoch_metrics.items()))
     tensorboard.write(finetune_epoch, epoch_metrics, "finetune/")
 
-  reporting.log(f"step {step}: fine-tuning the whole encoder (the paper's CIFAR "
+  reporting.log(f"step {where['step']}: fine-tuning the whole encoder (the paper's CIFAR "
                 "protocol)...")
-  outcome = finetune.finetune(config.model, state.variables, dataset, mesh=run.mesh,
-                              seed=config.seed, image_size=config.image_size,
-                              progress=progress, **settings)
-  result = {"finetune_best_acc": outcome.best_accuracy,
-            "finetune_last_acc": outcome.last_accuracy}
-  record = {"protocol": "finetune", "step": step, "epoch": epoch,
-            "accuracy": outcome.best_accuracy, "best_accuracy": outcome.best_accuracy,
-            "last_accuracy": outcome.last_accuracy, "best_epoch": outcome.best_epoch,
-            "selection": "best test accuracy over epochs (as the paper)",
-            "epochs": len(outcome.epoch_accuracies),
-            "epoch_accuracies": list(outcome.epoch_accuracies), "encoder": "trained"}
-  if config.train_examples:  # a subset: not comparable with full-data numbers
-    record["train_examples"] = config.train_examples
-  metrics_file.update(result, evaluations=[record])
-  tensorboard.write(step, result, "eval/")
-  return result
+  settings = finetune.FinetuneSettings(seed=run.config.seed, image_size=run.config.image_size,
+                                       **settings)
+  outcome = finetune.finetune(run.config.model, state.variables, run.dataset, settings,
+                              mesh=run.mesh, progress=progress)
+  return reporting.record_finetune(outcome, **where)
 
 
 def main(argv) -> None:
@@ -131,8 +116,6 @@ def main(argv) -> None:
     fail(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.ERROR)
   cli.initialize_distributed()
-  from gca_jax.data.base import DatasetError  # pylint: disable=g-import-not-at-top
-  from gca_jax.training import checkpoint, config  # pylint: disable=g-import-not-at-top
   from gca_jax.training import reporting  # pylint: disable=g-import-not-at-top
 
   settings = {name: FLAGS[name].value for name in SETTINGS[FLAGS.protocol]}
@@ -140,12 +123,10 @@ def main(argv) -> None:
            if FLAGS[name].present]
   if other:
     fail(f"--{other[0]} is not a setting of --protocol={FLAGS.protocol}")
-  try:
+  # ValueError: a bad setting; a diverged fine-tuning (FloatingPointError)
+  # reports no accuracy.
+  with cli.one_line_errors(ValueError):
     result = evaluate(FLAGS.workdir, FLAGS.protocol, **settings)
-  except (config.ConfigError, checkpoint.WorkdirError, DatasetError, ValueError) as e:
-    fail(str(e))
-  except FloatingPointError as e:  # a diverged fine-tuning reports no accuracy
-    fail(str(e), cli.EXIT_DIVERGED)
   print(f"{FLAGS.protocol} protocol: " + ", ".join(
       f"{k} {v:.4f}" for k, v in result.items()))
   print(reporting.where_to_look(FLAGS.workdir))

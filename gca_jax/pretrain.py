@@ -25,8 +25,6 @@ infinite loss) with status 1; an interrupted one with status 130.
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from pathlib import Path
 
@@ -35,15 +33,19 @@ from ml_collections import config_flags
 
 from gca_jax.cli import (  # noqa: F401 (EXIT_* are this command's statuses too)
     CONFIG_LOAD_ERRORS, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_USAGE, FLAGS,
-    define_distributed_flags, error_text, fail, initialize_distributed, parse_flags)
-from gca_jax.training import config as config_lib
+    define_distributed_flags, error_text, fail, initialize_distributed, one_line_errors,
+    parse_flags)
+
+# The embedded config, named by its path: importing gca_jax.training would load
+# jax before the flags are parsed (``--help`` and flag errors come at once).
+DEFAULT_CONFIG_FILE = Path(__file__).parent / "training" / "config.py"
 
 
 def define_flags() -> None:
   """Defines this entry point's flags (at start-up, not at import, so that
   other entry points can import the helpers below)."""
   config_flags.DEFINE_config_file(
-      "config", str(Path(config_lib.__file__)),
+      "config", str(DEFAULT_CONFIG_FILE),
       "Config file (experiments/configs/<dataset>.py, or <file>.py:small for a "
       "seconds-long CPU run); fields are overridable as --config.<field>=<value>. "
       "Default: the run saved in --workdir, else the embedded digits config.")
@@ -58,6 +60,7 @@ def resolve_config(workdir: Path):
   ``--config.<field>`` flags given applied, unless ``--config`` names a file."""
   import ml_collections  # pylint: disable=g-import-not-at-top
   from gca_jax.training import checkpoint  # pylint: disable=g-import-not-at-top
+  from gca_jax.training.config import ConfigError  # pylint: disable=g-import-not-at-top
   config = FLAGS.config
   if FLAGS["config"].present or not checkpoint.holds_checkpoint(workdir):
     return config
@@ -70,7 +73,7 @@ def resolve_config(workdir: Path):
   try:
     resumed.update_from_flattened_dict(overrides)
   except (KeyError, AttributeError, TypeError) as e:
-    raise config_lib.ConfigError(f"cannot apply --config flags to the run in {workdir}: "
+    raise ConfigError(f"cannot apply --config flags to the run in {workdir}: "
                                  f"{e}") from None
   return resumed
 
@@ -87,8 +90,7 @@ def main(argv) -> None:
   initialize_distributed()
   # Imported after distributed init: nothing may touch the backend before it.
   from gca_jax import training  # pylint: disable=g-import-not-at-top
-  from gca_jax.data.base import DatasetError  # pylint: disable=g-import-not-at-top
-  from gca_jax.training import checkpoint, loop, reporting  # pylint: disable=g-import-not-at-top
+  from gca_jax.training import checkpoint, reporting  # pylint: disable=g-import-not-at-top
 
   try:
     FLAGS.config.get("loss")  # a config file that failed to load raises here
@@ -99,29 +101,21 @@ def main(argv) -> None:
   except CONFIG_LOAD_ERRORS as e:
     fail(f"cannot load --config: {type(e).__name__}: {error_text(e)}")
   print(f"workdir: {workdir}", flush=True)
-  try:
+  with one_line_errors():
     result = training.train_and_evaluate(config, workdir, resume=FLAGS.resume).metrics
-  except (training.ConfigError, checkpoint.WorkdirError, DatasetError) as e:
-    fail(str(e))
-  except loop.TrainingDiverged as e:
-    fail(str(e), EXIT_DIVERGED)
-  except loop.Interrupted as e:
-    print(str(e), file=sys.stderr, flush=True)
-    sys.stdout.flush()
-    os._exit(EXIT_INTERRUPTED)  # pylint: disable=protected-access
-  if result.get("already_complete"):
-    return  # train_and_evaluate said so; metrics.json is unchanged
-  print(f"epochs {result['epochs']}  final loss {_number(result['final_loss'], '.4f')}  "
-        f"{_number(result['images_per_second'], '.0f')} images/s "
-        "(source images; each gives two views)")
-  if "knn_acc" in result:
-    print(f"kNN accuracy: {result['knn_acc']:.4f}")
-  if "linear_probe_acc" in result:
-    print(f"linear-probe accuracy: {result['linear_probe_acc']:.4f}")
-  if "random_init_linear_probe_acc" in result:
-    print(f"linear-probe accuracy of a randomly initialised encoder: "
-          f"{result['random_init_linear_probe_acc']:.4f}")
-  print(reporting.where_to_look(workdir))
+  if not result.get("already_complete"):  # else train_and_evaluate said so
+    print(f"epochs {result['epochs']}  final loss {_number(result['final_loss'], '.4f')}  "
+          f"{_number(result['images_per_second'], '.0f')} images/s "
+          "(source images; each gives two views)")
+    if "knn_acc" in result:
+      print(f"kNN accuracy: {result['knn_acc']:.4f}")
+    if "linear_probe_acc" in result:
+      print(f"linear-probe accuracy: {result['linear_probe_acc']:.4f}")
+    if "random_init_linear_probe_acc" in result:
+      print(f"linear-probe accuracy of a randomly initialised encoder: "
+            f"{result['random_init_linear_probe_acc']:.4f}")
+    print(reporting.where_to_look(workdir))
+  print(reporting.next_command(workdir, finished=result.get("epochs") == config.epochs))
 
 
 def _number(value, spec: str) -> str:

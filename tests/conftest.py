@@ -115,8 +115,8 @@ def flat(tree) -> dict:
 
 def saved_params(workdir):
   """(flat params, data position) of the newest checkpoint in ``workdir``."""
-  from gca_jax.training import checkpoint, loop
-  _, _, _, state = loop.load_trained(workdir)
+  from gca_jax.training import checkpoint, restore
+  _, state = restore.load_trained(workdir)
   checkpointer = checkpoint.Checkpointer(workdir)
   position = checkpointer.read_position(checkpointer.latest_step())
   checkpointer.close()

@@ -2,19 +2,19 @@
 
 ``load_dataset(name)`` gives uint8 NHWC arrays (default: the embedded digits,
 no download); ``augment.two_views`` makes SimCLR-style views on the device;
-``feed`` gives the shuffled batch indices of each step (gathered from
+``order`` gives the shuffled batch indices of each step (gathered from
 device-resident splits by `gca_jax.training.feeds`), and
-``host_feed`` streams large-image datasets with grain. An unusable file,
+``loader`` streams large-image datasets with grain. An unusable file,
 field or argument raises ``DatasetError`` (one line naming it); a usable
 dataset whose metrics need a caveat gives a ``DatasetWarning``.
 """
 
-from gca_jax.data import augment, feed
+from gca_jax.data import augment, order
 from gca_jax.data.base import (Dataset, DatasetError, DatasetWarning, ImageArrays,
                                LazyImages)
 from gca_jax.data.registry import DEFAULT_DATASET, NAMES, load_dataset
 
 __all__ = [
     "DEFAULT_DATASET", "NAMES", "Dataset", "DatasetError", "DatasetWarning", "ImageArrays",
-    "LazyImages", "augment", "feed", "load_dataset",
+    "LazyImages", "augment", "load_dataset", "order",
 ]

@@ -33,7 +33,7 @@ class LazyImages:
   memory whole; this object behaves like the numpy array they would give
   (``len``, ``shape``, ``dtype``, integer / slice / index-array indexing,
   ``np.asarray``) and runs ``decode(i)`` only for the items asked for. Feed
-  it through ``gca_jax.data.host_feed`` rather than onto the device. Keep
+  it through ``gca_jax.data.loader`` rather than onto the device. Keep
   ``decode`` picklable (a module-level function or ``functools.partial``) so
   grain worker processes can receive it.
   """

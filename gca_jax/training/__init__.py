@@ -1,30 +1,33 @@
 """Data-parallel pre-training, one job per module.
 
 * `config`: the configs (`get_config`, the ``"small"`` variant, the paper's
-  presets) and `validate`, run once where a config enters;
+  presets) and the rules of their fields (data only);
 * `objectives`: what a step minimises (`Contrastive` over any loss of
   `gca_jax.losses`, `Byol`), selected from the config;
 * `state`: `TrainState` (and BYOL's);
 * `optimizers`: optax optimisers and schedules;
-* `setup`: a config and a dataset made into a `Run` (mesh, objective,
-  optimiser, initial state, the jitted `train_step`);
+* `setup`: `validate` (the field rules, then the objective built and traced
+  once) and a config and a dataset made into a `Run` (mesh, objective,
+  optimiser, initial state, the jitted `train_step` and `embed_fn`);
 * `step`: ``train_step(state, batch) -> (state, metrics)``, one `shard_map`;
 * `feeds`: batches from a device-resident split or a host loader;
 * `checkpoint`: orbax checkpoints with checksums, the run identity, the
   workdir lock;
 * `reporting`: TensorBoard, text logs and the ``metrics.json`` history;
 * `interrupts`: SIGTERM/SIGINT become a save and a clean stop;
-* `loop`: `train_and_evaluate`, the whole run in named phases.
+* `loop`: `train_and_evaluate`, the whole run in named phases;
+* `restore`: `load_trained`, a workdir's run and newest intact state.
 """
 
 from gca_jax.training.checkpoint import RunMismatchError
-from gca_jax.training.config import ConfigError, get_config, validate
-from gca_jax.training.loop import TrainingDiverged, load_trained, train_and_evaluate
-from gca_jax.training.setup import Run, setup
+from gca_jax.training.config import ConfigError, get_config
+from gca_jax.training.loop import TrainingDiverged, train_and_evaluate
+from gca_jax.training.restore import Trained, load_trained
+from gca_jax.training.setup import Run, setup, validate
 from gca_jax.training.state import ByolTrainState, TrainState
 
 __all__ = [
-    "ByolTrainState", "ConfigError", "Run", "RunMismatchError", "TrainState",
+    "ByolTrainState", "ConfigError", "Run", "RunMismatchError", "TrainState", "Trained",
     "TrainingDiverged", "get_config", "load_trained", "setup", "train_and_evaluate",
     "validate",
 ]

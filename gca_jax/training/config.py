@@ -1,4 +1,4 @@
-"""Pre-training configurations (ml_collections) and their validation.
+"""Pre-training configurations (ml_collections) and the rules of their fields.
 
 `get_config()` returns every field the trainer reads, set to the embedded
 default: digits on CPU in a couple of minutes. The per-dataset files in
@@ -9,9 +9,12 @@ seconds-long CPU run on the embedded digits (`small`), e.g.
 
     python -m gca_jax.pretrain --config=experiments/configs/cifar10.py:small
 
-`validate` runs once, where a config enters (the command lines,
-`gca_jax.training.setup`), before any data is loaded or any step compiles,
-and raises a one-line `ConfigError` naming the field and what is allowed.
+This module holds data only: the defaults, the variants, the paper's
+presets and each field's rule (`check_fields`, `check_value`). A config is
+validated where its run is built (`gca_jax.training.setup.validate`: these
+rules, then the objective built and traced once), before any data is loaded
+or any step compiles, with a one-line `ConfigError` naming the field and
+what is allowed.
 
 Fields listed in `RUN_CONTROL_FIELDS` steer a run (when to log, save, stop,
 how to evaluate) without changing what it trains; every other field is part
@@ -77,7 +80,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # Keyword arguments of the loss; the unset (None) ones are not passed, so the
   # loss's own default applies. A loss that does not take a set parameter is a
   # config error. The "reference/<name>" presets take gca_jax.reference.PARAMS
-  # (rho_a, rho_b, w_ce, w_rince are passed as relax1, relax2, r1, r2).
+  # (the same names).
   # "byol" takes no parameters and ignores loss_params.
   config.loss_params = ml_collections.ConfigDict({
       "eps": 0.5,
@@ -285,14 +288,10 @@ def _field(config, dotted: str):
   return node
 
 
-def validate(config, num_devices: int) -> None:
-  """Raises a one-line ConfigError for any setting that cannot run.
-
-  Checks every field's type and range, that the batch splits over the
-  ``num_devices`` devices, the model, and the loss with its parameters (by
-  tracing it on small abstract inputs: nothing is computed). Needs no data.
-  """
-  from gca_jax.training import objectives  # pylint: disable=g-import-not-at-top
+def check_fields(config) -> None:
+  """Raises a one-line ConfigError for a missing field or a value outside
+  its rule (type and range; the loss and the model are checked as the run is
+  built, `gca_jax.training.setup.validate`)."""
   for dotted, (ok, allowed) in _FIELD_RULES.items():
     try:
       value = _field(config, dotted)
@@ -300,10 +299,3 @@ def validate(config, num_devices: int) -> None:
       raise ConfigError(f"config.{dotted} is missing; start from "
                         "gca_jax.training.get_config()") from None
     _require(ok(value), dotted, allowed, value)
-  if config.batch_size % num_devices:
-    raise ConfigError(f"config.batch_size={config.batch_size} is not divisible "
-                      f"by the {num_devices} devices")
-  from gca_jax.data import augment  # pylint: disable=g-import-not-at-top
-  _require(config.augmentation in augment.POLICIES, "augmentation",
-           f"one of {', '.join(augment.POLICIES)}", config.augmentation)
-  objectives.check(config)

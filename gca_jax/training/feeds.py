@@ -1,7 +1,7 @@
 """The batches a run trains on: ``feed.batch(step) -> {"image", ...}``.
 
 Both feeds give, for global step ``step``, the examples
-``gca_jax.data.feed.batch_indices(seed, epoch, step_in_epoch)`` (one
+``gca_jax.data.order.batch_indices(seed, epoch, step_in_epoch)`` (one
 permutation per epoch, the remainder dropped), as a dict of global arrays
 sharded over the mesh's data axis: ``"image"`` (uint8) and, when the
 objective builds a target plan, its int32 ids (``"domain"`` or ``"label"``).
@@ -12,7 +12,7 @@ batches the interrupted one would have read.
   split is 150 MB) and a batch is a jitted gather, no host work per image.
 * `HostFeed`: datasets too large for device memory (``LazyImages``:
   ImageNet-100, PACS at full size, large image folders) are decoded by a
-  grain loader (`gca_jax.data.host_feed`), each process its own rows.
+  grain loader (`gca_jax.data.loader`), each process its own rows.
 
 `load_data` loads a config's dataset and applies ``config.train_examples``
 (`class_balanced_subset`).
@@ -26,7 +26,7 @@ import jax
 import numpy as np
 
 from gca_jax import sharding
-from gca_jax.data import feed, host_feed
+from gca_jax.data import loader, order
 from gca_jax.data.base import ImageArrays
 from gca_jax.training.config import ConfigError
 
@@ -93,7 +93,7 @@ class DeviceFeed:
     @functools.partial(jax.jit, out_shardings=sharding.batch_sharded(mesh))
     def gather(arrays, step):
       epoch, step_in_epoch = jax.numpy.divmod(step, steps_per_epoch)
-      indices = feed.batch_indices(seed, epoch, step_in_epoch, batch_size, len(split))
+      indices = order.batch_indices(seed, epoch, step_in_epoch, batch_size, len(split))
       return {name: array[indices] for name, array in arrays.items()}
 
     self._gather = gather
@@ -112,13 +112,13 @@ class HostFeed:
                total_steps: int, start_step: int, worker_count: int = 0,
                id_key: str | None = None):
     try:
-      loader = host_feed.make_loader(split, global_batch_size=batch_size, seed=seed,
+      batches = loader.make_loader(split, global_batch_size=batch_size, seed=seed,
                                      start_step=start_step,
                                      num_steps=total_steps - start_step,
                                      worker_count=worker_count)
     except ValueError as e:
       raise ConfigError(str(e)) from None
-    self._iterator = iter(loader)
+    self._iterator = iter(batches)
     self._keys = ("image",) if id_key is None else ("image", id_key)
     self._sharding = sharding.batch_sharded(mesh)
 
@@ -129,11 +129,13 @@ class HostFeed:
             for k in self._keys}
 
   def close(self) -> None:
-    host_feed.close_iterator(self._iterator)
+    loader.close_iterator(self._iterator)
 
 
-def make_feed(config, run, split: ImageArrays, start_step: int):
-  """The feed of ``split``: on the devices if it is in memory, else a host loader."""
+def make_feed(run, start_step: int):
+  """The feed of ``run``'s train split from global step ``start_step``: on
+  the devices if the split is in memory, else a host loader."""
+  config, split = run.config, run.dataset.train
   kwargs = dict(mesh=run.mesh, seed=config.seed, batch_size=config.batch_size,
                 id_key=run.objective.id_key)
   if split.in_memory:

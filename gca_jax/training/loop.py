@@ -2,10 +2,11 @@
 
 A run goes through named phases:
 
-1. `_open`: validate the config, take the workdir's lock, find the newest
-   intact checkpoint and check that the workdir holds this run;
+1. `_open`: validate the config (building its objective once), take the
+   workdir's lock, find the newest intact checkpoint and check that the
+   workdir holds this run;
 2. `_start`: load the data, set the run up, restore or initialise the state;
-3. `_train`: the steps, with text/TensorBoard logs every
+3. `_Trainer`: the steps, with text/TensorBoard logs every
    ``log_every_steps``, checkpoints every ``checkpoint_every_steps`` steps
    and ``checkpoint_every_epochs`` epochs (always at the last epoch), the kNN
    monitor every ``eval_every_epochs``; it stops at the first non-finite loss
@@ -31,10 +32,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from gca_jax import evaluation
-from gca_jax.training import checkpoint, config as config_lib, feeds, reporting
+from gca_jax.training import checkpoint, feeds, reporting
 from gca_jax.training import interrupts as interrupts_lib
 from gca_jax.training.interrupts import Interrupted, continue_command
-from gca_jax.training.setup import Run, setup
+from gca_jax.training.restore import restore_state
+from gca_jax.training.setup import Run, setup, validate
 
 
 class TrainingDiverged(RuntimeError):
@@ -83,12 +85,16 @@ def _all_finite(tree) -> jax.Array:
 # Phases.
 
 
-class _Opened(NamedTuple):
+class _Outputs(NamedTuple):
+  """Where a run writes: its workdir, checkpoints, TensorBoard and metrics.json."""
+
+  workdir: Path
   checkpointer: checkpoint.Checkpointer
-  latest: int | None
+  tensorboard: reporting.TensorBoard
+  metrics_file: reporting.MetricsFile
 
 
-def _open(config, workdir: Path, resume: bool) -> _Opened:
+def _open(config, workdir: Path, resume: bool) -> tuple[checkpoint.Checkpointer, int | None]:
   checkpointer = checkpoint.Checkpointer(workdir, max_to_keep=config.max_checkpoints)
   try:
     latest = checkpointer.latest_step()
@@ -100,24 +106,18 @@ def _open(config, workdir: Path, resume: bool) -> _Opened:
   except Exception:
     checkpointer.close()
     raise
-  return _Opened(checkpointer, latest)
-
-
-def _restore(run: Run, checkpointer, step: int):
-  state, position = checkpointer.restore(run.initial_state(), step)
-  expected = position["epoch"] * run.steps_per_epoch + position["step"]
-  if int(state.step) != expected:
-    raise checkpoint.WorkdirError(
-        f"checkpoint {step}: its data position (epoch {position['epoch']}, step "
-        f"{position['step']}) disagrees with its state's step {int(state.step)}; the "
-        "checkpoint is inconsistent, move it away to resume from an earlier one")
-  return state, position
+  return checkpointer, latest
 
 
 def _position(step: int, steps_per_epoch: int, sums: _EpochSums) -> dict:
   epoch, step_in_epoch = divmod(step, steps_per_epoch)
   return {"epoch": epoch, "step": step_in_epoch, "epoch_sums": sums.sums,
           "epoch_count": sums.count}
+
+
+def _last_epoch(config) -> int:
+  """The epoch this invocation stops after."""
+  return min(config.epochs, config.stop_after_epoch or config.epochs)
 
 
 def train_and_evaluate(config, workdir: str | Path, *, resume: bool = False,
@@ -137,26 +137,26 @@ def train_and_evaluate(config, workdir: str | Path, *, resume: bool = False,
   Raises ConfigError, WorkdirError (RunMismatchError), DatasetError,
   TrainingDiverged or Interrupted, each with a one-line message.
   """
-  config_lib.validate(config, jax.device_count())
+  objective = validate(config, jax.device_count())
   workdir = checkpoint.prepare_workdir(workdir)
   lock = checkpoint.WorkdirLock(workdir)
   try:
-    opened = _open(config, workdir, resume)
+    checkpointer, latest = _open(config, workdir, resume)
     try:
-      return _run(config, workdir, opened, dataset)
+      return _run(config, objective, workdir, checkpointer, latest, dataset)
     finally:
-      opened.checkpointer.close()
+      checkpointer.close()
   finally:
     lock.release()
 
 
-def _run(config, workdir: Path, opened: _Opened, dataset) -> TrainResult:
+def _run(config, objective, workdir: Path, checkpointer, latest: int | None,
+         dataset) -> TrainResult:
   metrics_file = reporting.MetricsFile(workdir)
-  last_epoch = min(config.epochs, config.stop_after_epoch or config.epochs)
   position = {"epoch": 0, "step": 0}
-  if opened.latest is not None:
-    position = opened.checkpointer.read_position(opened.latest)
-    if position["epoch"] >= last_epoch:
+  if latest is not None:
+    position = checkpointer.read_position(latest)
+    if position["epoch"] >= _last_epoch(config):
       if not _final_evaluation_missing(config, metrics_file, position["epoch"]):
         return _already_complete(config, metrics_file, position["epoch"])
       reporting.log("training is complete but its final evaluation is missing "
@@ -164,172 +164,185 @@ def _run(config, workdir: Path, opened: _Opened, dataset) -> TrainResult:
 
   # Phase 2: data, setup, state.
   dataset = feeds.load_data(config) if dataset is None else dataset
-  run = setup(config, dataset, validated=True)
-  if opened.latest is None:  # the run's identity, once its data and model are set up
+  run = setup(config, dataset, objective=objective)
+  if latest is None:  # the run's identity, once its data and model are set up
     checkpoint.write_config_json(workdir, config)
     state = run.initial_state()
   else:
-    state, position = _restore(run, opened.checkpointer, opened.latest)
-    reporting.log(f"resuming from step {opened.latest} (epoch {position['epoch']})")
+    state, position = restore_state(run, checkpointer, latest)
+    reporting.log(f"resuming from step {latest} (epoch {position['epoch']})")
 
   # Phase 3: training.
   start_step = int(state.step)
-  tensorboard = reporting.TensorBoard(workdir)
-  embed = evaluation.make_embed_fn(run.model, run.mesh, mean=dataset.mean,
-                                   std=dataset.std, image_size=config.image_size)
+  outputs = _Outputs(workdir, checkpointer, reporting.TensorBoard(workdir), metrics_file)
   try:
     metrics = metrics_file.read()
-    if start_step < last_epoch * run.steps_per_epoch:  # else only the evaluation is left
-      state, summary, timing = _train(config, run, dataset, state, position, workdir,
-                                      opened.checkpointer, tensorboard, metrics_file,
-                                      embed, last_epoch)
+    if start_step < _last_epoch(config) * run.steps_per_epoch:  # else only the evaluation
+      trainer = _Trainer(run, state, position, outputs)
+      state = trainer.train()
       steps = int(state.step)
       results = {
           "epochs": steps // run.steps_per_epoch, "steps": steps,
-          "final_loss": summary.get("loss"), **timing,
-          **{f"final_{k}": v for k, v in summary.items() if k != "loss"},
+          "final_loss": trainer.summary.get("loss"), **trainer.timing,
+          **{f"final_{k}": v for k, v in trainer.summary.items() if k != "loss"},
       }
       invocation = {"command": "pretrain", "start_step": start_step, "end_step": steps,
-                    **timing}
+                    **trainer.timing}
       metrics = metrics_file.update(results, invocation=invocation)
-    steps = int(state.step)
     # Phase 4: final evaluation, after the final checkpoint.
-    if steps == config.epochs * run.steps_per_epoch and config.linear_probe:
-      metrics = _final_evaluation(config, run, dataset, state, embed, tensorboard,
-                                  metrics_file)
+    if int(state.step) == config.epochs * run.steps_per_epoch and config.linear_probe:
+      metrics = _final_evaluation(run, state, outputs)
   finally:
-    tensorboard.close()
+    outputs.tensorboard.close()
   return TrainResult(state, metrics)
 
 
-def _train(config, run: Run, dataset, state, position, workdir, checkpointer,
-           tensorboard, metrics_file, embed, last_epoch):
-  """Phase 3: steps until ``last_epoch``; returns (state, last epoch's metric
-  means, timing)."""
-  spe = run.steps_per_epoch
-  step, end_step = int(state.step), last_epoch * spe
-  sums = _EpochSums(position.get("epoch_sums"), position.get("epoch_count", 0))
-  summary: dict = {}
-  feed = feeds.make_feed(config, run, dataset.train, step)
-  progress = reporting.Progress(total_steps=config.epochs * spe, initial_step=step,
-                                steps_per_epoch=spe, batch_size=config.batch_size,
-                                use_bar=config.progress_bar)
-  throughput = reporting.Throughput(config.batch_size)
-  pending, log_window, saved_step = [], [], step
+class _Trainer:
+  """Phase 3: the steps until the invocation's last epoch.
 
-  def fetch_and_check():
-    nonlocal pending
-    fetched = jax.device_get(pending)
-    _check_finite(fetched, step - len(fetched), workdir)
-    sums.add(fetched)
-    log_window.extend(fetched)
-    pending = []
+  ``train()`` returns the state; ``summary`` then holds the last epoch's
+  metric means and ``timing`` the throughput. Step metrics stay on the
+  device until a sync point (a log line, an epoch end, a save), where they
+  are fetched and checked for divergence before anything is saved.
+  """
 
-  def save():
-    nonlocal saved_step
-    if step == saved_step:
+  def __init__(self, run: Run, state, position: dict, outputs: _Outputs):
+    self.run, self.state, self.outputs = run, state, outputs
+    self.step = int(state.step)
+    self.saved_step = self.step
+    self.sums = _EpochSums(position.get("epoch_sums"), position.get("epoch_count", 0))
+    self.summary: dict = {}
+    self.timing: dict = {}
+    self._pending: list = []      # step metrics not fetched yet
+    self._log_window: list = []   # fetched step metrics since the last log line
+    config = run.config
+    self.progress = reporting.Progress(
+        total_steps=config.epochs * run.steps_per_epoch, initial_step=self.step,
+        steps_per_epoch=run.steps_per_epoch, batch_size=config.batch_size,
+        use_bar=config.progress_bar)
+    self.throughput = reporting.Throughput(config.batch_size)
+
+  def fetch_and_check(self) -> None:
+    fetched = jax.device_get(self._pending)
+    _check_finite(fetched, self.step - len(fetched), self.outputs.workdir)
+    self.sums.add(fetched)
+    self._log_window.extend(fetched)
+    self._pending = []
+
+  def save(self) -> None:
+    if self.step == self.saved_step:
       return
-    if not bool(_all_finite(state.params)):  # finite loss and gradient, overflowed update
+    if not bool(_all_finite(self.state.params)):  # finite loss and gradient, overflowed update
       raise TrainingDiverged(
-          f"training diverged: the parameters are not finite after step {step}; the "
-          f"latest checkpoint in {workdir} is the last finite state (lower "
+          f"training diverged: the parameters are not finite after step {self.step}; the "
+          f"latest checkpoint in {self.outputs.workdir} is the last finite state (lower "
           "config.learning_rate)")
-    with throughput.paused():
-      checkpointer.save(state, _position(step, spe, sums))
-    saved_step = step
+    with self.throughput.paused():
+      self.outputs.checkpointer.save(
+          self.state, _position(self.step, self.run.steps_per_epoch, self.sums))
+    self.saved_step = self.step
 
-  try:
-    with interrupts_lib.Interrupts() as interrupts:
-      batch = feed.batch(step) if step < end_step else None
-      step_fn = (interrupts_lib.compile_step(run.train_step, state, batch, interrupts, workdir)
-                 if batch is not None else None)
-      sync_point = True
-      while step < end_step:
-        if interrupts.requested(sync_point):
-          fetch_and_check()
-          save()
-          raise Interrupted(
-              f"stopped by {interrupts.signal_name} at step {step} (epoch "
-              f"{step / spe:.2f}); saved in {workdir}. Continue with: "
-              f"{continue_command(workdir)}")
-        batch = batch if batch is not None else feed.batch(step)
-        state, step_metrics = step_fn(state, batch)
-        batch = None
-        pending.append(step_metrics)
-        step += 1
-        progress.update()
-        throughput.step_done(step_metrics)
-        epoch_end, epoch = step % spe == 0, step // spe
-        save_now = ((config.checkpoint_every_steps
-                     and step % config.checkpoint_every_steps == 0)
-                    or (epoch_end and (epoch % config.checkpoint_every_epochs == 0
-                                       or epoch == last_epoch)))
-        log_now = step % config.log_every_steps == 0
-        sync_point = log_now or epoch_end or save_now
-        if sync_point:  # a divergence stops before any save
-          fetch_and_check()
-        if log_now:  # means over the steps since the previous log line
-          interval = {k: np.mean([m[k] for m in log_window]) for k in log_window[0]}
-          log_window.clear()
-          tensorboard.write(step, interval, "train/")
-          progress.report(step, float(interval["loss"]), throughput.images_per_second)
-        if epoch_end:
-          summary, sums = sums.means(), _EpochSums()
-          tensorboard.write(step, summary, "epoch/")
-          if config.eval_every_epochs and epoch % config.eval_every_epochs == 0 and (
-              epoch < config.epochs or not config.linear_probe):
-            with throughput.paused():
-              result = evaluation.evaluate_encoder(config, embed, state.variables,
-                                                   dataset, run.mesh, probe=False)
-            record_evaluation(result, step, epoch, tensorboard, metrics_file, progress,
-                              train_examples=config.train_examples)
-        if save_now:
-          save()
-      if interrupts.requested(True):  # a signal after the last step: stop before evaluating
-        raise Interrupted(f"stopped by {interrupts.signal_name} after the last step "
-                          f"(saved in {workdir}); the final evaluation runs with: "
-                          f"{continue_command(workdir)}")
-      jax.block_until_ready(state)
-  finally:
-    feed.close()
-    progress.close()
-  timing = {"train_seconds": throughput.seconds,
-            "images_per_second": throughput.images_per_second}
-  return state, summary, timing
+  def train(self):
+    feed = feeds.make_feed(self.run, self.step)
+    try:
+      with interrupts_lib.Interrupts() as interrupts:
+        self._steps(feed, interrupts)
+        if interrupts.requested(True):  # a signal after the last step: stop before evaluating
+          raise Interrupted(f"stopped by {interrupts.signal_name} after the last step "
+                            f"(saved in {self.outputs.workdir}); the final evaluation "
+                            f"runs with: {continue_command(self.outputs.workdir)}")
+        jax.block_until_ready(self.state)
+    finally:
+      feed.close()
+      self.progress.close()
+    self.timing = {"train_seconds": self.throughput.seconds,
+                   "images_per_second": self.throughput.images_per_second}
+    return self.state
+
+  def _steps(self, feed, interrupts) -> None:
+    config, spe, workdir = self.run.config, self.run.steps_per_epoch, self.outputs.workdir
+    last_epoch = _last_epoch(config)
+    end_step = last_epoch * spe
+    batch = feed.batch(self.step)  # the first step compiles while a signal is honoured
+    step_fn = interrupts_lib.compile_step(self.run.train_step, self.state, batch,
+                                          interrupts, workdir)
+    sync_point = True
+    while self.step < end_step:
+      if interrupts.requested(sync_point):
+        self.fetch_and_check()
+        self.save()
+        raise Interrupted(
+            f"stopped by {interrupts.signal_name} at step {self.step} (epoch "
+            f"{self.step / spe:.2f}); saved in {workdir}. Continue with: "
+            f"{continue_command(workdir)}")
+      batch = batch if batch is not None else feed.batch(self.step)
+      self.state, step_metrics = step_fn(self.state, batch)
+      batch = None
+      self._pending.append(step_metrics)
+      self.step += 1
+      self.progress.update()
+      self.throughput.step_done(step_metrics)
+      step = self.step
+      epoch_end, epoch = step % spe == 0, step // spe
+      save_now = ((config.checkpoint_every_steps
+                   and step % config.checkpoint_every_steps == 0)
+                  or (epoch_end and (epoch % config.checkpoint_every_epochs == 0
+                                     or epoch == last_epoch)))
+      log_now = step % config.log_every_steps == 0
+      sync_point = log_now or epoch_end or save_now
+      if sync_point:  # a divergence stops before any save
+        self.fetch_and_check()
+      if log_now:
+        self._log()
+      if epoch_end:
+        self._end_epoch(epoch)
+      if save_now:
+        self.save()
+
+  def _log(self) -> None:
+    """Means over the steps since the previous log line."""
+    window = self._log_window
+    interval = {k: np.mean([m[k] for m in window]) for k in window[0]}
+    window.clear()
+    self.outputs.tensorboard.write(self.step, interval, "train/")
+    self.progress.report(self.step, float(interval["loss"]),
+                         self.throughput.images_per_second)
+
+  def _end_epoch(self, epoch: int) -> None:
+    config = self.run.config
+    self.summary, self.sums = self.sums.means(), _EpochSums()
+    self.outputs.tensorboard.write(self.step, self.summary, "epoch/")
+    if config.eval_every_epochs and epoch % config.eval_every_epochs == 0 and (
+        epoch < config.epochs or not config.linear_probe):
+      with self.throughput.paused():
+        result = _evaluate(self.run, self.state.variables, probe=False)
+      _record(result, self.step, epoch, self.outputs, write=self.progress.write,
+              train_examples=config.train_examples)
 
 
-def record_evaluation(result: dict, step: int, epoch: int, tensorboard,
-                      metrics_file, progress=None, prefix: str = "",
-                      train_examples: int = 0) -> dict:
-  """Writes an evaluation's accuracies to TensorBoard, the log and metrics.json
-  (``train_examples`` > 0: the train split was a subset of that size)."""
-  subset = {"train_examples": train_examples} if train_examples else {}
-  protocols = {"knn_acc": "knn", "linear_probe_acc": "linear"}
-  tensorboard.write(step, {prefix + k: v for k, v in result.items()}, "eval/")
-  line = f"epoch {epoch}: " + ", ".join(f"{prefix}{k} {v:.4f}" for k, v in result.items())
-  (progress.write if progress else reporting.log)(line)
-  records = [{"protocol": protocols[k], "step": step, "epoch": epoch, "accuracy": v,
-              "encoder": "random_init" if prefix else "trained", **subset}
-             for k, v in result.items()]
-  return metrics_file.update({prefix + k: v for k, v in result.items()},
-                             evaluations=records)
+def _evaluate(run: Run, variables, *, probe: bool) -> dict:
+  return evaluation.evaluate_encoder(run.config, run.embed_fn, variables, run.dataset,
+                                     run.mesh, probe=probe)
 
 
-def _final_evaluation(config, run: Run, dataset, state, embed, tensorboard, metrics_file):
+def _record(result: dict, step: int, epoch: int, outputs: _Outputs, **kwargs) -> dict:
+  return reporting.record_evaluation(result, step=step, epoch=epoch,
+                                     tensorboard=outputs.tensorboard,
+                                     metrics_file=outputs.metrics_file, **kwargs)
+
+
+def _final_evaluation(run: Run, state, outputs: _Outputs) -> dict:
   """Phase 4: kNN and linear probe of the trained encoder (and of a randomly
   initialised one if ``config.probe_random_init``)."""
+  config = run.config
   step, epoch = int(state.step), int(state.step) // run.steps_per_epoch
   reporting.log("final evaluation (kNN monitor, linear probe)...")
-  result = evaluation.evaluate_encoder(config, embed, state.variables, dataset, run.mesh,
-                                       probe=True)
-  metrics = record_evaluation(result, step, epoch, tensorboard, metrics_file,
-                              train_examples=config.train_examples)
+  result = _evaluate(run, state.variables, probe=True)
+  metrics = _record(result, step, epoch, outputs, train_examples=config.train_examples)
   if config.probe_random_init:
-    random_init = evaluation.evaluate_encoder(config, embed,
-                                              run.initial_state().variables, dataset,
-                                              run.mesh, probe=True)
-    metrics = record_evaluation(random_init, step, epoch, tensorboard, metrics_file,
-                                prefix="random_init_", train_examples=config.train_examples)
+    random_init = _evaluate(run, run.initial_state().variables, probe=True)
+    metrics = _record(random_init, step, epoch, outputs, random_init=True,
+                      train_examples=config.train_examples)
   return metrics
 
 
@@ -349,26 +362,3 @@ def _already_complete(config, metrics_file, saved_epoch: int) -> TrainResult:
     reporting.log(f"nothing to train: the checkpoint is at epoch {saved_epoch} and "
                   f"config.stop_after_epoch={config.stop_after_epoch}: {metrics_file.path}")
   return TrainResult(None, {**metrics_file.read(), "already_complete": True})
-
-
-def load_trained(workdir: str | Path, dataset=None):
-  """(config, dataset, run, state) of the newest intact checkpoint in ``workdir``
-  (``dataset``: the run's if given, else loaded from its config)."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  workdir = Path(workdir)
-  stored = checkpoint.read_config_json(workdir) if workdir.is_dir() else None
-  if stored is None:
-    raise checkpoint.WorkdirError(f"no run in {workdir} (no {checkpoint.CONFIG_FILE})")
-  config = ml_collections.ConfigDict(stored)
-  checkpointer = checkpoint.Checkpointer(workdir)
-  try:
-    latest = checkpointer.latest_step(set_aside=False)  # read only: no lock held
-    if latest is None:
-      raise checkpoint.WorkdirError(f"no checkpoint in {workdir}")
-    dataset = feeds.load_data(config) if dataset is None else dataset
-    run = setup(config, dataset)
-    state, _ = _restore(run, checkpointer, latest)
-  finally:
-    checkpointer.close()
-  return config, dataset, run, state
-

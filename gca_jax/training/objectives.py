@@ -17,8 +17,10 @@ target plan built from the batch's domains or labels (``config.target``);
 with ``config.loss_scope == "sharded"`` it runs the loss's row-sharded form
 (`gca_jax.losses.sharded`) on this device's rows;
 `Byol` regresses the online predictions on an EMA target's projections.
-`make_objective(config)` picks one; `check(config)` validates the loss, its
-parameters and the target without computing anything.
+`make_objective(config)` builds one, refusing a loss, scope, target or
+parameter name that cannot go together; `trace(objective)` then checks the
+parameters' values by tracing the loss on abstract inputs (nothing is
+computed).
 """
 
 from __future__ import annotations
@@ -41,10 +43,6 @@ from gca_jax.training.state import ByolTrainState, TrainState
 
 BYOL = "byol"
 REFERENCE_PREFIX = "reference/"
-# config.loss_params names of gca_jax.losses passed to the published-code
-# presets of gca_jax.reference under their names there.
-REFERENCE_PARAM_NAMES = {"rho_a": "relax1", "rho_b": "relax2", "w_ce": "r1",
-                         "w_rince": "r2"}
 # Which per-example ids a target plan is built from.
 TARGET_IDS = {"domain": "domain", "class": "label"}
 
@@ -72,18 +70,8 @@ def is_sharded(config) -> bool:
 
 def loss_params_of(config) -> dict:
   """The set (not None) entries of ``config.loss_params``, as loss keywords
-  (renamed for the published-code presets, see `REFERENCE_PARAM_NAMES`)."""
-  params = {k: v for k, v in dict(config.loss_params).items() if v is not None}
-  if not is_reference(config):
-    return params
-  mapped = {}
-  for name, value in params.items():
-    target = REFERENCE_PARAM_NAMES.get(name, name)
-    if target in mapped:
-      raise ConfigError(f"loss {config.loss!r}: parameter {target!r} is set twice "
-                        f"(as {name!r} too)")
-    mapped[target] = value
-  return mapped
+  (the same names for every loss, the published-code presets included)."""
+  return {k: v for k, v in dict(config.loss_params).items() if v is not None}
 
 
 def accepted_params(loss: Callable) -> tuple[str, ...]:
@@ -97,20 +85,40 @@ def accepted_params(loss: Callable) -> tuple[str, ...]:
   return tuple(n for n in names if n != "return_aux")
 
 
-def _check_param_names(config) -> None:
-  params = loss_params_of(config)
+def _check_choice(config) -> None:
+  """The loss, its scope and its target go together (names only)."""
+  if config.loss == BYOL:  # BYOL takes no loss parameters (ignores loss_params)
+    if is_sharded(config):
+      raise ConfigError("loss 'byol' has no sharded form; config.loss_scope must be "
+                        "'global' or 'local'")
+    if config.target != "pairs":
+      raise ConfigError(f"loss 'byol' takes no target plan; config.target must be "
+                        f"'pairs', got {config.target!r}")
+    return
+  if config.target != "pairs" and is_reference(config):
+    raise ConfigError(f"loss {config.loss!r} takes no target plan; config.target "
+                      f"must be 'pairs', got {config.target!r}")
+  if is_sharded(config) and config.loss not in sharded.SHARDED_LOSSES:
+    raise ConfigError(f"config.loss_scope='sharded' has no form for loss {config.loss!r}; "
+                      f"use one of {', '.join(sorted(sharded.SHARDED_LOSSES))} or "
+                      "config.loss_scope='global'")
+
+
+def _reference_preset(config) -> str:
+  from gca_jax import reference  # pylint: disable=g-import-not-at-top
+  preset = config.loss[len(REFERENCE_PREFIX):]
+  if preset not in reference.NAMES:
+    raise ConfigError(f"config.loss: unknown reference loss {preset!r}; choose one "
+                      f"of {', '.join(REFERENCE_PREFIX + n for n in reference.NAMES)}")
+  return preset
+
+
+def _check_param_names(config, params: dict) -> None:
   if is_reference(config):
     from gca_jax import reference  # pylint: disable=g-import-not-at-top
-    preset = config.loss[len(REFERENCE_PREFIX):]
-    if preset not in reference.NAMES:
-      raise ConfigError(f"config.loss: unknown reference loss {preset!r}; choose one "
-                        f"of {', '.join(REFERENCE_PREFIX + n for n in reference.NAMES)}")
     accepted = reference.PARAMS
   else:
-    try:
-      accepted = accepted_params(losses.get(config.loss))
-    except ValueError as e:
-      raise ConfigError(f"config.loss: {e}") from None
+    accepted = accepted_params(losses.get(config.loss))
   unknown = sorted(set(params) - set(accepted))
   if unknown:
     raise ConfigError(f"loss {config.loss!r} does not take parameter {unknown[0]!r} "
@@ -129,19 +137,21 @@ def scalar_diagnostics(aux) -> dict[str, jax.Array]:
   return out
 
 
-def make_loss_fn(config) -> Callable[..., tuple[jax.Array, dict]]:
+def make_loss_fn(config, params: dict) -> Callable[..., tuple[jax.Array, dict]]:
   """``loss_fn(z1, z2, target=None) -> (loss, scalar diagnostics)`` of
-  ``config.loss``; ``target`` (an ``(N, N)`` plan) replaces the default
-  "pairs" target. The published-code presets report no diagnostics."""
-  params = loss_params_of(config)
+  ``config.loss`` with the keywords ``params`` (`loss_params_of`); ``target``
+  (an ``(N, N)`` plan) replaces the default "pairs" target. The
+  published-code presets report no diagnostics."""
   if is_reference(config):
     from gca_jax import reference  # pylint: disable=g-import-not-at-top
-    preset = config.loss[len(REFERENCE_PREFIX):]
+    preset = _reference_preset(config)
     return lambda z1, z2, target=None: (reference.loss(preset, z1, z2, **params), {})
+  try:
+    loss = losses.get(config.loss)
+  except ValueError as e:
+    raise ConfigError(f"config.loss: {e}") from None
   if is_sharded(config):
     loss = functools.partial(sharded.get(config.loss), axis_name=DATA_AXIS)
-  else:
-    loss = losses.get(config.loss)
 
   def loss_fn(z1, z2, target=None):
     kwargs = {} if target is None else {"target": target}
@@ -151,10 +161,11 @@ def make_loss_fn(config) -> Callable[..., tuple[jax.Array, dict]]:
   return loss_fn
 
 
-def make_target_fn(config) -> Callable[[jax.Array], jax.Array] | None:
+def make_target_fn(config, params: dict) -> Callable[[jax.Array], jax.Array] | None:
   """``target_fn(ids) -> (N, N)`` plan of ``config.target`` from the ``(B,)``
-  ids of the rows the loss sees; None for the "pairs" target."""
-  kwargs = {"pairing": loss_params_of(config).get("pairing", "joint")}
+  ids of the rows the loss sees; None for the "pairs" target. ``params``: the
+  loss's keywords (their ``pairing`` applies to the plan too)."""
+  kwargs = {"pairing": params.get("pairing", "joint")}
   # The sharded forms take this device's ids and give its rows of the plan.
   targets = sharded if is_sharded(config) else losses
   if is_sharded(config):
@@ -165,47 +176,6 @@ def make_target_fn(config) -> Callable[[jax.Array], jax.Array] | None:
   if config.target == "class":
     return lambda ids: targets.class_target(ids, **kwargs)
   return None
-
-
-def check(config) -> None:
-  """Raises a one-line ConfigError if the loss, its parameters, the target or
-  the model cannot run; traces the objective on abstract inputs only."""
-  try:
-    models.create_model(config.model, bn_axis_name=DATA_AXIS)
-  except (TypeError, ValueError) as e:
-    raise ConfigError(f"config.model: {e}") from None
-  if config.loss == BYOL:  # BYOL takes no loss parameters (ignores loss_params)
-    if is_sharded(config):
-      raise ConfigError("loss 'byol' has no sharded form; config.loss_scope must be "
-                        "'global' or 'local'")
-    if config.target != "pairs":
-      raise ConfigError(f"loss 'byol' takes no target plan; config.target must be "
-                        f"'pairs', got {config.target!r}")
-    return
-  if config.target != "pairs" and is_reference(config):
-    raise ConfigError(f"loss {config.loss!r} takes no target plan; config.target "
-                      f"must be 'pairs', got {config.target!r}")
-  if is_sharded(config) and config.loss not in sharded.SHARDED_LOSSES:
-    raise ConfigError(f"config.loss_scope='sharded' has no form for loss {config.loss!r}; "
-                      f"use one of {', '.join(sorted(sharded.SHARDED_LOSSES))} or "
-                      "config.loss_scope='global'")
-  _check_param_names(config)
-  loss_fn, target_fn = make_loss_fn(config), make_target_fn(config)
-  z = jax.ShapeDtypeStruct((4, config.model.projection_dim), jnp.float32)
-
-  def traced(z1, z2):
-    if target_fn is None:
-      return loss_fn(z1, z2)
-    return loss_fn(z1, z2, target_fn(jnp.arange(4, dtype=jnp.int32) % 2))
-
-  if is_sharded(config):  # the collectives need the mesh axis bound
-    traced = jax.shard_map(traced, mesh=make_mesh(jax.devices()[:1]),
-                           in_specs=P(DATA_AXIS), out_specs=P(), check_vma=False)
-  try:
-    jax.eval_shape(traced, z, z)
-  except (TypeError, ValueError) as e:
-    raise ConfigError(f"loss {config.loss!r} (config.loss_params): "
-                      f"{' '.join(str(e).split())}") from None
 
 
 # ---------------------------------------------------------------------------
@@ -225,6 +195,9 @@ class Contrastive:
   loss_fn: Callable
   target_fn: Callable | None = None
   id_key: str | None = None     # batch field the target plan is built from
+  name: str = ""                # config.loss (for messages)
+  projection_dim: int = 0       # of the projections the loss sees
+  sharded: bool = False         # the loss's row-sharded form (collectives)
 
   def create_state(self, params, batch_stats, opt_state, rng) -> TrainState:
     return _initial_state(params, batch_stats, opt_state, rng)
@@ -285,11 +258,44 @@ class Byol:
 
 
 def make_objective(config) -> Contrastive | Byol:
-  """The objective of ``config.loss`` (validate the config first)."""
-  model = models.create_model(config.model, with_predictor=config.loss == BYOL,
-                              bn_axis_name=DATA_AXIS)
+  """The objective of ``config.loss``, checked as it is built: a loss, scope,
+  target or parameter that cannot go together raises a one-line ConfigError
+  (`trace` then checks the values without computing anything)."""
+  _check_choice(config)
+  try:
+    model = models.create_model(config.model, with_predictor=config.loss == BYOL,
+                                bn_axis_name=DATA_AXIS)
+  except (TypeError, ValueError) as e:
+    raise ConfigError(f"config.model: {e}") from None
   if config.loss == BYOL:
     return Byol(model, models.create_model(config.model, bn_axis_name=DATA_AXIS),
                 float(config.ema_decay))
-  return Contrastive(model, make_loss_fn(config), make_target_fn(config),
-                     TARGET_IDS.get(config.target))
+  params = loss_params_of(config)  # once: every piece below takes these
+  loss_fn = make_loss_fn(config, params)  # an unknown loss fails before its parameters
+  _check_param_names(config, params)
+  return Contrastive(model, loss_fn, make_target_fn(config, params),
+                     TARGET_IDS.get(config.target), name=config.loss,
+                     projection_dim=config.model.projection_dim, sharded=is_sharded(config))
+
+
+def trace(objective) -> None:
+  """Raises a one-line ConfigError if ``objective``'s loss and target plan
+  cannot run with their parameters: traces them on abstract projections
+  (nothing is computed). BYOL's regression has no parameters to check."""
+  if not isinstance(objective, Contrastive):
+    return
+  z = jax.ShapeDtypeStruct((4, objective.projection_dim), jnp.float32)
+
+  def traced(z1, z2):
+    if objective.target_fn is None:
+      return objective.loss_fn(z1, z2)
+    return objective.loss_fn(z1, z2, objective.target_fn(jnp.arange(4, dtype=jnp.int32) % 2))
+
+  if objective.sharded:  # the collectives need the mesh axis bound
+    traced = jax.shard_map(traced, mesh=make_mesh(jax.devices()[:1]),
+                           in_specs=P(DATA_AXIS), out_specs=P(), check_vma=False)
+  try:
+    jax.eval_shape(traced, z, z)
+  except (TypeError, ValueError) as e:
+    raise ConfigError(f"loss {objective.name!r} (config.loss_params): "
+                      f"{' '.join(str(e).split())}") from None

@@ -11,6 +11,8 @@
   ``linear``, ``finetune``). Each write merges into what is there, so a
   resume or a ``linear_eval`` never loses earlier results; the file is
   replaced atomically.
+* `record_evaluation` / `record_finetune`: an evaluation's accuracies to
+  TensorBoard, the log and ``metrics.json`` (one record per protocol).
 """
 
 from __future__ import annotations
@@ -202,9 +204,66 @@ class MetricsFile:
         fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+# Result key -> the protocol that produced it.
+PROTOCOLS = {"knn_acc": "knn", "linear_probe_acc": "linear"}
+RANDOM_INIT_PREFIX = "random_init_"
+FINETUNE_SELECTION = "best test accuracy over epochs (as the paper)"
+
+
+def _subset(train_examples: int) -> dict:
+  """A record's mark that the train split was a subset of that size (not
+  comparable with full-data numbers); nothing for the full split."""
+  return {"train_examples": train_examples} if train_examples else {}
+
+
+def record_evaluation(result: dict, *, step: int, epoch: int, tensorboard: TensorBoard,
+                      metrics_file: MetricsFile, write=log, random_init: bool = False,
+                      train_examples: int = 0) -> dict:
+  """Writes the ``knn_acc``/``linear_probe_acc`` of an encoder (``random_init``:
+  a randomly initialised one, keys prefixed `RANDOM_INIT_PREFIX`) to
+  TensorBoard, a line through ``write`` and metrics.json; returns the merged
+  metrics. ``train_examples`` > 0: the train split was a subset of that size."""
+  prefix = RANDOM_INIT_PREFIX if random_init else ""
+  tensorboard.write(step, {prefix + k: v for k, v in result.items()}, "eval/")
+  write(f"epoch {epoch}: " + ", ".join(f"{prefix}{k} {v:.4f}" for k, v in result.items()))
+  records = [{"protocol": PROTOCOLS[k], "step": step, "epoch": epoch, "accuracy": v,
+              "encoder": "random_init" if random_init else "trained",
+              **_subset(train_examples)}
+             for k, v in result.items()]
+  return metrics_file.update({prefix + k: v for k, v in result.items()},
+                             evaluations=records)
+
+
+def record_finetune(outcome, *, step: int, epoch: int, tensorboard: TensorBoard,
+                    metrics_file: MetricsFile, train_examples: int = 0) -> dict:
+  """Writes a `gca_jax.finetune.FinetuneResult` of the encoder trained for
+  ``step`` steps (``epoch`` epochs): its best and last test accuracies;
+  returns them as ``finetune_best_acc``/``finetune_last_acc``."""
+  result = {"finetune_best_acc": outcome.best_accuracy,
+            "finetune_last_acc": outcome.last_accuracy}
+  record = {"protocol": "finetune", "step": step, "epoch": epoch,
+            "accuracy": outcome.best_accuracy, "best_accuracy": outcome.best_accuracy,
+            "last_accuracy": outcome.last_accuracy, "best_epoch": outcome.best_epoch,
+            "selection": FINETUNE_SELECTION, "epochs": len(outcome.epoch_accuracies),
+            "epoch_accuracies": list(outcome.epoch_accuracies), "encoder": "trained",
+            **_subset(train_examples)}
+  metrics_file.update(result, evaluations=[record])
+  tensorboard.write(step, result, "eval/")
+  return result
+
+
 def where_to_look(workdir: str | Path) -> str:
   """The closing lines of a run: where its results are and how to view them."""
   workdir = Path(workdir)
   return (f"metrics: {workdir / METRICS_FILE}\n"
           f"TensorBoard logs: {workdir / TENSORBOARD_DIR}  "
           f"(view: tensorboard --logdir {workdir / TENSORBOARD_DIR})")
+
+
+def next_command(workdir: str | Path, *, finished: bool) -> str:
+  """The line that says what to run next on ``workdir``: its evaluation
+  once the run is ``finished``, else the command that continues it."""
+  if finished:
+    return (f"next: python -m gca_jax.linear_eval --workdir={workdir}  "
+            "(--protocol=finetune: the paper's CIFAR protocol)")
+  return f"next: python -m gca_jax.pretrain --workdir={workdir}  (continues the run)"

@@ -51,8 +51,9 @@ def run():
   config, dataset = tiny_model_config(), tiny_dataset()
   variables = pretrained_variables(config)
   calls = []
-  result = finetune.finetune(config, variables, dataset, epochs=EPOCHS, batch_size=BATCH,
-                             seed=3, progress=lambda epoch, m: calls.append((epoch, m)))
+  settings = finetune.FinetuneSettings(epochs=EPOCHS, batch_size=BATCH, seed=3)
+  result = finetune.finetune(config, variables, dataset, settings,
+                             progress=lambda epoch, m: calls.append((epoch, m)))
   return config, dataset, variables, result, calls
 
 
@@ -172,7 +173,8 @@ def test_bad_arguments_fail_with_one_line(kwargs, names):
   elif bad_variables == "nan":
     variables = jax.tree.map(lambda x: x * np.nan, variables)
   with pytest.raises(ValueError) as error:
-    finetune.finetune(config, variables, dataset, **{"batch_size": BATCH, **kwargs})
+    finetune.finetune(config, variables, dataset,
+                      finetune.FinetuneSettings(**{"batch_size": BATCH, **kwargs}))
   message = str(error.value)
   assert names in message and "\n" not in message
 
@@ -182,8 +184,8 @@ def test_divergence_raises_instead_of_reporting_an_accuracy():
   the accuracy of argmax over NaN logits."""
   config, dataset = tiny_model_config(), tiny_dataset()
   with pytest.raises(FloatingPointError, match="diverged in epoch 1"):
-    finetune.finetune(config, pretrained_variables(config), dataset, epochs=2,
-                      batch_size=BATCH, base_lr=1e38)
+    finetune.finetune(config, pretrained_variables(config), dataset,
+                      finetune.FinetuneSettings(epochs=2, batch_size=BATCH, base_lr=1e38))
 
 
 TWO_DEVICES = textwrap.dedent("""
@@ -195,7 +197,8 @@ TWO_DEVICES = textwrap.dedent("""
     assert jax.device_count() == 2, jax.devices()
     config = t.tiny_model_config()
     result = finetune.finetune(config, t.pretrained_variables(config), t.tiny_dataset(),
-                               epochs=t.EPOCHS, batch_size=t.BATCH, seed=3)
+                               finetune.FinetuneSettings(epochs=t.EPOCHS, batch_size=t.BATCH,
+                                                         seed=3))
     print(json.dumps({"losses": result.train_losses, "accuracies": result.epoch_accuracies,
                       "head": np.asarray(result.variables["params"]["head"]["kernel"]).tolist()}))
 """)

@@ -12,7 +12,7 @@ def test_byol_target_is_pure_ema_and_loss_decreases():
   config = tiny_config(loss="byol", ema_decay=0.9, learning_rate=0.05)
   dataset = feeds.load_data(config)
   run = training.setup(config, dataset)
-  feed = feeds.make_feed(config, run, dataset.train, 0)
+  feed = feeds.make_feed(run, 0)
   state = run.initial_state()
   assert isinstance(state, training.ByolTrainState)
   assert set(state.target_params) == {"encoder", "projector"}

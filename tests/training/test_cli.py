@@ -98,11 +98,12 @@ def test_loss_params_placeholders_reach_the_loss_and_keep_the_identity(tmp_path)
   assert objectives.loss_params_of(config) == {"eps": 0.5, "iters": 3, "w_ce": 2.0}
   training.validate(config, 1)
   config.loss = "reference/gca_uot"
-  assert objectives.loss_params_of(config) == {"eps": 0.5, "iters": 3, "r1": 2.0}
+  # The presets take the same names as the losses (no renaming on the way).
+  assert objectives.loss_params_of(config) == {"eps": 0.5, "iters": 3, "w_ce": 2.0}
   training.validate(config, 1)
   config.loss_params.rho_a = 0.3
   config.loss = "reference/NT_Xent"
-  training.validate(config, 1)  # relax1: a reference parameter (unused)
+  training.validate(config, 1)  # rho_a: a reference parameter (unused)
   config.loss = "byol"
   training.validate(config, 1)  # BYOL ignores loss_params
   # The run identity survives the JSON round trip of the placeholders, and a

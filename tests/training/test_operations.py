@@ -184,7 +184,7 @@ def _largest_file(directory):
 @pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
 def test_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path, capsys, damage):
   from gca_jax import training
-  from gca_jax.training import checkpoint, loop
+  from gca_jax.training import checkpoint, restore
   training.train_and_evaluate(tiny_config(epochs=2), tmp_path)
   target = _largest_file(tmp_path / "checkpoints" / "44")
   if damage == "flip":
@@ -194,7 +194,7 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path, capsys, 
   else:
     target.unlink()
   capsys.readouterr()
-  _, _, _, state = loop.load_trained(tmp_path)
+  _, state = restore.load_trained(tmp_path)
   assert int(state.step) == 22
   assert "checkpoint 44" in capsys.readouterr().err
   assert not (tmp_path / "damaged").exists()  # reading holds no lock: nothing moved
@@ -211,12 +211,12 @@ def test_a_checkpoint_without_checksum_record_is_used_unverified(tmp_path, capsy
   # What a kill between orbax's commit and the checksum record leaves (or an
   # older version's checkpoint): complete, but unverifiable. It is kept.
   from gca_jax import training
-  from gca_jax.training import checkpoint, loop
+  from gca_jax.training import checkpoint, restore
   training.train_and_evaluate(tiny_config(epochs=2, max_checkpoints=1), tmp_path)
   assert checkpoint.Checkpointer(tmp_path).all_steps() == [44]
   (tmp_path / "checksums" / "44.json").unlink()
   capsys.readouterr()
-  _, _, _, state = loop.load_trained(tmp_path)
+  _, state = restore.load_trained(tmp_path)
   assert int(state.step) == 44
   assert "no checksum record; using it unverified" in capsys.readouterr().err
 
@@ -280,14 +280,14 @@ def test_unusable_workdirs_give_one_line(tmp_path, setup_workdir, args, message)
 
 def test_inconsistent_checkpoint_position_is_a_clear_error(tmp_path):
   from gca_jax import training
-  from gca_jax.training import checkpoint, loop
+  from gca_jax.training import checkpoint, restore
   training.train_and_evaluate(tiny_config(epochs=1), tmp_path)
-  _, _, run, state = loop.load_trained(tmp_path)
+  run, state = restore.load_trained(tmp_path)
   checkpointer = checkpoint.Checkpointer(tmp_path)
   checkpointer.save(state.replace(step=state.step + 1), {"epoch": 0, "step": 5})
   checkpointer.close()
   with pytest.raises(checkpoint.WorkdirError, match="disagrees with its state's step"):
-    loop.load_trained(tmp_path)
+    restore.load_trained(tmp_path)
 
 
 @pytest.mark.parametrize("overrides, message", [

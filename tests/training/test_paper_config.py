@@ -17,7 +17,7 @@ def test_paper_config_trains_in_bfloat16_with_a_finite_decreasing_loss():
                                      "warmup_epochs": 0.0, "learning_rate": 0.05})
   dataset = feeds.load_data(config)
   run = training.setup(config, dataset)
-  feed = feeds.make_feed(config, run, dataset.train, 0)
+  feed = feeds.make_feed(run, 0)
   state, losses = run.initial_state(), []
   for step in range(24):
     state, metrics = run.train_step(state, feed.batch(step))

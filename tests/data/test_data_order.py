@@ -1,4 +1,4 @@
-"""Feeding: batch indices, the device gather, the host grain loader."""
+"""The batch order (`gca_jax.data.order`), the device gather, the host grain loader."""
 
 import chex
 import grain
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from gca_jax import sharding
-from gca_jax.data import feed, host_feed
+from gca_jax.data import loader, order
 from gca_jax.data.base import ImageArrays, LazyImages
 from gca_jax.training import feeds
 
@@ -16,16 +16,16 @@ N, BATCH = 103, 16
 
 
 def test_steps_per_epoch_drops_remainder():
-  assert feed.steps_per_epoch(N, BATCH) == 6
+  assert order.steps_per_epoch(N, BATCH) == 6
   with pytest.raises(ValueError, match="exceeds"):
-    feed.steps_per_epoch(10, 16)
+    order.steps_per_epoch(10, 16)
 
 
 class BatchIndicesTest(chex.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_epoch_batches_are_disjoint_and_deterministic(self):
-    indices = self.variant(feed.batch_indices, static_argnums=(3, 4))
+    indices = self.variant(order.batch_indices, static_argnums=(3, 4))
     epoch = np.stack([indices(7, 2, step, BATCH, N) for step in range(6)])
     assert epoch.dtype == np.int32 and len(np.unique(epoch)) == 6 * BATCH
     assert epoch.min() >= 0 and epoch.max() < N
@@ -37,12 +37,12 @@ class BatchIndicesTest(chex.TestCase):
 def test_batch_indices_with_traced_position():
   @jax.jit
   def at(seed, epoch, step):
-    return feed.batch_indices(seed, epoch, step, BATCH, N)
-  np.testing.assert_array_equal(at(1, 0, 2), feed.batch_indices(1, 0, 2, BATCH, N))
+    return order.batch_indices(seed, epoch, step, BATCH, N)
+  np.testing.assert_array_equal(at(1, 0, 2), order.batch_indices(1, 0, 2, BATCH, N))
 
 
 def test_epoch_is_a_permutation():
-  perm = np.asarray(feed.epoch_permutation(0, 5, N))
+  perm = np.asarray(order.epoch_permutation(0, 5, N))
   np.testing.assert_array_equal(np.sort(perm), np.arange(N))
 
 
@@ -56,12 +56,12 @@ def test_device_feed_batches_are_the_indexed_rows_of_the_split():
   images = np.arange(n, dtype=np.uint8)[:, None, None, None] * np.ones((1, 4, 4, 3),
                                                                       np.uint8)
   split = ImageArrays(images, (np.arange(n, dtype=np.int32) * 7) % 10)
-  s = feed.steps_per_epoch(n, batch_size)
+  s = order.steps_per_epoch(n, batch_size)
   kwargs = dict(mesh=mesh, seed=11, batch_size=batch_size, steps_per_epoch=s)
   device_feed = feeds.DeviceFeed(split, id_key="label", **kwargs)
   batches = [device_feed.batch(step) for step in range(2 * s + 1)]
   for step, batch in enumerate(batches):
-    want = np.asarray(feed.batch_indices(11, step // s, step % s, batch_size, n))
+    want = np.asarray(order.batch_indices(11, step // s, step % s, batch_size, n))
     assert batch["image"].dtype == jnp.uint8 and batch["label"].dtype == jnp.int32
     chex.assert_shape(batch["image"], (batch_size, 4, 4, 3))
     np.testing.assert_array_equal(batch["image"], images[want])
@@ -84,9 +84,9 @@ def lazy_split(n: int = 40) -> ImageArrays:
 
 
 def loader_batches(split, num_steps, **kwargs):
-  iterator = iter(host_feed.make_loader(split, num_steps=num_steps, **kwargs))
+  iterator = iter(loader.make_loader(split, num_steps=num_steps, **kwargs))
   batches = list(iterator)
-  host_feed.close_iterator(iterator)
+  loader.close_iterator(iterator)
   return batches
 
 
@@ -96,7 +96,7 @@ def test_host_batches_are_the_device_fed_batches_without_duplicates():
   batches = loader_batches(split, 6, global_batch_size=4, seed=3)
   assert len(batches) == 6
   for step, batch in enumerate(batches):
-    want = np.asarray(feed.batch_indices(3, step // 2, step % 2, 4, 10))
+    want = np.asarray(order.batch_indices(3, step // 2, step % 2, 4, 10))
     np.testing.assert_array_equal(batch["index"], want)
     assert len(set(batch["index"].tolist())) == 4     # no example twice
     assert batch["image"].shape == (4, 4, 4, 3) and batch["image"].dtype == np.uint8
@@ -116,10 +116,10 @@ def test_host_loader_resumes_at_a_step():
   for want, got in zip(straight[7:], resumed, strict=True):
     np.testing.assert_array_equal(got["index"], want["index"])
     np.testing.assert_array_equal(got["image"], want["image"])
-  endless = iter(host_feed.make_loader(split, global_batch_size=8, seed=5))
+  endless = iter(loader.make_loader(split, global_batch_size=8, seed=5))
   for want in straight:  # the default stream has no end
     np.testing.assert_array_equal(next(endless)["index"], want["index"])
-  host_feed.close_iterator(endless)
+  loader.close_iterator(endless)
 
 
 def test_host_loader_splits_global_batches_over_processes():
@@ -130,9 +130,9 @@ def test_host_loader_splits_global_batches_over_processes():
     assert first["index"].shape == (4,)
     np.testing.assert_array_equal(
         np.concatenate([first["index"], second["index"]]),
-        feed.batch_indices(0, step // 5, step % 5, 8, 40))
+        order.batch_indices(0, step // 5, step % 5, 8, 40))
   with pytest.raises(ValueError, match="split"):
-    host_feed.make_loader(split, global_batch_size=9, seed=0, process_count=2)
+    loader.make_loader(split, global_batch_size=9, seed=0, process_count=2)
 
 
 def test_host_loader_read_threads_keep_the_order():

@@ -1,4 +1,4 @@
-"""Training from the host feed (grain) for datasets too large for the device.
+"""Training from the host loader (grain) for datasets too large for the device.
 
 A tiny PACS-layout folder (2 domains x 2 classes x 10 PNGs of 40x40, crop
 32) is loaded with the in-memory limit set to 0 bytes, so its splits are
@@ -26,7 +26,7 @@ def test_dataset_is_lazy(pacs_root, lazy_pacs):
 
 def test_host_fed_run_trains_and_evaluates(pacs_root, lazy_pacs, tmp_path):
   from gca_jax import training
-  from gca_jax.training import loop
+  from gca_jax.training import restore
   config = host_config(pacs_root, eval_every_epochs=1, linear_probe=True,
                        linear_probe_steps=20, probe_random_init=False)
   result = training.train_and_evaluate(config, tmp_path).metrics
@@ -39,9 +39,8 @@ def test_host_fed_run_trains_and_evaluates(pacs_root, lazy_pacs, tmp_path):
 
   # The evaluation features from the host loader are those of the decoded split.
   from gca_jax import evaluation
-  config, dataset, run, state = loop.load_trained(tmp_path)
-  embed = evaluation.make_embed_fn(run.model, run.mesh, mean=dataset.mean,
-                                   std=dataset.std, image_size=config.image_size)
+  run, state = restore.load_trained(tmp_path)
+  dataset, embed = run.dataset, run.embed_fn
   variables = state.variables
   for split in (dataset.train, dataset.test):
     assert not split.in_memory
@@ -70,27 +69,27 @@ def test_stop_and_resume_equals_uninterrupted_run(pacs_root, lazy_pacs, tmp_path
 
 def _loader(config, split, start_step=0):
   """The loader a host-fed run starts at ``start_step`` (as `feeds.HostFeed`)."""
-  from gca_jax.data import feed, host_feed
-  total = config.epochs * feed.steps_per_epoch(len(split), config.batch_size)
-  return host_feed.make_loader(split, global_batch_size=config.batch_size,
-                               seed=config.seed, start_step=start_step,
-                               num_steps=total - start_step)
+  from gca_jax.data import loader, order
+  total = config.epochs * order.steps_per_epoch(len(split), config.batch_size)
+  return loader.make_loader(split, global_batch_size=config.batch_size,
+                            seed=config.seed, start_step=start_step,
+                            num_steps=total - start_step)
 
 
 def test_host_loader_reads_the_device_fed_batches(pacs_root, lazy_pacs):
   """Epochs of the trainer = passes of the loader: every step's batch is
-  feed.batch_indices of (seed, epoch, step), without duplicates, and a loader
+  order.batch_indices of (seed, epoch, step), without duplicates, and a loader
   started at a step (a resumed run) continues the same sequence."""
   from gca_jax.training import feeds
-  from gca_jax.data import feed, host_feed
+  from gca_jax.data import loader, order
   config = host_config(pacs_root, epochs=3)
   split = feeds.load_data(config).train
-  per_epoch = feed.steps_per_epoch(len(split), BATCH)
+  per_epoch = order.steps_per_epoch(len(split), BATCH)
   iterator = iter(_loader(config, split))
   batches = [b["index"] for b in iterator]  # ends after config.epochs epochs
   assert len(batches) == 3 * per_epoch
   for step, indices in enumerate(batches):
-    np.testing.assert_array_equal(indices, feed.batch_indices(
+    np.testing.assert_array_equal(indices, order.batch_indices(
         config.seed, step // per_epoch, step % per_epoch, BATCH, len(split)))
     assert len(set(indices.tolist())) == BATCH
   for epoch in range(3):
@@ -101,7 +100,7 @@ def test_host_loader_reads_the_device_fed_batches(pacs_root, lazy_pacs):
     got = next(resumed)
     np.testing.assert_array_equal(got["index"], want)
     np.testing.assert_array_equal(got["image"], np.stack([split.images[i] for i in want]))
-  host_feed.close_iterator(resumed)
+  loader.close_iterator(resumed)
 
 
 def test_host_fed_training_equals_device_fed_training(pacs_root, lazy_pacs, tmp_path,
@@ -122,19 +121,19 @@ def test_host_fed_training_equals_device_fed_training(pacs_root, lazy_pacs, tmp_
 
 
 def test_process_eval_loader_splits_padded_global_batches():
-  from gca_jax.data import host_feed
+  from gca_jax.data import loader
   from gca_jax.data.base import ImageArrays, LazyImages
   images = np.arange(10, dtype=np.uint8)[:, None, None, None] * np.ones((1, 2, 2, 3),
                                                                       np.uint8)
   split = ImageArrays(LazyImages(lambda i: images[i], 10, (2, 2, 3)),
                       np.arange(10, dtype=np.int32))
-  per_process = [[b["image"][:, 0, 0, 0] for b in host_feed.process_eval_loader(
+  per_process = [[b["image"][:, 0, 0, 0] for b in loader.process_eval_loader(
       split, global_batch_size=4, process_index=p, process_count=2)] for p in range(2)]
   assert [len(batches) for batches in per_process] == [3, 3]
   global_batches = [np.concatenate(rows) for rows in zip(*per_process)]
   np.testing.assert_array_equal(np.concatenate(global_batches),
                                 [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9])
-  assert [host_feed.num_valid_in_batch(b, 10, 4) for b in range(3)] == [4, 4, 2]
+  assert [loader.num_valid_in_batch(b, 10, 4) for b in range(3)] == [4, 4, 2]
 
 
 def test_evaluation_centre_crops_large_images():

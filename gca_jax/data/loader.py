@@ -1,4 +1,4 @@
-"""Host feeding with grain for large-image datasets (ImageNet-100, PACS).
+"""The grain loader of large-image datasets (ImageNet-100, PACS).
 
 Images that do not fit on the device are decoded on the host (the split's
 ``LazyImages``: decoded, resized and centre-cropped to a square by
@@ -6,7 +6,7 @@ Images that do not fit on the device are decoded on the host (the split's
 the device by ``augment.two_views``.
 
 `make_loader` builds training batches from exactly the indices of the
-device-fed path, `gca_jax.data.feed.batch_indices(seed, epoch, step, ...)`:
+device-fed path, `gca_jax.data.order.batch_indices(seed, epoch, step, ...)`:
 every epoch is a fresh permutation of the split cut into full global batches
 (the remainder is dropped), so a batch never holds an example twice and an
 epoch reads each example at most once. A loader is a ``grain.MapDataset``
@@ -36,7 +36,7 @@ import grain
 import jax
 import numpy as np
 
-from gca_jax.data import feed
+from gca_jax.data import order
 from gca_jax.data.base import ImageArrays
 
 
@@ -60,7 +60,7 @@ class _StepBatch:
   """``step -> this process's rows of global batch `step``` (a grain map).
 
   Global step ``s`` is step ``s % steps_per_epoch`` of epoch
-  ``s // steps_per_epoch``; its examples are `feed.batch_indices` of that
+  ``s // steps_per_epoch``; its examples are `order.batch_indices` of that
   position, of which process ``p`` of ``P`` takes the contiguous rows
   ``[p * B / P, (p + 1) * B / P)``. The epoch permutations are computed once
   (with JAX, as on the device) and cached for the reader threads.
@@ -73,7 +73,7 @@ class _StepBatch:
     self._global_batch_size = global_batch_size
     self._local_batch_size = global_batch_size // process_count
     self._offset = process_index * self._local_batch_size
-    self.steps_per_epoch = feed.steps_per_epoch(len(split), global_batch_size)
+    self.steps_per_epoch = order.steps_per_epoch(len(split), global_batch_size)
     self._lock = threading.Lock()
     self._orders: dict[int, np.ndarray] = {}
 
@@ -87,16 +87,16 @@ class _StepBatch:
 
   def _order(self, epoch: int) -> np.ndarray:
     with self._lock:
-      order = self._orders.get(epoch)
-      if order is None:
+      permutation = self._orders.get(epoch)
+      if permutation is None:
         if multiprocessing.parent_process() is not None:
           # A grain worker process: compute on the CPU, not the accelerator.
           jax.config.update("jax_platforms", "cpu")
-        order = np.asarray(feed.epoch_permutation(self._seed, epoch, len(self._split)))
+        permutation = np.asarray(order.epoch_permutation(self._seed, epoch, len(self._split)))
         for old in sorted(self._orders)[:-2]:  # the stream crosses epochs in order
           del self._orders[old]
-        self._orders[epoch] = order
-      return order
+        self._orders[epoch] = permutation
+      return permutation
 
   def indices(self, step: int) -> np.ndarray:
     """Example indices of this process's rows of global step ``step``."""
@@ -127,7 +127,7 @@ def make_loader(split: ImageArrays, *, global_batch_size: int, seed: int,
   (int32 example indices), "domain" (if the split has domains)}``, the rows
   of process ``p`` of ``P`` (default ``jax.process_index()`` of
   ``jax.process_count()``) of the global batch
-  ``feed.batch_indices(seed, s // S, s % S, B, len(split))``, ``S`` the full
+  ``order.batch_indices(seed, s // S, s % S, B, len(split))``, ``S`` the full
   batches per epoch (the remainder of every epoch is dropped; the next epoch
   is another permutation) -- the batches of the device-fed path.
 

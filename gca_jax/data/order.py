@@ -1,4 +1,4 @@
-"""Device-resident feeding: the batch of a step, from ``(seed, epoch, step)``.
+"""The batch order: which examples global step ``(seed, epoch, step)`` reads.
 
 For small-image datasets (CIFAR, digits) the whole uint8 split lives on the
 device (CIFAR-10 train is 150 MB) and a batch is a gather by indices computed
@@ -9,7 +9,7 @@ the remainder is dropped.
 
 The gather runs in `gca_jax.training.feeds.DeviceFeed`: a jitted gather from
 the split replicated on every device, outside the train step, whose result is
-sharded over the mesh's data axis. The host feed (`gca_jax.data.host_feed`)
+sharded over the mesh's data axis. The grain loader (`gca_jax.data.loader`)
 reads the same indices for large images.
 """
 

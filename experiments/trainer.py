@@ -89,10 +89,7 @@ class Encoder:
   @functools.cached_property
   def embed_fn(self):
     """jitted ``(variables, images_uint8) -> (features, projections)``."""
-    from gca_jax import evaluation  # pylint: disable=g-import-not-at-top
-    return evaluation.make_embed_fn(self.run.model, self.run.mesh,
-                                    mean=self.dataset.mean, std=self.dataset.std,
-                                    image_size=self.config.image_size)
+    return self.run.embed_fn
 
   @property
   def steps_per_epoch(self) -> int:
@@ -117,9 +114,9 @@ class Encoder:
 def load_encoder(workdir: Path, dataset=None) -> Encoder:
   """The encoder of the latest checkpoint of a pre-training workdir
   (``dataset``: the run's data if it is not loadable from its config)."""
-  from gca_jax.training import loop  # pylint: disable=g-import-not-at-top
-  config, dataset, run, state = loop.load_trained(Path(workdir), dataset=dataset)
-  return Encoder(config, dataset, run, state.variables, int(state.step))
+  from gca_jax.training import restore  # pylint: disable=g-import-not-at-top
+  run, state = restore.load_trained(Path(workdir), dataset=dataset)
+  return Encoder(run.config, run.dataset, run, state.variables, int(state.step))
 
 
 def untrained_encoder(config, dataset=None) -> Encoder:

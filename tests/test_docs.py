@@ -192,12 +192,12 @@ def method_table():
 
 
 def test_method_table_matches_the_experiments():
-  from experiments import common  # pylint: disable=g-import-not-at-top
+  from experiments import methods  # pylint: disable=g-import-not-at-top
   table = method_table()
-  assert set(common.METHOD_LABELS) <= set(table)
-  for label, (function, params) in common.CLEAN_METHODS.items():
+  assert set(methods.METHOD_LABELS) <= set(table)
+  for label, (function, params) in methods.CLEAN_METHODS.items():
     assert table[label][:2] == (function, params), label
-  for label, preset in common.PUBLISHED_LOSSES.items():
+  for label, preset in methods.PUBLISHED_LOSSES.items():
     assert table[label][2] == preset, label
   assert table["BYOL"][0] == "byol"
 

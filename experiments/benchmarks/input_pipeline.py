@@ -146,7 +146,7 @@ def main() -> None:
     print(f"{name:>12}: {row['images_per_s']:10.0f} images/s (two views each)")
 
   views = make_views(config, run)
-  device_feed = feeds.make_feed(config, run, dataset.train, start_step=0)
+  device_feed = feeds.make_feed(run, start_step=0)
   on_device = device_feed.batch(0)["image"]
   key = jax.random.key(config.seed)
   seconds = time_calls(lambda i: views(jax.random.fold_in(key, i), on_device), args.repeats)

@@ -86,7 +86,7 @@ def measure_step(config, dataset, *, steps: int, mesh=None) -> dict:
   warm-up (compiling) steps, fed as the training loop feeds them."""
   run = training.setup(config, dataset, mesh)
   state = run.initial_state()
-  feed = feeds.make_feed(config, run, dataset.train, start_step=0)
+  feed = feeds.make_feed(run, start_step=0)
   try:
     for step in range(2):  # compile and warm up
       state, metrics = run.train_step(state, feed.batch(step))

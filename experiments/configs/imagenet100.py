@@ -1,7 +1,7 @@
 """ImageNet-100 (CMC's 100-class subset): ResNet-50, ImageNet stem, 224 views.
 
 Images are decoded on the host at 256x256 (``load_size``) by a grain loader
-(``gca_jax.data.host_feed``: the split is too large for device memory), put
+(``gca_jax.data.loader``: the split is too large for device memory), put
 on the devices as uint8 batches and cropped to 224 views on the device. The
 batches are a function of the step, so a continued run reads exactly the
 batches the interrupted one would have read.

@@ -33,11 +33,10 @@ import json
 import sys
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
 
-from gca_jax import cli
+from experiments import entry, runs, tables
 
-FLAGS = flags.FLAGS
 RESULT_FILE = "claims.json"
 SUMMARY_FILE = "claims.md"
 # (row, loss, keyword arguments): the library's defaults unless named.
@@ -48,14 +47,18 @@ ROWS = (("infonce", "infonce", {}), ("gca_ince", "gca_ince", {}), ("gca_uot", "g
 PAPER_MFLOPS = {"infonce": 6.31, "gca_ince": 6.65, "gca_uot": 4.54}
 
 
-def define_flags() -> None:
-  """This entry point's flags (at start-up, not at import)."""
-  flags.DEFINE_integer("flops_n", 1024, "Rows N = 2B of the joint plan for the FLOP counts.")
-  flags.DEFINE_list("sizes", ["256", "1024", "4096"], "Rows N of the timed plans.")
-  flags.DEFINE_integer("dim", 128, "Embedding dimension D.")
-  flags.DEFINE_integer("iters", 10, "Iterations of the GCA losses.")
-  flags.DEFINE_integer("repeats", 10, "Timed calls per row (median).")
-  flags.DEFINE_string("out", None, "Folder for claims.json and claims.md.", required=True)
+def define_flags(flag_values: flags.FlagValues, argv) -> None:
+  """This entry point's flags."""
+  del argv  # no config flag
+  define = dict(flag_values=flag_values)
+  flags.DEFINE_integer("flops_n", 1024, "Rows N = 2B of the joint plan for the FLOP counts.",
+                       **define)
+  entry.define_number_list("sizes", [256, 1024, 4096], "Rows N of the timed plans.", kind=int,
+                           **define)
+  flags.DEFINE_integer("dim", 128, "Embedding dimension D.", **define)
+  flags.DEFINE_integer("iters", 10, "Iterations of the GCA losses.", **define)
+  flags.DEFINE_integer("repeats", 10, "Timed calls per row (median).", **define)
+  flags.DEFINE_string("out", None, "Folder for claims.json and claims.md.", **define)
 
 
 def _flops(fn, *args) -> float:
@@ -129,12 +132,11 @@ def paper_count_note(n: int, dim: int) -> str:
 
 
 def summary(report: dict) -> str:
-  from experiments import common  # pylint: disable=g-import-not-at-top
   flops = report["flops"]
   lines = [f"# Section 3.5 claims ({report['device']})", "",
            f"FLOPs at N = {flops[0]['N']} (B = {flops[0]['N'] // 2} pairs), D = {flops[0]['D']}, "
            f"{report['iters']} iterations, float32 (MFLOP; ratio to INCE):", ""]
-  lines.append(common.markdown_table(
+  lines.append(tables.markdown_table(
       ["loss", "forward", "x INCE", "fwd+bwd", "x INCE", "paper MFlops", "paper x INCE"],
       [[r["loss"], f"{r['forward_flops'] / 1e6:.1f}", f"{r['forward_ratio']:.3f}",
         f"{r['forward_backward_flops'] / 1e6:.1f}", f"{r['forward_backward_ratio']:.3f}",
@@ -142,7 +144,7 @@ def summary(report: dict) -> str:
         f"{r['paper_ratio']:.3f}" if "paper_ratio" in r else "–"] for r in flops]))
   lines += ["", report["paper_note"], "",
             "Forward+backward median ms (one run; ratio to INCE):", ""]
-  lines.append(common.markdown_table(
+  lines.append(tables.markdown_table(
       ["N", "loss", "ms", "x INCE"],
       [[r["N"], r["loss"], f"{r['ms']:.3f}", f"{r['ratio_to_infonce']:.2f}"]
        for r in report["timings"]]))
@@ -152,28 +154,25 @@ def summary(report: dict) -> str:
   return "\n".join(lines) + "\n"
 
 
-def main(argv) -> None:
-  if len(argv) > 1:
-    cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
-  try:
-    sizes = [int(s) for s in FLAGS.sizes]
-  except ValueError:
-    cli.fail(f"--sizes must be even integers >= 4, got {','.join(FLAGS.sizes)}")
-  for name, value in [("flops_n", FLAGS.flops_n)] + [("sizes", s) for s in sizes]:
+def run(args) -> None:
+  """Counts, times and writes the claims' rows."""
+  if not args.out:
+    raise entry.ExperimentError("--out is required (the folder for claims.json and claims.md)")
+  for name, value in [("flops_n", args.flops_n)] + [("sizes", s) for s in args.sizes]:
     if value < 4 or value % 2:
-      cli.fail(f"--{name} must be even integers >= 4 (N = 2B rows), got {value}")
+      raise entry.ExperimentError(f"--{name} must be even integers >= 4 (N = 2B rows), "
+                                  f"got {value}")
   for name in ("dim", "iters", "repeats"):
-    if FLAGS[name].value < 1:
-      cli.fail(f"--{name} must be >= 1, got {FLAGS[name].value}")
+    if getattr(args, name) < 1:
+      raise entry.ExperimentError(f"--{name} must be >= 1, got {getattr(args, name)}")
   import jax  # pylint: disable=g-import-not-at-top
-  from experiments import common  # pylint: disable=g-import-not-at-top
-  out = Path(FLAGS.out)
+  out = Path(args.out)
   report = {"device": f"{jax.devices()[0].device_kind} ({jax.default_backend()})",
-            "iters": FLAGS.iters,
-            "flops": flop_rows(FLAGS.flops_n, FLAGS.dim, FLAGS.iters),
-            "paper_note": paper_count_note(FLAGS.flops_n, FLAGS.dim)}
-  report["timings"] = timing_rows(sizes, FLAGS.dim, FLAGS.iters, FLAGS.repeats)
-  common.write_json(out / RESULT_FILE, report)
+            "iters": args.iters,
+            "flops": flop_rows(args.flops_n, args.dim, args.iters),
+            "paper_note": paper_count_note(args.flops_n, args.dim)}
+  report["timings"] = timing_rows(args.sizes, args.dim, args.iters, args.repeats)
+  runs.write_json(out / RESULT_FILE, report)
   text = summary(report)
   (out / SUMMARY_FILE).write_text(text)
   print(text)
@@ -181,10 +180,9 @@ def main(argv) -> None:
   sys.stdout.flush()
 
 
-def run() -> None:
-  define_flags()
-  app.run(main, flags_parser=cli.parse_flags)
+def main(argv=None) -> None:
+  entry.main(define_flags, run, argv)
 
 
 if __name__ == "__main__":
-  run()
+  main()

@@ -29,6 +29,8 @@ DOCUMENTED = {
     "gca_jax.class_target": gca_jax.class_target,
     "gca_jax.metrics.alignment": metrics.alignment,
     "gca_jax.metrics.uniformity": metrics.uniformity,
+    "gca_jax.metrics.wdm_lower_bound": metrics.wdm_lower_bound,
+    "gca_jax.metrics.wdm_sinkhorn": metrics.wdm_sinkhorn,
 }
 if hasattr(gca_jax, "hierarchical_target"):
   DOCUMENTED["gca_jax.hierarchical_target"] = gca_jax.hierarchical_target

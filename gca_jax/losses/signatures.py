@@ -11,8 +11,10 @@ same declaration gives the row-sharded variant (:mod:`gca_jax.losses.sharded`).
 Examples:
   >>> import inspect
   >>> from gca_jax import losses
-  >>> str(inspect.signature(losses.iot))[:48]
-  '(z1: jax.Array, z2: jax.Array, *, eps: float = 0.5'
+  >>> list(inspect.signature(losses.iot).parameters)[:5]
+  ['z1', 'z2', 'eps', 'iters', 'tau_a']
+  >>> inspect.signature(losses.iot).parameters["marginals"].default
+  'ones'
 """
 
 from __future__ import annotations
@@ -136,6 +138,8 @@ def preset(base: Callable, name, summary, example, fixed=(), defaults=None,
   def preset_call(z1, z2, **options):
     return call(z1, z2, **fixed, **options)
 
+  preset_call.__module__ = call.__module__
+
   signature = derive(inspect.signature(base), drop=(*fixed, "axis_name"),
                      defaults=defaults, replace=replace)
   return LossSpec(name, summary, preset_call, signature, example)
@@ -184,6 +188,8 @@ def build(spec: LossSpec, check_axis: Callable | None = None):
     return spec.call(z1, z2, **options)
 
   loss.__name__ = loss.__qualname__ = name
+  # The module that declares it (for autodoc and doctest), not this one.
+  loss.__module__ = (check_axis or spec.call).__module__
   loss.__signature__ = signature
   loss.__doc__ = _docstring(spec, sharded=check_axis is not None)
   return loss

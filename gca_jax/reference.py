@@ -13,31 +13,47 @@ losses, all faithful to the published code:
   ``CE^q / q`` to the cross-entropy;
 * ``rince`` is ``CE^q / q`` of InfoNCE with the self logit lowered by
   ``max(S / eps)``, not eq. (2);
-* ``gca_uot`` starts from ``v = 1/N`` and weights the robust term by ``r2``,
-  the cross-entropy by ``r1``;
+* ``gca_uot`` starts from ``v = 1/N``;
 * ``iot``'s ``iters`` rounds of (row, column, transpose) normalisations are
   ``iters + 1`` alternating normalisations, rows first.
 
-Parameters: ``eps`` (default 0.5), ``iters`` (10), ``lam`` (0.01), ``q``
-(0.6), ``relax1``/``relax2`` (0.2), ``r1`` (1.0), ``r2`` (0.02),
-``lambda_p`` (0.2). They are checked as the clean losses check them (one
-clear error for a value out of range); ``docs/losses.md`` lists each
-preset's formula.
+Parameters take the clean losses' names and defaults (those of
+:func:`gca_jax.losses.gca_uot`, and ``lambda_p`` of
+:func:`gca_jax.losses.iot_uni`): ``eps, iters, lam, q, rho_a, rho_b, w_ce,
+w_rince, lambda_p``. The published code calls ``rho_a, rho_b, w_ce,
+w_rince`` by the names ``relax1, relax2, r1, r2``. They are checked as the
+clean losses check them (one clear error for a value out of range);
+``docs/losses.md`` lists each preset's formula.
+
+Examples:
+  >>> import jax
+  >>> from gca_jax import reference
+  >>> z1, z2 = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 16))
+  >>> print(f"{float(reference.loss('gca_uot', z1, z2, eps=0.5)):.4f}")
+  2.7380
 """
 
 from __future__ import annotations
 
+import inspect
+
 import jax
 import jax.numpy as jnp
 
-from gca_jax.losses import contrastive
+from gca_jax.losses import arguments, contrastive
 
 NAMES = ("NT_Xent", "hs_ince", "gca_ince", "rince", "hs_rince", "gca_rince",
          "gca_uot", "iot", "iot_uni")
-PARAMS = ("eps", "iters", "lam", "q", "relax1", "relax2", "r1", "r2",
+PARAMS = ("eps", "iters", "lam", "q", "rho_a", "rho_b", "w_ce", "w_rince",
           "lambda_p")
-_DEFAULTS = dict(eps=0.5, iters=10, lam=0.01, q=0.6, relax1=0.2, relax2=0.2,
-                 r1=1.0, r2=0.02, lambda_p=0.2)
+#: The published code's names of four of :data:`PARAMS`.
+PUBLISHED_NAMES = dict(relax1="rho_a", relax2="rho_b", r1="w_ce", r2="w_rince")
+# The single-device presets' defaults, not written again.
+_DEFAULTS = {
+    name: inspect.signature(
+        contrastive.iot_uni if name == "lambda_p" else contrastive.gca_uot
+    ).parameters[name].default
+    for name in PARAMS}
 # The published code's geometry: floored similarity, max-cost self pairs.
 _PUBLISHED = dict(similarity_floor=1e-7, self_mask="max_cost")
 # GCA-RINCE in the published code ignores its ``iters`` argument.
@@ -62,7 +78,8 @@ def loss(name: str, z1: jax.Array, z2: jax.Array, **params) -> jax.Array:
   Args:
     name: one of :data:`NAMES`.
     z1, z2: ``(B, D)`` embeddings; row ``k`` of each from sample ``k``.
-    **params: among :data:`PARAMS` (unknown names raise).
+    **params: among :data:`PARAMS` (unknown names raise; the published
+      names ``relax1, relax2, r1, r2`` are ``rho_a, rho_b, w_ce, w_rince``).
 
   Returns:
     The scalar loss.
@@ -77,7 +94,7 @@ def loss(name: str, z1: jax.Array, z2: jax.Array, **params) -> jax.Array:
   p = {**_DEFAULTS, **params}
   eps, iters = p["eps"], p["iters"]
   if name in ("rince", "gca_rince"):
-    contrastive.check_q(p["q"])  # the other presets check their own
+    arguments.check_q(p["q"])  # the other presets check their own
 
   if name == "NT_Xent":
     # Self logits lowered by 1e5 are excluded pairs in float64 and float32.
@@ -104,8 +121,8 @@ def loss(name: str, z1: jax.Array, z2: jax.Array, **params) -> jax.Array:
   if name == "gca_uot":
     size = 2 * z1.shape[0]
     return contrastive.gca_uot(
-        z1, z2, eps=eps, iters=iters, rho_a=p["relax1"], rho_b=p["relax2"],
-        lam=p["lam"], q=p["q"], w_ce=p["r1"], w_rince=p["r2"],
+        z1, z2, eps=eps, iters=iters, rho_a=p["rho_a"], rho_b=p["rho_b"],
+        lam=p["lam"], q=p["q"], w_ce=p["w_ce"], w_rince=p["w_rince"],
         init_log_v=-jnp.log(size), **_PUBLISHED)
   # iot, iot_uni: ``iters + 1`` alternating normalisations, rows first.
   half_steps = iters + 1

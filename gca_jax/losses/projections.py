@@ -50,31 +50,11 @@ import jax.numpy as jnp
 from flax import struct
 
 from gca_jax.losses import collectives
+from gca_jax.losses.arguments import (  # noqa: F401  (re-exported)
+    FORMS, GRAD_MODES, check_choice, check_iters, check_relaxation,
+    scaling_form_is_safe)
 
-FORMS = ("auto", "log", "scaling")
-GRAD_MODES = ("unroll", "implicit", "detach")
-
-# Largest static ``max C / eps`` at which the scaling form is used. In
-# float32, exp(35) = 1.6e15: scalings and their squares (which appear in the
-# backward pass) stay far from the float32 limit of 3.4e38. The float64
-# limit is chosen the same way against 1.8e308.
-_SCALING_FORM_LIMIT = {jnp.dtype(jnp.float32): 35.0,
-                       jnp.dtype(jnp.float64): 300.0}
-
-
-def scaling_form_is_safe(cost_bound: float, eps, dtype) -> bool:
-  """Whether ``exp(-C / eps)`` and its scalings fit in ``dtype``.
-
-  Decided at trace time from a static bound on the cost (``max C <= 2`` for
-  normalised embeddings): no data-dependent branch runs inside a jitted step.
-  A traced ``eps`` cannot be checked and selects the log form.
-  """
-  try:
-    eps = float(eps)
-  except (TypeError, jax.errors.ConcretizationTypeError):
-    return False
-  limit = _SCALING_FORM_LIMIT.get(jnp.dtype(dtype), 0.0)
-  return cost_bound / eps <= limit
+SOLVER_FORMS = ("log", "scaling")  # "auto" is resolved by the losses
 
 
 class KernelOps(NamedTuple):
@@ -120,7 +100,7 @@ def kernel_ops(log_kernel: jax.Array, form: str,
       def col_lse(alpha):
         return jnp.log(jax.lax.psum(jnp.exp(alpha) @ kernel, axis_name))
   else:
-    raise ValueError(f"form must be 'log' or 'scaling', got {form!r}.")
+    check_choice("form", form, SOLVER_FORMS)
   return KernelOps(row_lse, col_lse)
 
 
@@ -185,18 +165,6 @@ def _iterate(ops, log_a, log_b, log_u, log_v, *, iters, tau_a, tau_b,
                                         length=iters)
   last = _row_marginal_error(log_u, ops.row_lse(log_v), log_a, axis_name)
   return log_u, log_v, jnp.concatenate([errors, last[None]])
-
-
-def check_relaxation(name: str, tau) -> None:
-  """A concrete relaxation must be in ``(0, 1]``; a traced one is trusted."""
-  try:
-    value = float(tau)
-  except (TypeError, jax.errors.ConcretizationTypeError):
-    return
-  if not 0.0 < value <= 1.0:
-    raise ValueError(
-        f"{name} must be in (0, 1] (1: balanced; rho / (rho + eps) for a "
-        f"KL-relaxed marginal), got {tau}.")
 
 
 def _real_array(name: str, value) -> jax.Array:
@@ -273,13 +241,9 @@ def sinkhorn(
     ValueError: for a shape that does not match ``log_kernel``, a concrete
       ``tau`` outside ``(0, 1]``, or an unknown ``form``/``grad_mode``.
   """
-  if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
-    raise ValueError(f"iters must be an int >= 0, got {iters!r}.")
-  if grad_mode not in GRAD_MODES:
-    raise ValueError(
-        f"grad_mode must be one of {GRAD_MODES}, got {grad_mode!r}.")
-  if form not in ("log", "scaling"):
-    raise ValueError(f"form must be 'log' or 'scaling', got {form!r}.")
+  iters = check_iters(iters)
+  check_choice("grad_mode", grad_mode, GRAD_MODES)
+  check_choice("form", form, SOLVER_FORMS)
   check_relaxation("tau_a", tau_a)
   check_relaxation("tau_b", tau_b)
   log_kernel, log_a, log_b, init_log_v = _check_shapes(

@@ -46,9 +46,10 @@ contract.
 
 from __future__ import annotations
 
-import jax.numpy as jnp
+import inspect
 
 from gca_jax.losses import collectives, contrastive, targets
+from gca_jax.losses.signatures import lookup
 
 __all__ = [
     "SHARDED_LOSSES", "class_target", "domain_target", "gca_ince", "gca_loss",
@@ -66,168 +67,66 @@ def _check_axis(axis_name) -> None:
   collectives.axis_size(axis_name)
 
 
-def gca_loss(z1, z2, *, axis_name, **kwargs):
-  """:func:`gca_jax.losses.gca_loss` of the global batch, plan rows sharded.
-
-  Args:
-    z1, z2: this device's ``(b, D)`` embeddings of the two views.
-    axis_name: the mesh axis the batch is sharded over.
-    **kwargs: the keyword parameters of :func:`gca_jax.losses.gca_loss`
-      (see the module docstring for ``marginals`` arrays, ``target`` and
-      ``return_aux``).
-
-  Returns:
-    The global loss (the same on every device), or ``(loss, aux)``.
-  """
-  _check_axis(axis_name)
-  return contrastive._gca_loss(z1, z2, axis_name=axis_name, **kwargs)  # pylint: disable=protected-access
-
-
-def gca_ince(z1, z2, *, axis_name, eps: float = 0.5, iters: int = 10,
-             **kwargs):
-  """:func:`gca_jax.losses.gca_ince`, plan rows sharded over ``axis_name``."""
-  _check_axis(axis_name)
-  return contrastive.gca_ince(z1, z2, eps=eps, iters=iters,
-                              axis_name=axis_name, **kwargs)
-
-
-def hs_ince(z1, z2, *, axis_name, eps: float = 0.5, **kwargs):
-  """:func:`gca_jax.losses.hs_ince`, plan rows sharded over ``axis_name``."""
-  _check_axis(axis_name)
-  return contrastive.hs_ince(z1, z2, eps=eps, axis_name=axis_name, **kwargs)
-
-
-def gca_rince(z1, z2, *, axis_name, eps: float = 0.5, iters: int = 10,
-              lam: float = 0.01, q: float = 0.6, **kwargs):
-  """:func:`gca_jax.losses.gca_rince`, plan rows sharded over ``axis_name``."""
-  _check_axis(axis_name)
-  return contrastive.gca_rince(z1, z2, eps=eps, iters=iters, lam=lam, q=q,
-                               axis_name=axis_name, **kwargs)
-
-
-def hs_rince(z1, z2, *, axis_name, eps: float = 0.5, lam: float = 0.01,
-             q: float = 0.6, **kwargs):
-  """:func:`gca_jax.losses.hs_rince`, plan rows sharded over ``axis_name``."""
-  _check_axis(axis_name)
-  return contrastive.hs_rince(z1, z2, eps=eps, lam=lam, q=q,
-                              axis_name=axis_name, **kwargs)
-
-
-def gca_uot(z1, z2, *, axis_name, eps: float = 0.5, iters: int = 10,
-            rho_a: float = 0.2, rho_b: float = 0.2, lam: float = 0.01,
-            q: float = 0.6, w_ce: float = 1.0, w_rince: float = 0.02,
-            **kwargs):
-  """:func:`gca_jax.losses.gca_uot`, plan rows sharded over ``axis_name``."""
-  _check_axis(axis_name)
-  return contrastive.gca_uot(z1, z2, eps=eps, iters=iters, rho_a=rho_a,
-                             rho_b=rho_b, lam=lam, q=q, w_ce=w_ce,
-                             w_rince=w_rince, axis_name=axis_name, **kwargs)
-
-
-def iot(z1, z2, *, axis_name, eps: float = 0.5, iters: int = 10, **kwargs):
-  """:func:`gca_jax.losses.iot`, plan rows sharded over ``axis_name``."""
-  _check_axis(axis_name)
-  return contrastive.iot(z1, z2, eps=eps, iters=iters, axis_name=axis_name,
-                         **kwargs)
-
-
-def iot_uni(z1, z2, *, axis_name, eps: float = 0.5, iters: int = 10,
-            lambda_p: float = 0.2, **kwargs):
-  """:func:`gca_jax.losses.iot_uni`, plan rows sharded over ``axis_name``."""
-  _check_axis(axis_name)
-  return contrastive.iot_uni(z1, z2, eps=eps, iters=iters, lambda_p=lambda_p,
-                             axis_name=axis_name, **kwargs)
-
-
-def _row_normalized(result, return_aux: bool):
-  """The diagnostics of :func:`gca_jax.losses.infonce`/``rince``: their plan
-  is the row-normalised kernel, whose row marginals are exact."""
-  if not return_aux:
-    return result
-  loss, aux = result
-  return loss, aux.replace(marginal_error=jnp.zeros_like(aux.marginal_error))
-
-
-def infonce(z1, z2, *, axis_name, eps: float = 0.5, pairing: str = "joint",
-            self_mask: str = "exclude", similarity_floor=None,
-            target="pairs", return_aux: bool = False):
-  """:func:`gca_jax.losses.infonce`, rows sharded over ``axis_name``.
-
-  Computed as a single row projection of the kernel with marginals 1 (the
-  half step ``hs_ince``, equal to InfoNCE by Theorem 1; its plan is the
-  row-normalised kernel, as InfoNCE's diagnostics report).
-  """
-  _check_axis(axis_name)
-  return _row_normalized(contrastive.hs_ince(
-      z1, z2, eps=eps, marginals="ones", pairing=pairing, self_mask=self_mask,
-      similarity_floor=similarity_floor, target=target, return_aux=return_aux,
-      axis_name=axis_name), return_aux)
-
-
-def rince(z1, z2, *, axis_name, eps: float = 0.5, lam: float = 0.01,
-          q: float = 0.6, pairing: str = "joint", self_mask: str = "exclude",
-          similarity_floor=None, return_aux: bool = False):
-  """:func:`gca_jax.losses.rince`, rows sharded over ``axis_name``.
-
-  Computed as ``hs_rince`` (equal to RINCE by Theorem 2), whose plan is the
-  row-normalised kernel, as RINCE's diagnostics report.
-  """
-  _check_axis(axis_name)
-  return _row_normalized(contrastive.hs_rince(
-      z1, z2, eps=eps, lam=lam, q=q, pairing=pairing, self_mask=self_mask,
-      similarity_floor=similarity_floor, return_aux=return_aux,
-      axis_name=axis_name), return_aux)
-
+# Every single-device loss, its row-sharded variant: the same declaration,
+# so the same defaults and checks, with ``axis_name`` required.
+_BY_NAME = {spec.name: contrastive.build(spec, check_axis=_check_axis)
+            for spec in contrastive.SPECS}
+gca_loss = _BY_NAME["gca_loss"]
+infonce = _BY_NAME["infonce"]
+gca_ince = _BY_NAME["gca_ince"]
+hs_ince = _BY_NAME["hs_ince"]
+rince = _BY_NAME["rince"]
+gca_rince = _BY_NAME["gca_rince"]
+hs_rince = _BY_NAME["hs_rince"]
+gca_uot = _BY_NAME["gca_uot"]
+iot = _BY_NAME["iot"]
+iot_uni = _BY_NAME["iot_uni"]
 
 #: Sharded contrastive losses selectable by name, each
 #: ``fn(z1, z2, *, axis_name, **params)`` with the parameters of the
 #: single-device loss of that name.
-SHARDED_LOSSES = {
-    "infonce": infonce,
-    "gca_ince": gca_ince,
-    "rince": rince,
-    "gca_rince": gca_rince,
-    "gca_uot": gca_uot,
-    "hs_ince": hs_ince,
-    "hs_rince": hs_rince,
-    "iot": iot,
-    "iot_uni": iot_uni,
-}
+SHARDED_LOSSES = {name: _BY_NAME[name] for name in contrastive.CONTRASTIVE_LOSSES}
 
 
 def get(name: str):
   """The sharded contrastive loss called ``name`` (see :data:`SHARDED_LOSSES`)."""
-  try:
-    return SHARDED_LOSSES[name]
-  except KeyError:
-    raise ValueError(
-        f"unknown sharded loss name {name!r}; choose one of "
-        f"{sorted(SHARDED_LOSSES)}.") from None
+  return lookup(SHARDED_LOSSES, name, "sharded loss")
 
 
-def domain_target(domains, alpha, beta, *, axis_name, pairing: str = "joint",
-                  dtype=None):
-  """This device's rows of :func:`gca_jax.losses.domain_target`.
+def _sharded_target(name: str):
+  """This device's rows of ``targets.<name>``: the same parameters plus a
+  required ``axis_name``; the builder's ``targets._<name>`` takes it."""
+  public = getattr(targets, name)
+  rows_of = getattr(targets, "_" + name)
+  parameters = list(inspect.signature(public).parameters.values())
+  first = [p for p in parameters if p.kind is not p.KEYWORD_ONLY]
+  rest = [p for p in parameters if p.kind is p.KEYWORD_ONLY]
+  signature = inspect.Signature(
+      [*first, inspect.Parameter("axis_name", inspect.Parameter.KEYWORD_ONLY),
+       *rest])
 
-  Args:
-    domains: this device's ``(b,)`` domain ids (the other devices' are
-      gathered over ``axis_name``).
-    alpha, beta, pairing, dtype: as :func:`gca_jax.losses.domain_target`.
-    axis_name: the mesh axis the batch is sharded over.
+  def target(*args, axis_name, **options):
+    _check_axis(axis_name)
+    bound = signature.bind(*args, axis_name=axis_name, **options)
+    bound.apply_defaults()
+    return rows_of(**bound.arguments)
 
-  Returns:
-    The ``(n, N)`` rows of the global target that this device's rows of the
-    sharded loss see (``n = 2b``, ``N = 2B`` in the joint pairing); pass it
-    as ``target=`` to a sharded loss.
-  """
-  _check_axis(axis_name)
-  return targets._domain_target(domains, alpha, beta, pairing=pairing,  # pylint: disable=protected-access
-                                dtype=dtype, axis_name=axis_name)
+  target.__name__ = target.__qualname__ = name
+  target.__signature__ = signature
+  target.__doc__ = (
+      f"This device's rows of :func:`gca_jax.losses.{name}`.\n\n"
+      f"Args:\n  {first[0].name}: this device's ``(b,)`` ids (the other "
+      f"devices' are gathered over ``axis_name``).\n  axis_name: the mesh "
+      f"axis the batch is sharded over.\n  Others: as "
+      f":func:`gca_jax.losses.{name}`.\n\nReturns:\n  The ``(n, N)`` rows of "
+      f"the global target that this device's rows of the sharded loss see "
+      f"(``n = 2b``, ``N = 2B`` in the joint pairing); pass it as ``target=`` "
+      f"to a sharded loss.\n")
+  return target
 
 
-def class_target(labels, *, axis_name, pairing: str = "joint", dtype=None):
-  """This device's rows of :func:`gca_jax.losses.class_target`, from this
-  device's ``(b,)`` labels (see :func:`domain_target`)."""
-  _check_axis(axis_name)
-  return targets._class_target(labels, pairing=pairing, dtype=dtype,  # pylint: disable=protected-access
-                               axis_name=axis_name)
+#: The target builders of :mod:`gca_jax.losses.targets` with sharded rows.
+TARGETS = ("domain_target", "class_target")
+_TARGETS = {name: _sharded_target(name) for name in TARGETS}
+domain_target = _TARGETS["domain_target"]
+class_target = _TARGETS["class_target"]

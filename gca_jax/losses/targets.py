@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from gca_jax.losses import collectives
+from gca_jax.losses.arguments import concrete
 from gca_jax.losses.geometry import PAIRINGS, sharded_layout
 
 
@@ -92,11 +93,8 @@ def _float_dtype(dtype, *values) -> jnp.dtype:
 def _check_weight(name: str, value) -> None:
   """A concrete weight must be finite and >= 0; a traced one is trusted (a
   negative traced weight makes the loss NaN, see ``gca_loss``)."""
-  try:
-    concrete = float(value)
-  except (TypeError, jax.errors.ConcretizationTypeError):
-    return
-  if not 0 <= concrete < math.inf:
+  checked = concrete(value)
+  if checked is not None and not 0 <= checked < math.inf:
     raise ValueError(f"{name} must be finite and >= 0, got {value}.")
 
 

@@ -186,9 +186,9 @@ def test_max_cost_self_pairs_may_carry_target_weight():
     (lambda z: losses.infonce(z, z, eps=INF), "eps must be > 0 and finite"),
     (lambda z: losses.gca_ince(z, z, eps=NAN), "eps must be > 0 and finite"),
     (lambda z: reference.loss("rince", z, z, q=0.0), r"q must be in \(0, 1\]"),
-    (lambda z: reference.loss("gca_uot", z, z, r2=-1.0), "w_rince must be"),
+    (lambda z: reference.loss("gca_uot", z, z, w_rince=-1.0), "w_rince must be"),
     (lambda z: reference.loss("iot_uni", z, z, lambda_p=-1.0), "lambda_p"),
-    (lambda z: reference.loss("gca_uot", z, z, relax1=0.0), "rho_a must be"),
+    (lambda z: reference.loss("gca_uot", z, z, rho_a=0.0), "rho_a must be"),
 ])
 def test_parameter_out_of_range_is_refused(call, message):
   z = jnp.ones((4, 6))

@@ -1,0 +1,316 @@
+"""Trace-time checks of the losses' arguments, and their inputs as arrays.
+
+Every check runs while a loss is traced, so a bad concrete argument fails at
+once with one line naming it and its allowed values, and nothing runs inside
+a jitted step. A traced argument (a jitted or vmapped one) cannot be read at
+trace time: :func:`concrete` says so by returning ``None``, and the check
+leaves it to the numerics (a traced marginal or target that is out of range
+gives a non-finite loss, never a finite wrong one).
+
+Examples:
+  >>> from gca_jax.losses import arguments
+  >>> arguments.concrete(0.5), arguments.check_iters(3)
+  (0.5, 3)
+  >>> arguments.relaxation(0.2, 0.2)  # tau = rho / (rho + eps)
+  0.5
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import operator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gca_jax.losses.geometry import BatchGeometry
+
+FORMS = ("auto", "log", "scaling")
+GRAD_MODES = ("unroll", "implicit", "detach")
+MARGINALS = ("uniform", "ones")
+RINCE_KERNELS = ("cost", "similarity")
+Target = Any  # "pairs" or an (N, N) array
+
+#: Options that shape the traced program (Python ints, bools and strings):
+#: under :func:`jax.jit` they must be static arguments.
+STATIC_OPTIONS = ("iters", "final_row_step", "rince_kernel", "pairing", "self_mask",
+                  "grad_mode", "form", "return_aux", "axis_name")
+#: Names users give the temperature; the losses call it ``eps``.
+TEMPERATURE_ALIASES = ("temperature", "tau", "t", "temp")
+
+# Largest static ``max C / eps`` at which the scaling form is used. In
+# float32, exp(35) = 1.6e15: scalings and their squares (which appear in the
+# backward pass) stay far from the float32 limit of 3.4e38. The float64
+# limit is chosen the same way against 1.8e308.
+_SCALING_FORM_LIMIT = {jnp.dtype(jnp.float32): 35.0,
+                       jnp.dtype(jnp.float64): 300.0}
+
+
+def concrete(value) -> float | None:
+  """``float(value)``, or ``None`` for a traced (or non-scalar) value."""
+  try:
+    return float(value)
+  except (TypeError, jax.errors.ConcretizationTypeError):
+    return None
+
+
+def check_keywords(function: str, given, accepted) -> None:
+  """Refuses keywords of ``given`` that ``function`` does not take (TypeError).
+
+  The message lists the accepted keywords and suggests ``eps`` for a
+  temperature under another name, or the closest accepted name.
+  """
+  unknown = [name for name in given if name not in accepted]
+  if not unknown:
+    return
+  hints = []
+  for name in unknown:
+    if name in TEMPERATURE_ALIASES and "eps" in accepted:
+      hints.append(f"use eps for {name}: eps is the temperature")
+    else:
+      close = difflib.get_close_matches(name, accepted, n=1)
+      if close:
+        hints.append(f"did you mean {close[0]} for {name}?")
+  raise TypeError(
+      f"{function}() got unexpected keyword argument(s) {', '.join(unknown)}"
+      + (f" ({'; '.join(hints)})" if hints else "")
+      + f"; it accepts {', '.join(accepted)}.")
+
+
+def check_static(function: str, options: dict, static: tuple[str, ...]) -> None:
+  """Refuses a traced value of an option that must be static under jit."""
+  for name in STATIC_OPTIONS:
+    if isinstance(options.get(name), jax.core.Tracer):
+      names = ", ".join(repr(n) for n in STATIC_OPTIONS if n in static)
+      raise TypeError(
+          f"{function}: {name} is traced, but it shapes the program; under "
+          f"jax.jit pass it as static, e.g. jax.jit({function}, "
+          f"static_argnames=({names})).")
+
+
+def check_iters(iters) -> int:
+  """``iters`` as a Python int: an int (or numpy integer) >= 0."""
+  if isinstance(iters, jax.core.Tracer):
+    raise TypeError(
+        "iters is traced, but it is the static number of iterations; under "
+        "jax.jit pass it as static: static_argnames=('iters', ...).")
+  if isinstance(iters, (bool, np.bool_)) or not isinstance(iters, (int, np.integer)):
+    raise ValueError(f"iters must be an int >= 0, got {iters!r}.")
+  iters = operator.index(iters)
+  if iters < 0:
+    raise ValueError(f"iters must be an int >= 0, got {iters!r}.")
+  return iters
+
+
+def check_choice(name: str, value, allowed: tuple[str, ...]) -> None:
+  """``value`` must be one of the strings ``allowed``."""
+  if not isinstance(value, str) or value not in allowed:
+    choices = (f"'{allowed[0]}' or '{allowed[1]}'" if len(allowed) == 2
+               else f"one of {allowed}")
+    raise ValueError(f"{name} must be {choices}, got {value!r}.")
+
+
+def check_eps(eps) -> None:
+  value = concrete(eps)
+  if value is not None and not 0 < value < math.inf:
+    raise ValueError(f"eps must be > 0 and finite, got {eps}.")
+
+
+def check_q(q) -> None:
+  value = concrete(q)
+  if value is not None and not 0 < value <= 1:
+    raise ValueError(f"q must be in (0, 1], got {q}.")
+
+
+def check_nonnegative(name: str, value) -> None:
+  checked = concrete(value)
+  if checked is not None and not 0 <= checked < math.inf:
+    raise ValueError(f"{name} must be finite and >= 0, got {value}.")
+
+
+def check_relaxation(name: str, tau) -> None:
+  """A concrete relaxation must be in ``(0, 1]``; a traced one is trusted."""
+  value = concrete(tau)
+  if value is not None and not 0.0 < value <= 1.0:
+    raise ValueError(
+        f"{name} must be in (0, 1] (1: balanced; rho / (rho + eps) for a "
+        f"KL-relaxed marginal), got {tau}.")
+
+
+def is_one(tau) -> bool:
+  """Whether ``tau`` is statically 1 (a balanced side); traced: unknown."""
+  return concrete(tau) == 1.0
+
+
+def relaxation(rho, eps, name: str = "rho"):
+  """``tau = rho / (rho + eps)`` of a KL-relaxed marginal of weight ``rho``.
+
+  ``rho = inf`` is the hard constraint (``tau = 1``, balanced); ``rho`` must
+  be > 0 (a concrete value is checked, a traced one is trusted).
+  """
+  value = concrete(rho)
+  if value is not None:
+    if not value > 0:
+      raise ValueError(
+          f"{name} must be > 0 (inf: a balanced marginal), got {rho}.")
+    if value == math.inf:
+      return 1.0
+  return rho / (rho + eps)
+
+
+def scaling_form_is_safe(cost_bound: float, eps, dtype) -> bool:
+  """Whether ``exp(-C / eps)`` and its scalings fit in ``dtype``.
+
+  Decided at trace time from a static bound on the cost (``max C <= 2`` for
+  normalised embeddings): no data-dependent branch runs inside a jitted step.
+  A traced ``eps`` cannot be checked and selects the log form.
+  """
+  eps = concrete(eps)
+  if eps is None:
+    return False
+  limit = _SCALING_FORM_LIMIT.get(jnp.dtype(dtype), 0.0)
+  return cost_bound / eps <= limit
+
+
+def select_form(form: str, cost_bound: float, eps, dtype) -> str:
+  """The numerical form: ``"auto"`` resolved, a forced unsafe one refused.
+
+  ``cost_bound`` is the static bound on ``max C`` (plus the range the
+  potentials gain from a shifted kernel). A traced ``eps`` cannot be judged:
+  ``"auto"`` then takes the log form and a forced ``"scaling"`` is trusted.
+  """
+  check_choice("form", form, FORMS)
+  if form == "log":
+    return form
+  safe = scaling_form_is_safe(cost_bound, eps, dtype)
+  if form == "auto":
+    return "scaling" if safe else "log"
+  if not safe and concrete(eps) is not None:
+    raise ValueError(
+        f"form='scaling' is unsafe at eps={eps} in {jnp.dtype(dtype).name}: "
+        f"exp(-C / eps) and its scalings leave the float range (static bound "
+        f"max C / eps = {cost_bound / float(eps):.4g}). Use form='auto' (which "
+        f"picks the log form here) or form='log'.")
+  return form
+
+
+def _robust_log_magnitude(eps: float, q: float, lam: float, rows: int):
+  """Static log-bound on the similarity-kernel robust term and its gradient.
+
+  Per anchor ``x^q <= exp(q / eps)`` and ``y^q <= (lam N exp(1 / eps))^q``;
+  the sum over ``N`` anchors adds ``log N`` and the gradient a factor
+  ``1 / eps``.
+  """
+  return (q * (1.0 / eps + max(0.0, math.log(lam * rows) if lam else 0.0))
+          + math.log(rows) + max(0.0, math.log(1.0 / eps)))
+
+
+def check_robust_range(eps, q, lam, rows: int, dtype) -> None:
+  """Refuses an ``eps`` at which the similarity-kernel robust term overflows
+  ``dtype``, naming the smallest allowed ``eps``."""
+  eps, q, lam = concrete(eps), concrete(q), concrete(lam)
+  if eps is None or q is None or lam is None:
+    return  # traced: cannot be checked at trace time
+  limit = math.log(float(jnp.finfo(dtype).max))
+  if _robust_log_magnitude(eps, q, lam, rows) <= limit:
+    return
+  low, high = eps, 1.0  # smallest representable eps, by bisection
+  while _robust_log_magnitude(high, q, lam, rows) > limit:
+    high *= 2.0
+  for _ in range(60):
+    middle = 0.5 * (low + high)
+    if _robust_log_magnitude(middle, q, lam, rows) > limit:
+      low = middle
+    else:
+      high = middle
+  step = 10.0 ** (math.floor(math.log10(high)) - 2)  # 3 significant digits,
+  smallest = math.ceil(high / step) * step  # rounded up: itself allowed
+  raise ValueError(
+      f"eps={eps} is too small for the robust (RINCE) term in "
+      f"{jnp.dtype(dtype).name}: it grows like exp(q / eps) = exp({q / eps:.4g})"
+      f", beyond the dtype's range. Use eps >= {smallest:.3g} (for q={q}, "
+      f"lam={lam}, N={rows}), or enable float64 (jax_enable_x64).")
+
+
+def log_marginal(marginal, size: int, dtype, name: str,
+                 total: int | None = None) -> jax.Array:
+  """``"uniform"`` (``1/N``), ``"ones"`` or a positive ``(size,)`` array.
+
+  ``total``: the global ``N`` of a uniform marginal when these are one
+  device's ``size`` entries of it (default ``size``). A concrete array must
+  be finite and > 0; a traced one is not checked, but an entry that is not
+  (negative, zero, NaN or inf) becomes NaN, so the loss is not finite
+  instead of silently wrong.
+  """
+  if isinstance(marginal, str):
+    if marginal == "uniform":
+      return jnp.full(size, -math.log(total or size), dtype)
+    if marginal == "ones":
+      return jnp.zeros(size, dtype)
+    raise ValueError(
+        f"{name} must be one of {MARGINALS} or a ({size},) array, got "
+        f"{marginal!r}.")
+  if not isinstance(marginal, jax.core.Tracer):
+    values = np.asarray(marginal)
+    if values.dtype.kind not in "biuf":
+      raise TypeError(f"{name} must be a real array, got dtype {values.dtype}.")
+    if values.shape == (size,) and not np.all(
+        (values > 0) & np.isfinite(values)):
+      raise ValueError(f"{name} must be finite and > 0 everywhere.")
+  marginal = jnp.asarray(marginal, dtype)
+  if marginal.shape != (size,):
+    raise ValueError(
+        f"{name} must have shape ({size},), got {marginal.shape}.")
+  valid = (marginal > 0) & (marginal < jnp.inf)
+  return jnp.where(valid, jnp.log(jnp.where(valid, marginal, 1.0)), jnp.nan)
+
+
+def _check_target_values(target, has_excluded_self_pairs: bool) -> None:
+  """A concrete target: real, finite, >= 0, every row naming some pair."""
+  values = np.asarray(target)
+  if values.dtype.kind not in "biuf":
+    raise TypeError(f"target must be a real matrix, got dtype {values.dtype}.")
+  if not np.all(np.isfinite(values)):
+    raise ValueError("target must be finite (it holds NaN or inf).")
+  if np.any(values < 0):
+    raise ValueError(
+        f"target must be >= 0 everywhere (min {values.min()}).")
+  if has_excluded_self_pairs:  # the only exclusions a geometry makes
+    values = np.where(np.eye(*values.shape, dtype=bool), 0, values)
+  empty = np.flatnonzero(values.sum(axis=1) <= 0)
+  if empty.size:
+    raise ValueError(
+        f"every row of target needs a positive entry off the excluded self "
+        f"pairs; rows {empty[:5].tolist()}{' ...' if empty.size > 5 else ''} "
+        f"({empty.size} of {values.shape[0]}) have none.")
+
+
+def normalized_target(target: Target, geometry: BatchGeometry):
+  """``None`` for ``"pairs"``, else ``T̄``: row-normalised, exclusions at 0."""
+  if isinstance(target, str):
+    if target != "pairs":
+      raise ValueError(
+          f"target must be 'pairs' or an (N, N) matrix from domain_target / "
+          f"class_target, got {target!r}.")
+    return None
+  if jnp.shape(target) != geometry.cost.shape:
+    raise ValueError(
+        f"target must have shape {geometry.cost.shape} for this pairing, "
+        f"got {jnp.shape(target)}.")
+  if not isinstance(target, jax.core.Tracer):
+    # Sharded rows: the self pairs sit at traced columns, so an empty row
+    # is not checked here (it becomes NaN below, as in a traced target).
+    _check_target_values(target, geometry.excluded is not None
+                         and geometry.row_index is None)
+  target = jnp.asarray(target, geometry.cost.dtype)
+  # A traced target is not checked; a negative entry, NaN, inf or an empty
+  # row becomes NaN here (fused into the normalisation), and the terms below
+  # propagate NaN weights, so a bad target gives a non-finite loss.
+  target = jnp.where(target >= 0, target, jnp.nan)
+  if geometry.excluded is not None:
+    target = jnp.where(geometry.excluded, 0.0, target)
+  row_sum = jnp.sum(target, axis=1, keepdims=True)
+  return target / jnp.where(row_sum > 0, row_sum, jnp.nan)

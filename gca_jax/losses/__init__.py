@@ -10,13 +10,13 @@ from gca_jax.losses.contrastive import (
     get, hs_ince, hs_rince, infonce, iot, iot_uni, rince)
 from gca_jax.losses.geometry import BatchGeometry, batch_geometry, l2_normalize
 from gca_jax.losses.projections import ProjectionOutput, sinkhorn
-from gca_jax.losses.targets import class_target, domain_target
+from gca_jax.losses.targets import class_target, domain_target, hierarchical_target
 from gca_jax.losses import sharded
 
 __all__ = [
     "CONTRASTIVE_LOSSES", "BatchGeometry", "LossAux", "ProjectionOutput",
     "batch_geometry", "byol", "class_target", "domain_target", "gca_ince",
-    "gca_loss", "gca_rince", "gca_uot", "get", "hs_ince", "hs_rince",
+    "gca_loss", "gca_rince", "gca_uot", "get", "hierarchical_target", "hs_ince", "hs_rince",
     "infonce", "iot", "iot_uni", "l2_normalize", "rince", "sharded",
     "sinkhorn",
 ]

@@ -54,7 +54,7 @@ from gca_jax.losses.signatures import lookup
 __all__ = [
     "SHARDED_LOSSES", "class_target", "domain_target", "gca_ince", "gca_loss",
     "gca_rince", "gca_uot", "get", "hs_ince", "hs_rince", "infonce", "iot",
-    "iot_uni", "rince",
+    "hierarchical_target", "iot_uni", "rince",
 ]
 
 
@@ -126,7 +126,8 @@ def _sharded_target(name: str):
 
 
 #: The target builders of :mod:`gca_jax.losses.targets` with sharded rows.
-TARGETS = ("domain_target", "class_target")
+TARGETS = ("domain_target", "class_target", "hierarchical_target")
 _TARGETS = {name: _sharded_target(name) for name in TARGETS}
 domain_target = _TARGETS["domain_target"]
 class_target = _TARGETS["class_target"]
+hierarchical_target = _TARGETS["hierarchical_target"]

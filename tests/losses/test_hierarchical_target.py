@@ -176,6 +176,20 @@ def test_simulated_devices_hold_the_rows_of_the_global_plan(pairing, x64):
   np.testing.assert_array_equal(local.reshape(-1, full.shape[1]), full[row_index.reshape(-1)])
 
 
+def test_public_sharded_builder_holds_the_rows_of_the_global_plan(x64):
+  from gca_jax.losses import sharded
+  levels = jnp.stack([CLASSES, SUPERCLASSES])
+  full = targets.hierarchical_target(list(levels), [0.5, 0.25], beta=0.125)
+  split = levels.reshape(2, 4, -1).transpose(1, 0, 2)
+
+  def device(ids):
+    rows = sharded.hierarchical_target(list(ids), [0.5, 0.25], beta=0.125, axis_name=AXIS)
+    return rows, _row_index(ids.shape[1], "joint")
+
+  local, row_index = jax.vmap(device, axis_name=AXIS)(split)
+  np.testing.assert_array_equal(local.reshape(-1, full.shape[1]), full[row_index.reshape(-1)])
+
+
 def _eight_device_report() -> dict:
   """Runs inside the 8-device subprocess: the sharded rows under shard_map."""
   jax.config.update("jax_enable_x64", True)

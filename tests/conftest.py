@@ -162,9 +162,12 @@ def random_dataset(images, ids=None):
                       name="random", mean=(0.5,) * 3, std=(0.25,) * 3)
 
 
-def one_step(config, devices, images, ids=None):
+def one_step(config, devices, images, ids=None, *, after_compile=None):
   """Loss, gradients and new params of one step on ``images`` over ``devices``
-  (``ids``: the examples' domains or classes, for a config with a target)."""
+  (``ids``: the examples' domains or classes, for a config with a target).
+
+  ``after_compile``: called once the step is compiled, before it runs (the
+  multi-process tests meet at a barrier there; see test_multiprocess.py)."""
   from gca_jax import sharding, training
   mesh = sharding.make_mesh(devices)
   run = training.setup(config, random_dataset(images, ids), mesh)
@@ -173,7 +176,13 @@ def one_step(config, devices, images, ids=None):
   if ids is not None:
     batch[run.objective.id_key] = sharding.global_array(np.asarray(ids, np.int32),
                                                         replicated)
-  state, metrics = run.train_step(run.initial_state(), batch)
+  state = run.initial_state()
+  if after_compile is None:
+    state, metrics = run.train_step(state, batch)
+  else:
+    compiled = run.train_step.lower(state, batch).compile()
+    after_compile()
+    state, metrics = compiled(state, batch)
   local = lambda tree: jax.tree.map(lambda a: np.asarray(a.addressable_data(0)), tree)
   # First SGD step: the momentum trace is the gradient (+ weight decay term).
   return {"loss": local(metrics["loss"]), "metrics": local(metrics),

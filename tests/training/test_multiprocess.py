@@ -16,6 +16,25 @@ from tests.conftest import (ATOL, REPO_ROOT, RTOL, SUBPROCESS_TIMEOUT, max_viola
                             one_step, pretrain_env, random_images, tiny_config)
 
 
+def _meet(name: str):
+  """A coordination-service barrier of all processes, with a long timeout.
+
+  XLA's CPU backend builds its gloo communicator at the first collective a
+  program runs, waiting for the other processes' addresses with gloo's fixed
+  30 s timeout, which no JAX option raises. On a busy machine one process can
+  finish compiling the step much later than the other and reach that first
+  collective too late (``Gloo context initialization failed:
+  DEADLINE_EXCEEDED``). So each process compiles at its own pace and the
+  processes meet here, after compiling and before running; the wait is
+  bounded by the tests' subprocess limit instead of 30 s. (JAX's public API
+  has no such barrier: ``multihost_utils.sync_global_devices`` is itself a
+  collective; JAX's own multi-process test harness uses this client call.)
+  """
+  from jax._src import distributed  # pylint: disable=g-import-not-at-top
+  return lambda: distributed.global_state.client.wait_at_barrier(
+      name, timeout_in_ms=SUBPROCESS_TIMEOUT * 1000)
+
+
 def _worker(out_path: str, port: int, num_processes: int, process_id: int) -> None:
   import jax
   if num_processes > 1:
@@ -27,7 +46,9 @@ def _worker(out_path: str, port: int, num_processes: int, process_id: int) -> No
   for scope in ("global", "sharded"):
     config = tiny_config(**{"model.dtype": "float32", "batch_size": 32,
                             "loss_scope": scope})
-    result[scope] = one_step(config, jax.devices(), random_images(config.batch_size))
+    result[scope] = one_step(config, jax.devices(), random_images(config.batch_size),
+                             after_compile=_meet(f"compiled-{scope}") if num_processes > 1
+                             else None)
   if jax.process_index() == 0:
     np.save(out_path, result, allow_pickle=True)
 

@@ -35,6 +35,10 @@ NAMES = tuple(sorted(p.stem for p in CONFIG_DIR.glob("*.py") if p.stem != "__ini
 # What separates a config file (or name) from the argument of its get_config.
 VARIANT_SEPARATOR = ":"
 
+# `define_flag` defines flags for its caller: --help lists them under the
+# command line that called it, not under this module.
+flags.disclaim_key_flags()
+
 
 def _check_name(name: str) -> None:
   if name not in NAMES:

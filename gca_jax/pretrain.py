@@ -1,6 +1,6 @@
 r"""Contrastive pre-training from the command line.
 
-    python -m gca_jax.pretrain                      # digits on CPU, ~2 minutes
+    python -m gca_jax.pretrain                      # digits on CPU, 2.5 CPU-minutes
     python -m gca_jax.pretrain --config=cifar10 \
         --config.epochs=2 --config.loss=gca_uot --workdir=runs/cifar10
     python -m gca_jax.pretrain --workdir=runs/cifar10       # continue that run

@@ -1,10 +1,10 @@
 r"""Contrastive pre-training from the command line.
 
-    python -m gca_jax.pretrain                      # digits on CPU, ~2 minutes
-    python -m gca_jax.pretrain --config=experiments/configs/cifar10.py \
+    python -m gca_jax.pretrain                      # digits on CPU, 2.5 CPU-minutes
+    python -m gca_jax.pretrain --config=cifar10 \
         --config.epochs=2 --config.loss=gca_uot --workdir=runs/cifar10
     python -m gca_jax.pretrain --workdir=runs/cifar10       # continue that run
-    python -m gca_jax.pretrain --config=experiments/configs/cifar10.py:small
+    python -m gca_jax.pretrain --config=cifar10:small
 
 A workdir that holds a run is continued from its own saved config and
 latest checkpoint: flags are needed only to change run-control fields (e.g.
@@ -44,10 +44,12 @@ DEFAULT_CONFIG_FILE = Path(__file__).parent / "training" / "config.py"
 def define_flags() -> None:
   """Defines this entry point's flags (at start-up, not at import, so that
   other entry points can import the helpers below)."""
-  config_flags.DEFINE_config_file(
+  from gca_jax import configs  # pylint: disable=g-import-not-at-top (no jax)
+  configs.define_flag(
       "config", str(DEFAULT_CONFIG_FILE),
-      "Config file (experiments/configs/<dataset>.py, or <file>.py:small for a "
-      "seconds-long CPU run); fields are overridable as --config.<field>=<value>. "
+      f"A packaged dataset config ({', '.join(configs.NAMES)}) or a config file "
+      "(<file>.py), either with :small for a seconds-long CPU run (cifar10:small); "
+      "fields are overridable as --config.<field>=<value>. "
       "Default: the run saved in --workdir, else the embedded digits config.")
   flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
   flags.DEFINE_bool("resume", False, "Insist on continuing the run checkpointed in "

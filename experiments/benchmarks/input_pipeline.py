@@ -19,12 +19,11 @@ the dataset's mean/std, ``config.image_size``), jitted:
 
 Rows (images/s, where an image yields two views) go to ``--out`` as JSON.
 
-  python experiments/benchmarks/input_pipeline.py --quick
+  python -m experiments.benchmarks.input_pipeline --quick
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import platform
@@ -33,8 +32,10 @@ import time
 
 import jax
 import numpy as np
+from absl import flags
 from PIL import Image, ImageEnhance
 
+from experiments import entry
 from gca_jax import training
 from gca_jax.data import augment
 from gca_jax.training import config as config_lib, feeds
@@ -108,22 +109,26 @@ def time_feed(config, run, feed, views, repeats: int) -> float:
                     repeats)
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--out", default="input_pipeline_results.json",
-                      help="JSON file for the result rows")
-  parser.add_argument("--dataset", default="digits",
-                      help="config.dataset (a gca_jax.data.load_dataset name)")
-  parser.add_argument("--data_dir", default=None, help="config.data_dir")
-  parser.add_argument("--load_size", type=int, default=32,
-                      help="config.load_size (0: the source's size)")
-  parser.add_argument("--augmentation", default="simclr", choices=augment.POLICIES)
-  parser.add_argument("--batch_size", type=int, default=512)
-  parser.add_argument("--repeats", type=int, default=10)
-  parser.add_argument("--pillow_images", type=int, default=1024)
-  parser.add_argument("--quick", action="store_true",
-                      help="small batch and few repeats (well under a minute)")
-  args = parser.parse_args()
+def define_flags(flag_values: flags.FlagValues, argv) -> None:
+  del argv  # no --config fields: the flags below are the config's
+  define = dict(flag_values=flag_values)
+  flags.DEFINE_string("out", "input_pipeline_results.json", "JSON file for the result rows.",
+                      **define)
+  flags.DEFINE_string("dataset", "digits", "config.dataset (a gca_jax.data.load_dataset "
+                      "name).", **define)
+  flags.DEFINE_string("data_dir", None, "config.data_dir.", **define)
+  flags.DEFINE_integer("load_size", 32, "config.load_size (0: the source's size).", **define)
+  flags.DEFINE_enum("augmentation", "simclr", augment.POLICIES, "config.augmentation.",
+                    **define)
+  flags.DEFINE_integer("batch_size", 512, "Images per batch.", **define)
+  flags.DEFINE_integer("repeats", 10, "Timed calls per row.", **define)
+  flags.DEFINE_integer("pillow_images", 1024, "Images augmented with Pillow.", **define)
+  flags.DEFINE_bool("quick", False, "Small batch and few repeats (well under a minute).",
+                    **define)
+
+
+def benchmark(args) -> list[dict]:
+  """Measures every row; prints them and writes ``args.out``."""
   if args.quick:
     args.batch_size, args.repeats, args.pillow_images = 256, 5, 256
 
@@ -175,6 +180,11 @@ def main() -> None:
   with open(args.out, "w") as f:
     json.dump(rows, f, indent=2)
   print(f"wrote {args.out}")
+  return rows
+
+
+def main(argv=None) -> list[dict]:
+  return entry.main(define_flags, benchmark, argv)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@ One run measures every row side by side on the same device, so the ratios
 (``x infonce``) are comparable; absolute times only mean something on the
 device named in the output.
 
-    python experiments/benchmarks/losses.py                # N in 256 1024 4096
-    python experiments/benchmarks/losses.py --sizes 1024 --out losses.json
+    python -m experiments.benchmarks.losses                # N in 256, 1024, 4096
+    python -m experiments.benchmarks.losses --sizes=1024,4096 --out=losses.json
 
 Rows: every loss of ``gca_jax.losses`` (``iters`` iterations where it has
 them) and the published-code presets of ``gca_jax.reference`` for the GCA
@@ -17,7 +17,6 @@ same cross-entropy on its plan. Embeddings are ``(B, D)`` per view with
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import statistics
@@ -25,7 +24,9 @@ import time
 
 import jax
 import jax.numpy as jnp
+from absl import flags
 
+from experiments import entry
 from gca_jax import losses, reference
 
 
@@ -97,18 +98,21 @@ def _rows(eps: float, iters: int):
   return rows
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--sizes", type=int, nargs="+", default=[256, 1024, 4096],
-                      help="N = 2B, rows of the joint plan")
-  parser.add_argument("--dim", type=int, default=128)
-  parser.add_argument("--iters", type=int, default=10)
-  parser.add_argument("--eps", type=float, default=0.5)
-  parser.add_argument("--repeats", type=int, default=10)
-  parser.add_argument("--skip_ott", action="store_true")
-  parser.add_argument("--out", default="loss_benchmark.json")
-  args = parser.parse_args(argv)
+def define_flags(flag_values: flags.FlagValues, argv) -> None:
+  del argv  # no --config fields
+  define = dict(flag_values=flag_values)
+  entry.define_number_list("sizes", [256, 1024, 4096], "N = 2B, rows of the joint plan.",
+                           kind=int, **define)
+  flags.DEFINE_integer("dim", 128, "Embedding dimension D.", **define)
+  flags.DEFINE_integer("iters", 10, "Iterations of the projections.", **define)
+  flags.DEFINE_float("eps", 0.5, "Temperature and entropic regularisation.", **define)
+  flags.DEFINE_integer("repeats", 10, "Timed calls per row (the median is kept).", **define)
+  flags.DEFINE_bool("skip_ott", False, "Leave out the ott-jax rows.", **define)
+  flags.DEFINE_string("out", "loss_benchmark.json", "JSON file of the rows.", **define)
 
+
+def benchmark(args) -> list[dict]:
+  """Times every row at every size; prints them and writes ``args.out``."""
   device = jax.devices()[0]
   print(f"device: {device.device_kind} ({jax.default_backend()}), "
         f"D={args.dim}, iters={args.iters}, eps={args.eps}, float32, "
@@ -133,6 +137,11 @@ def main(argv=None):
   with open(args.out, "w") as f:
     json.dump(results, f, indent=1)
   print(f"\nwrote {len(results)} rows to {args.out}")
+  return results
+
+
+def main(argv=None) -> list[dict]:
+  return entry.main(define_flags, benchmark, argv)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 r"""Per-device memory and step time of a loss over a mesh: global vs sharded plan.
 
     XLA_FLAGS=--xla_force_host_platform_device_count=8 \
-        python -m experiments.benchmarks.sharded_memory          # N in 1k 8k 32k
-    python -m experiments.benchmarks.sharded_memory --sizes 8192 --no_time
+        python -m experiments.benchmarks.sharded_memory          # N in 1k, 8k, 32k
+    python -m experiments.benchmarks.sharded_memory --sizes=8192 --no_time
 
 Both scopes run what a data-parallel step runs for the loss, inside
 `jax.shard_map(..., check_vma=False)` over a one-axis mesh of every device:
@@ -26,7 +26,6 @@ reported as compile only), or never with ``--no_time``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 
@@ -34,8 +33,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from absl import flags
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from experiments import entry
 from experiments.benchmarks.losses import median_ms
 from gca_jax import losses
 from gca_jax.losses import sharded
@@ -111,20 +112,26 @@ def concrete_inputs(mesh: Mesh, n: int, dim: int):
           for a, s in zip((w, x1, x2), abstract_inputs(mesh, n, dim))]
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 8192, 32768],
-                      help="N = 2B, rows of the joint plan")
-  parser.add_argument("--loss", default="gca_uot")
-  parser.add_argument("--dim", type=int, default=128)
-  parser.add_argument("--iters", type=int, default=10)
-  parser.add_argument("--eps", type=float, default=0.5)
-  parser.add_argument("--form", default="auto", choices=["auto", "log", "scaling"])
-  parser.add_argument("--repeats", type=int, default=3)
-  parser.add_argument("--no_time", action="store_true", help="compile only")
-  parser.add_argument("--out", default="sharded_memory.json")
-  args = parser.parse_args(argv)
+FORMS = ("auto", "log", "scaling")
 
+
+def define_flags(flag_values: flags.FlagValues, argv) -> None:
+  del argv  # no --config fields
+  define = dict(flag_values=flag_values)
+  entry.define_number_list("sizes", [1024, 8192, 32768], "N = 2B, rows of the joint plan.",
+                           kind=int, **define)
+  flags.DEFINE_string("loss", "gca_uot", "Loss (a name of gca_jax.losses).", **define)
+  flags.DEFINE_integer("dim", 128, "Embedding dimension D.", **define)
+  flags.DEFINE_integer("iters", 10, "Iterations of the projections.", **define)
+  flags.DEFINE_float("eps", 0.5, "Temperature and entropic regularisation.", **define)
+  flags.DEFINE_enum("form", "auto", FORMS, "Form of the projections.", **define)
+  flags.DEFINE_integer("repeats", 3, "Timed calls per row (the median is kept).", **define)
+  flags.DEFINE_bool("no_time", False, "Compile only.", **define)
+  flags.DEFINE_string("out", "sharded_memory.json", "JSON file of the rows.", **define)
+
+
+def benchmark(args) -> list[dict]:
+  """Compiles (and times) both scopes at every size; prints them and writes ``args.out``."""
   mesh = Mesh(np.asarray(jax.devices()), (AXIS,))
   devices = mesh.devices.size
   params = dict(loss=args.loss, eps=args.eps, iters=args.iters, form=args.form)
@@ -137,7 +144,8 @@ def main(argv=None):
   results = []
   for n in args.sizes:
     if n % (2 * devices):
-      raise SystemExit(f"error: N = {n} is not a multiple of 2 x {devices} devices")
+      raise entry.ExperimentError(f"--sizes: N = {n} is not a multiple of 2 x {devices} "
+                                  "devices")
     global_peak = None
     for scope in SCOPES:
       compiled, memory = compiled_memory(scope, mesh, n, args.dim, **params)
@@ -160,6 +168,11 @@ def main(argv=None):
   with open(args.out, "w") as f:
     json.dump(results, f, indent=1)
   print(f"\nwrote {len(results)} rows to {args.out}")
+  return results
+
+
+def main(argv=None) -> list[dict]:
+  return entry.main(define_flags, benchmark, argv)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 r"""The pre-training step: images/s, model FLOP/s, fraction of peak, peak memory.
 
-    python experiments/benchmarks/train_step.py             # paper setting
-    python experiments/benchmarks/train_step.py --quick     # small, for a CPU
-    python experiments/benchmarks/train_step.py --memory_only   # compile only
+    python -m experiments.benchmarks.train_step             # paper setting
+    python -m experiments.benchmarks.train_step --quick     # small, for a CPU
+    python -m experiments.benchmarks.train_step --memory_only   # compile only
 
 The paper setting is ResNet-18 (CIFAR stem), 2048-128 projector, bfloat16
 compute, a global batch of 512 pairs of 32x32 views and the gca_uot loss,
@@ -29,12 +29,13 @@ counted. "images/s" counts examples (pairs of views) per second.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import jax
 import numpy as np
+from absl import flags
 
+from experiments import entry
 from gca_jax import data, models, sharding, training
 from gca_jax.training import config as config_lib, feeds
 
@@ -172,37 +173,31 @@ def print_memory(config, memory: dict, image_size: int) -> None:
         f"({memory['fraction_of_80gb']:.1%} of it)")
 
 
-def parse_args():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--batch", type=int, default=PAPER_BATCH,
-                      help="global pairs per timed step")
-  parser.add_argument("--image_size", type=int, default=32)
-  parser.add_argument("--model", default="resnet18")
-  parser.add_argument("--loss", default="gca_uot")
-  parser.add_argument("--dtype", default=None, choices=config_lib.DTYPES,
-                      help="compute dtype of the timed step (default: float32 on CPU, "
-                      "else bfloat16)")
-  parser.add_argument("--steps", type=int, default=20, help="timed steps")
-  parser.add_argument("--memory_batch", type=int, default=PAPER_BATCH,
-                      help="pairs per step of the compiled-only bfloat16 step whose "
-                      "memory is analysed (0: skip)")
-  parser.add_argument("--memory_only", action="store_true",
-                      help="only compile the step and print its memory analysis")
-  parser.add_argument("--quick", action="store_true",
-                      help="CPU-sized timing: batch 32, 3 timed steps")
-  args = parser.parse_args()
+def define_flags(flag_values: flags.FlagValues, argv) -> None:
+  del argv  # no --config fields: the flags below are the config's
+  define = dict(flag_values=flag_values)
+  flags.DEFINE_integer("batch", PAPER_BATCH, "Global pairs per timed step.", lower_bound=1,
+                       **define)
+  flags.DEFINE_integer("image_size", 32, "Side of the views.", lower_bound=1, **define)
+  flags.DEFINE_string("model", "resnet18", "config.model.name.", **define)
+  flags.DEFINE_string("loss", "gca_uot", "config.loss.", **define)
+  flags.DEFINE_enum("dtype", None, config_lib.DTYPES, "Compute dtype of the timed step "
+                    "(default: float32 on CPU, else bfloat16).", **define)
+  flags.DEFINE_integer("steps", 20, "Timed steps.", lower_bound=1, **define)
+  flags.DEFINE_integer("memory_batch", PAPER_BATCH, "Pairs per step of the compiled-only "
+                       "bfloat16 step whose memory is analysed (0: skip).", lower_bound=0,
+                       **define)
+  flags.DEFINE_bool("memory_only", False, "Only compile the step and print its memory "
+                    "analysis.", **define)
+  flags.DEFINE_bool("quick", False, "CPU-sized timing: batch 32, 3 timed steps.", **define)
+
+
+def benchmark(args) -> None:
+  """Times the step (unless ``--memory_only``) and analyses its memory."""
   if args.quick:
     args.batch, args.steps = 32, 3
-  for name in ("batch", "steps", "image_size"):
-    if getattr(args, name) < 1:
-      parser.error(f"--{name} must be >= 1")
-  if args.memory_batch < 0 or (args.memory_only and not args.memory_batch):
-    parser.error("--memory_batch must be >= 1 with --memory_only (and >= 0 otherwise)")
-  return args
-
-
-def main():
-  args = parse_args()
+  if args.memory_only and not args.memory_batch:
+    raise entry.ExperimentError("--memory_batch must be >= 1 with --memory_only")
   if not args.memory_only:
     dtype = args.dtype or ("float32" if jax.default_backend() == "cpu" else "bfloat16")
     config = make_config(model=args.model, loss=args.loss, dtype=dtype,
@@ -215,6 +210,10 @@ def main():
                          batch_size=args.memory_batch)
     memory = step_memory(config, synthetic_dataset(args.memory_batch, args.image_size))
     print_memory(config, memory, args.image_size)
+
+
+def main(argv=None) -> None:
+  return entry.main(define_flags, benchmark, argv)
 
 
 if __name__ == "__main__":

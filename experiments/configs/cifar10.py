@@ -1,16 +1,3 @@
-"""CIFAR-10 with the paper's setup: ResNet-18 (CIFAR stem), projector
-Linear(2048, no bias)-ReLU-Linear(128), SGD Nesterov (momentum 0.9) with a
-cosine schedule, global batch 512, synchronised batch norm.
+"""`gca_jax.configs.cifar10` by its checkout path (``--config=cifar10`` names it)."""
 
-    python -m gca_jax.pretrain --config=experiments/configs/cifar10.py \
-        --config.data_dir=/path/to/tfds --workdir=runs/cifar10_gca_uot
-
-Prepare the data once with ``python -m gca_jax.data.prepare cifar10``.
-"""
-
-from gca_jax.training import config as configs
-
-
-def get_config(variant=None):
-  """``variant="small"``: the same method as a seconds-long CPU run."""
-  return configs.apply_variant(configs.paper_cifar_config("cifar10"), variant)
+from gca_jax.configs.cifar10 import get_config  # noqa: F401

@@ -1,15 +1,3 @@
-"""Digits (scikit-learn's bundled 8x8 scans, 16x16 RGB): the embedded CPU default.
+"""`gca_jax.configs.digits` by its checkout path (``--config=digits`` names it)."""
 
-    python -m gca_jax.pretrain --config=experiments/configs/digits.py
-
-A width-reduced ResNet (3 stages of one basic block, 16-64 channels) and a
-512-wide projector pre-train in about 1.5 minutes on two CPU cores; the
-linear probe reaches ~0.97 test accuracy (a random encoder: ~0.80).
-"""
-
-from gca_jax.training import config as configs
-
-
-def get_config(variant=None):
-  """``variant="small"``: the same method as a seconds-long CPU run."""
-  return configs.get_config(variant)
+from gca_jax.configs.digits import get_config  # noqa: F401

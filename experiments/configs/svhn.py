@@ -1,8 +1,3 @@
-"""SVHN (cropped digits, 32x32): the paper's CIFAR-10 setup (see cifar10.py)."""
+"""`gca_jax.configs.svhn` by its checkout path (``--config=svhn`` names it)."""
 
-from gca_jax.training import config as configs
-
-
-def get_config(variant=None):
-  """``variant="small"``: the same method as a seconds-long CPU run."""
-  return configs.apply_variant(configs.paper_cifar_config("svhn_cropped"), variant)
+from gca_jax.configs.svhn import get_config  # noqa: F401

@@ -6,6 +6,7 @@ the outputs of their full mode) are never overwritten. The saved ones must
 also stay small enough to read on the web.
 """
 
+import re
 import shutil
 from pathlib import Path
 
@@ -52,3 +53,13 @@ def test_saved_notebook_has_outputs_and_is_small(name):
               if o.get("output_type") == "error"]
   assert any("image/png" in o.get("data", {}) for cell in code_cells
              for o in cell.get("outputs", [])), "no figure in the saved notebook"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_imports_only_installed_packages(name):
+  """A notebook runs next to an installed wheel: it imports no checkout module
+  (``experiments``, ``tests``) and does not reach the checkout through sys.path."""
+  notebook = nbformat.read(NOTEBOOK_DIR / name, as_version=4)
+  code = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")
+  assert not re.search(r"^\s*(from|import)\s+(experiments|tests)\b", code, re.M)
+  assert "sys.path" not in code

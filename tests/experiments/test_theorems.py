@@ -1,5 +1,8 @@
 """`python -m experiments.theorems --smoke`, in-process: the table is complete and consistent.
 
+The claims and the grid are `gca_jax.theorems`; `experiments.theorems` is its
+command line.
+
 The counts of configurations where Theorems 5-7 hold are what the run finds;
 only their consistency is asserted here. Theorems 1 and 2 are identities of
 the losses and must hold everywhere to 1e-10 (float64).
@@ -18,13 +21,14 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
 
-from experiments import theorems  # noqa: E402
+from experiments import theorems as theorems_cli  # noqa: E402
+from gca_jax import theorems  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
   out = tmp_path_factory.mktemp("theorems") / "theorems.json"
-  results = theorems.main(["--smoke", f"--out={out}"])
+  results = theorems_cli.main(["--smoke", f"--out={out}"])
   return results, out
 
 
@@ -72,7 +76,7 @@ def test_json_output_matches_the_returned_table(smoke):
 
 
 def test_printed_table_has_a_row_per_claim(capsys):
-  theorems.main(["--smoke"])
+  theorems_cli.main(["--smoke"])
   lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| Theorem")]
   assert len(lines) == len(theorems.CLAIMS)
 

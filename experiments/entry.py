@@ -92,10 +92,10 @@ def define_config_overrides(flag_values: flags.FlagValues, argv: Sequence[str]) 
 def define_config_file(flag_values: flags.FlagValues, argv: Sequence[str], default: str,
                        help_string: str) -> None:
   """``--config=<file>.py`` (its ``get_config``) and its ``--config.<field>`` overrides."""
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  try:
-    config_flags.DEFINE_config_file(CONFIG, default, help_string, flag_values=flag_values,
-                                    sys_argv=["experiment", *argv])
+  from gca_jax import configs  # pylint: disable=g-import-not-at-top
+  try:  # a packaged config's name (cifar10:small) or a file
+    configs.define_flag(CONFIG, default, help_string, flag_values=flag_values,
+                        sys_argv=["experiment", *argv])
   except (AttributeError, KeyError) as e:
     raise _no_field(e, argv) from None
 

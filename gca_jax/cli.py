@@ -45,10 +45,18 @@ def fail(message: str, status: int = EXIT_USAGE) -> None:
   sys.exit(status)
 
 
+HELP_FLAGS = ("--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
+
+
 def parse_flags(argv):
-  """absl flag parsing that reports a bad flag in one line (no usage dump)."""
+  """absl flag parsing that reports a bad flag in one line (no usage dump);
+  ``--help`` prints the usage and exits 0 (absl itself exits 1)."""
   try:
     return FLAGS(argv)
+  except SystemExit as e:
+    if e.code == 1 and any(arg in HELP_FLAGS for arg in argv[1:]):
+      sys.exit(0)
+    raise
   except flags.Error as e:
     fail(error_text(e))
   except CONFIG_LOAD_ERRORS as e:

@@ -13,8 +13,11 @@
   of the un-augmented train split; returns test accuracy. A fast monitor,
   not the paper's CIFAR protocol (that one fine-tunes the whole encoder,
   see `gca_jax.finetune`).
-* `evaluate_encoder`: the kNN monitor and optionally the linear probe of an
-  encoder on a dataset, as a run's config asks.
+* `view_wdm`: the Wasserstein-dependency-measure lower bound
+  (`gca_jax.metrics.wdm_lower_bound`) between the encoder features of two
+  augmented views of a fixed subset of the test split.
+* `evaluate_encoder`: the kNN monitor, optionally the linear probe, and the
+  WDM bound of an encoder on a dataset, as a run's config asks.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from gca_jax import metrics
 from gca_jax.data import augment, loader
 from gca_jax.losses import l2_normalize
 from gca_jax.sharding import batch_sharded, global_array, process_local_array, replicated
@@ -188,9 +192,52 @@ def linear_probe(train_features, train_labels, test_features, test_labels,
   return float(jnp.mean(predictions == jnp.asarray(test_labels)))
 
 
+# The fixed subset of `view_wdm`: the first test examples, and the key of
+# their two views (the same at every evaluation, so values compare over epochs).
+WDM_EXAMPLES = 512
+WDM_VIEWS_SEED = 0
+
+
+def _as_uint8(views, mean, std) -> np.ndarray:
+  """Normalised float views back to uint8 pixels (what ``embed`` takes);
+  rounding to the nearest level is the only change."""
+  pixels = np.asarray(views) * np.asarray(std, np.float32) + np.asarray(mean, np.float32)
+  return np.clip(np.rint(pixels * 255.0), 0, 255).astype(np.uint8)
+
+
+def view_wdm(config, embed, variables, split, mesh, *, mean, std) -> float:
+  r"""WDM lower bound of an encoder's features of two augmented views.
+
+  The encoder's features ``h`` (what kNN and the probe see) of two views of
+  each of the first `WDM_EXAMPLES` examples of ``split`` (the test split in
+  `evaluate_encoder`), drawn with ``config.augmentation`` under the fixed key
+  ``WDM_VIEWS_SEED`` (the same views at every evaluation and for every
+  encoder), give
+
+  .. math::
+
+    \mathrm{WDM}(h_1; h_2) \ge \frac{1}{\sqrt 2}\Big(\overline{\cos(h_{1i}, h_{2i})}
+      - \overline{\cos(h_{1i}, h_{2j})}_{i \ne j}\Big)
+
+  (`gca_jax.metrics.wdm_lower_bound`). Augmented views, not the un-augmented
+  images: with one view per example both sides would be the same features
+  and the bound would measure only their spread, not the dependence between
+  views that the contrastive objective aligns.
+  """
+  count = min(WDM_EXAMPLES, len(split))
+  images = np.asarray(split.images[:count], np.uint8)
+  views = augment.two_views(jax.random.key(WDM_VIEWS_SEED), jnp.asarray(images),
+                            policy=config.augmentation, mean=mean, std=std,
+                            out_size=config.get("image_size"))
+  h1, h2 = (embed_split(embed, variables, _as_uint8(v, mean, std), mesh)[0] for v in views)
+  return float(metrics.wdm_lower_bound(jnp.asarray(h1), jnp.asarray(h2)))
+
+
 def evaluate_encoder(config, embed, variables, dataset, mesh, *, probe: bool) -> dict:
-  """kNN accuracy (``knn_acc``) and, if ``probe``, linear-probe accuracy
-  (``linear_probe_acc``) of an encoder, with the settings of ``config``."""
+  """kNN accuracy (``knn_acc``), if ``probe`` linear-probe accuracy
+  (``linear_probe_acc``), and the WDM bound of two augmented views of a fixed
+  test subset (``wdm_lower_bound``, `view_wdm`) of an encoder, with the
+  settings of ``config``."""
   workers = config.data_workers
   train_h, _ = embed_any_split(embed, variables, dataset.train, mesh, worker_count=workers)
   test_h, _ = embed_any_split(embed, variables, dataset.test, mesh, worker_count=workers)
@@ -203,4 +250,6 @@ def evaluate_encoder(config, embed, variables, dataset, mesh, *, probe: bool) ->
         dataset.num_classes, steps=config.linear_probe_steps,
         learning_rate=config.linear_probe_learning_rate,
         weight_decay=config.linear_probe_weight_decay)
+  result["wdm_lower_bound"] = view_wdm(config, embed, variables, dataset.test, mesh,
+                                       mean=tuple(dataset.mean), std=tuple(dataset.std))
   return result

@@ -146,7 +146,8 @@ class Projector(nn.Module):
 
 
 class Predictor(nn.Module):
-  """BYOL predictor: Linear -> BN -> ReLU -> Linear (back to projection dim)."""
+  """BYOL's and SimSiam's predictor: Linear -> BN -> ReLU -> Linear (back to
+  the projection dim); SimSiam makes it a bottleneck (hidden = dim / 4)."""
 
   hidden_dim: int = 2048
   projection_dim: int = 128
@@ -165,11 +166,11 @@ class Predictor(nn.Module):
 class ModelOutput(NamedTuple):
   features: jax.Array     # encoder output h (used by kNN and linear probe)
   projection: jax.Array   # projector output z (the loss's input)
-  prediction: jax.Array | None  # BYOL predictor output, else None
+  prediction: jax.Array | None  # BYOL/SimSiam predictor output, else None
 
 
 class ContrastiveModel(nn.Module):
-  """Encoder + projector (+ BYOL predictor)."""
+  """Encoder + projector (+ BYOL/SimSiam predictor)."""
 
   encoder: nn.Module
   projector: nn.Module
@@ -214,8 +215,13 @@ def make_encoder(name: str, *, stem: str = "cifar", width: int | None = None,
 
 
 def create_model(model_config, *, with_predictor: bool = False,
-                 bn_axis_name: str | None = None) -> ContrastiveModel:
-  """Builds the model described by ``config.model`` (see experiments/configs)."""
+                 bn_axis_name: str | None = None,
+                 predictor_hidden_dim: int | None = None) -> ContrastiveModel:
+  """Builds the model described by ``config.model`` (see experiments/configs).
+
+  ``predictor_hidden_dim``: the predictor's hidden width, instead of
+  ``config.model.predictor_hidden_dim`` (SimSiam's bottleneck is a quarter of
+  the projection dimension)."""
   dtype = jnp.dtype(model_config.dtype)
   encoder = make_encoder(model_config.name, stem=model_config.stem,
                          width=model_config.get("width") or None, dtype=dtype,
@@ -224,7 +230,7 @@ def create_model(model_config, *, with_predictor: bool = False,
                         model_config.projection_dim, dtype=dtype)
   predictor = None
   if with_predictor:
-    predictor = Predictor(model_config.predictor_hidden_dim,
+    predictor = Predictor(predictor_hidden_dim or model_config.predictor_hidden_dim,
                           model_config.projection_dim, dtype=dtype,
                           bn_axis_name=bn_axis_name)
   return ContrastiveModel(encoder, projector, predictor)

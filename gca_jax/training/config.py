@@ -40,7 +40,9 @@ RUN_CONTROL_FIELDS = frozenset({
 })
 SMALL = "small"
 VARIANTS = (SMALL,)
-TARGETS = ("pairs", "domain", "class")
+TARGETS = ("pairs", "domain", "class", "hierarchical")
+# Label levels of the "hierarchical" target, finest first (batch fields).
+HIERARCHY_LEVELS = ("label", "coarse_label")
 LOSS_SCOPES = ("global", "local", "sharded")
 OPTIMIZERS = ("sgd", "adam", "lars")
 LR_SCALINGS = ("none", "linear")
@@ -72,16 +74,16 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   config.model.dtype = "float32"      # bfloat16 on accelerators
   config.model.projector_hidden_dim = 512
   config.model.projection_dim = 128
-  config.model.predictor_hidden_dim = 512  # BYOL only
+  config.model.predictor_hidden_dim = 512  # BYOL only (SimSiam: projection_dim / 4)
 
   # Loss: a name of gca_jax.losses, "reference/<name>" for the published-code
-  # presets of gca_jax.reference, or "byol".
+  # presets of gca_jax.reference, "byol" or "simsiam".
   config.loss = "gca_uot"
   # Keyword arguments of the loss; the unset (None) ones are not passed, so the
   # loss's own default applies. A loss that does not take a set parameter is a
   # config error. The "reference/<name>" presets take gca_jax.reference.PARAMS
   # (the same names).
-  # "byol" takes no parameters and ignores loss_params.
+  # "byol" and "simsiam" take no parameters and ignore loss_params.
   config.loss_params = ml_collections.ConfigDict({
       "eps": 0.5,
       "iters": config_dict.placeholder(int),
@@ -103,11 +105,16 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # "pairs" (each view's positive is its other view), "domain"
   # (domain_target(domains, target_alpha, target_beta), paper Sec. 3.4 /
   # Fig. 1(A): 1 on positives, target_alpha within a domain, target_beta
-  # across; needs a dataset with domains) or "class" (class_target(labels):
-  # supervised). Not for "byol" or the "reference/<name>" presets.
+  # across; needs a dataset with domains), "class" (class_target(labels):
+  # supervised) or "hierarchical" (hierarchical_target([labels,
+  # coarse_labels], target_alphas, beta=target_beta): 1 on positives,
+  # target_alphas[0] within a class, target_alphas[1] within a coarse class,
+  # target_beta across; needs a dataset with coarse labels, e.g. CIFAR-100).
+  # Not for "byol", "simsiam" or the "reference/<name>" presets.
   config.target = "pairs"
   config.target_alpha = 0.0         # "domain": same-domain weight (>= 0)
-  config.target_beta = 0.0          # "domain": cross-domain weight (>= 0)
+  config.target_beta = 0.0          # "domain"/"hierarchical": weight of pairs sharing nothing
+  config.target_alphas = (0.5, 0.25)  # "hierarchical": same-class, same-coarse-class weights
   # BYOL target network: a constant EMA decay (BYOL itself anneals it from
   # 0.996 to 1 with a cosine schedule), and the symmetric SimCLR views of
   # config.augmentation (not BYOL's asymmetric blur/solarisation pair).
@@ -169,7 +176,7 @@ def small(config) -> ml_collections.ConfigDict:
       "probe_random_init": False, "checkpoint_every_epochs": 1,
       "log_every_steps": 10, "progress_bar": False, "data_workers": 0,
   })
-  if config.target == "domain":  # digits have no domains
+  if config.target in ("domain", "hierarchical"):  # digits have no domains, no coarse labels
     config.target = "pairs"
   return config
 
@@ -203,6 +210,32 @@ def paper_cifar_config(dataset: str) -> ml_collections.ConfigDict:
   config.checkpoint_every_epochs = 10
   config.linear_probe_steps = 2000
   config.log_every_steps = 50
+  return config
+
+
+def paper_simsiam_config(dataset: str) -> ml_collections.ConfigDict:
+  """SimSiam's published CIFAR recipe (Chen & He 2021, Sec. 5 / App.) on a
+  32x32 dataset: ResNet-18 (CIFAR stem), 2048-d projections and a 512-wide
+  bottleneck predictor, SGD momentum 0.9 at 0.03 x batch/256, weight decay
+  5e-4, cosine schedule without warm-up, batch 512, 800 epochs.
+
+  Differences from the paper: the projector is this library's two-layer
+  head (no batch norm), the SGD momentum is Nesterov's (`make_optimizer`),
+  and the predictor's learning rate follows the schedule (SimSiam's fixed
+  predictor rate is an option of theirs, not applied here).
+  """
+  config = paper_cifar_config(dataset)
+  config.loss = "simsiam"
+  config.model.projector_hidden_dim = 2048
+  config.model.projection_dim = 2048   # the predictor's hidden width is a quarter
+  config.optimizer = "sgd"
+  config.momentum = 0.9
+  config.learning_rate = 0.03          # x batch_size / 256
+  config.lr_scaling = "linear"
+  config.weight_decay = 5e-4
+  config.warmup_epochs = 0.0
+  config.batch_size = 512
+  config.epochs = 800
   return config
 
 
@@ -250,6 +283,11 @@ _FIELD_RULES = {
     "target": (lambda v: v in TARGETS, f"one of {', '.join(TARGETS)}"),
     "target_alpha": _NON_NEGATIVE,
     "target_beta": _NON_NEGATIVE,
+    "target_alphas": (lambda v: isinstance(v, (tuple, list))
+                      and len(v) == len(HIERARCHY_LEVELS)
+                      and all(_is_number(a) and a >= 0 for a in v),
+                      f"{len(HIERARCHY_LEVELS)} finite numbers >= 0 (weights of "
+                      f"{' and '.join(HIERARCHY_LEVELS)} pairs)"),
     "ema_decay": (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
     "optimizer": (lambda v: v in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
     "learning_rate": _POSITIVE,

@@ -4,7 +4,8 @@ Both feeds give, for global step ``step``, the examples
 ``gca_jax.data.order.batch_indices(seed, epoch, step_in_epoch)`` (one
 permutation per epoch, the remainder dropped), as a dict of global arrays
 sharded over the mesh's data axis: ``"image"`` (uint8) and, when the
-objective builds a target plan, its int32 ids (``"domain"`` or ``"label"``).
+objective builds a target plan, its int32 ids (``"domain"``, ``"label"``
+and, for the hierarchical target, ``"coarse_label"``).
 The step is therefore the data position: a resumed run reads exactly the
 batches the interrupted one would have read.
 
@@ -72,11 +73,23 @@ def load_data(config):
   return dataset
 
 
+# Batch field -> the ImageArrays field that holds its per-example ids.
+_ID_FIELDS = {"domain": "domains", "label": "labels", "coarse_label": "coarse_labels"}
+
+
+def _id_keys(id_key) -> tuple[str, ...]:
+  return () if id_key is None else (id_key,) if isinstance(id_key, str) else tuple(id_key)
+
+
 def split_ids(split: ImageArrays, id_key: str | None) -> np.ndarray | None:
-  """The int32 ids of ``split`` a target plan is built from (None: no target)."""
+  """The int32 ids of ``split`` a target plan is built from (None: no target):
+  ``id_key`` is ``"domain"``, ``"label"`` or ``"coarse_label"``."""
   if id_key is None:
     return None
-  ids = split.domains if id_key == "domain" else split.labels
+  ids = getattr(split, _ID_FIELDS[id_key])
+  if ids is None:
+    raise ConfigError(f"the train split has no {_ID_FIELDS[id_key]} (batch field "
+                      f"{id_key!r}) for the target plan")
   return np.asarray(ids, np.int32)
 
 
@@ -87,8 +100,8 @@ class DeviceFeed:
                steps_per_epoch: int, id_key: str | None = None):
     replicated = sharding.replicated(mesh)
     self._arrays = {"image": sharding.global_array(split.images, replicated)}
-    if id_key is not None:
-      self._arrays[id_key] = sharding.global_array(split_ids(split, id_key), replicated)
+    for key in _id_keys(id_key):
+      self._arrays[key] = sharding.global_array(split_ids(split, key), replicated)
 
     @functools.partial(jax.jit, out_shardings=sharding.batch_sharded(mesh))
     def gather(arrays, step):
@@ -119,12 +132,18 @@ class HostFeed:
     except ValueError as e:
       raise ConfigError(str(e)) from None
     self._iterator = iter(batches)
-    self._keys = ("image",) if id_key is None else ("image", id_key)
+    self._keys = ("image", *_id_keys(id_key))
+    # The loader's batches carry labels and domains; coarse labels are looked
+    # up by the batch's example indices.
+    self._coarse = (split_ids(split, "coarse_label") if "coarse_label" in self._keys
+                    else None)
     self._sharding = sharding.batch_sharded(mesh)
 
   def batch(self, step: int) -> dict:
     del step  # the loader started at the run's step and follows it
     batch = next(self._iterator)  # decoded while the device steps
+    if self._coarse is not None:
+      batch["coarse_label"] = self._coarse[np.asarray(batch["index"])]
     return {k: sharding.process_local_array(batch[k], self._sharding)
             for k in self._keys}
 

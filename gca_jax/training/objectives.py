@@ -1,4 +1,4 @@
-"""What a pre-training step minimises: the contrastive and BYOL objectives.
+"""What a pre-training step minimises: the contrastive, BYOL and SimSiam objectives.
 
 An objective owns its model(s) and the state it adds to the common
 `TrainState`, and exposes
@@ -9,14 +9,18 @@ An objective owns its model(s) and the state it adds to the common
   this device's rows into the rows the loss sees: the global batch with the
   global scope), differentiable in ``params``;
 * ``after_update(state) -> state``: what follows the optimiser update (BYOL:
-  the EMA of the target network).
+  the EMA of the target network);
+* ``id_key``: the batch field(s) the loss reads beside the images (None, a
+  name, or a tuple of names whose arrays it then takes as a tuple).
 
 `Contrastive` runs any loss of `gca_jax.losses` (or a published-code preset
 of `gca_jax.reference`) on the two views' projections, optionally against a
 target plan built from the batch's domains or labels (``config.target``);
 with ``config.loss_scope == "sharded"`` it runs the loss's row-sharded form
 (`gca_jax.losses.sharded`) on this device's rows;
-`Byol` regresses the online predictions on an EMA target's projections.
+`Byol` regresses the online predictions on an EMA target's projections;
+`SimSiam` regresses them on the online network's own projections under a
+stop-gradient (no target network).
 `make_objective(config)` builds one, refusing a loss, scope, target or
 parameter name that cannot go together; `trace(objective)` then checks the
 parameters' values by tracing the loss on abstract inputs (nothing is
@@ -36,15 +40,21 @@ from jax import lax
 from jax.sharding import PartitionSpec as P
 
 from gca_jax import losses, models
-from gca_jax.losses import sharded
+from gca_jax.losses import sharded, targets
+from gca_jax.losses.simsiam import simsiam
 from gca_jax.sharding import DATA_AXIS, make_mesh
-from gca_jax.training.config import ConfigError
+from gca_jax.training.config import HIERARCHY_LEVELS, ConfigError
 from gca_jax.training.state import ByolTrainState, TrainState
 
 BYOL = "byol"
+SIMSIAM = "simsiam"
+# Siamese regressions: a predictor head, no loss parameters, no target plan.
+PREDICTOR_LOSSES = (BYOL, SIMSIAM)
 REFERENCE_PREFIX = "reference/"
-# Which per-example ids a target plan is built from.
-TARGET_IDS = {"domain": "domain", "class": "label"}
+# Which per-example ids (batch fields) a target plan is built from.
+TARGET_IDS = {"domain": "domain", "class": "label", "hierarchical": HIERARCHY_LEVELS}
+# SimSiam's predictor is a bottleneck: hidden width = projection_dim / 4.
+SIMSIAM_BOTTLENECK = 4
 
 
 class Output(NamedTuple):
@@ -87,13 +97,13 @@ def accepted_params(loss: Callable) -> tuple[str, ...]:
 
 def _check_choice(config) -> None:
   """The loss, its scope and its target go together (names only)."""
-  if config.loss == BYOL:  # BYOL takes no loss parameters (ignores loss_params)
+  if config.loss in PREDICTOR_LOSSES:  # they take no loss parameters (ignore loss_params)
     if is_sharded(config):
-      raise ConfigError("loss 'byol' has no sharded form; config.loss_scope must be "
-                        "'global' or 'local'")
+      raise ConfigError(f"loss {config.loss!r} has no sharded form; config.loss_scope "
+                        "must be 'global' or 'local'")
     if config.target != "pairs":
-      raise ConfigError(f"loss 'byol' takes no target plan; config.target must be "
-                        f"'pairs', got {config.target!r}")
+      raise ConfigError(f"loss {config.loss!r} takes no target plan; config.target must "
+                        f"be 'pairs', got {config.target!r}")
     return
   if config.target != "pairs" and is_reference(config):
     raise ConfigError(f"loss {config.loss!r} takes no target plan; config.target "
@@ -161,20 +171,39 @@ def make_loss_fn(config, params: dict) -> Callable[..., tuple[jax.Array, dict]]:
   return loss_fn
 
 
+def hierarchical_target_fn(alphas, beta: float, *, pairing: str,
+                           axis_name: str | None) -> Callable:
+  """``target_fn(levels) -> plan`` of `gca_jax.losses.targets.hierarchical_target`
+  (``levels``: the ``(B,)`` label arrays, finest first); with ``axis_name``
+  (inside shard_map, the sharded scope) this device's rows of the plan."""
+  weights = [float(a) for a in alphas]
+  if axis_name is None:
+    return lambda levels: targets.hierarchical_target(list(levels), weights, beta=beta,
+                                                      pairing=pairing)
+  # The sharded builder: the row-sharded form of the same plan (levels gathered).
+  return lambda levels: targets._hierarchical_target(  # pylint: disable=protected-access
+      list(levels), weights, beta=beta, pairing=pairing, dtype=None, axis_name=axis_name)
+
+
 def make_target_fn(config, params: dict) -> Callable[[jax.Array], jax.Array] | None:
   """``target_fn(ids) -> (N, N)`` plan of ``config.target`` from the ``(B,)``
-  ids of the rows the loss sees; None for the "pairs" target. ``params``: the
-  loss's keywords (their ``pairing`` applies to the plan too)."""
+  ids of the rows the loss sees (a tuple of them, finest first, for the
+  "hierarchical" target); None for the "pairs" target. ``params``: the loss's
+  keywords (their ``pairing`` applies to the plan too)."""
   kwargs = {"pairing": params.get("pairing", "joint")}
   # The sharded forms take this device's ids and give its rows of the plan.
-  targets = sharded if is_sharded(config) else losses
+  builders = sharded if is_sharded(config) else losses
   if is_sharded(config):
     kwargs["axis_name"] = DATA_AXIS
   if config.target == "domain":
     alpha, beta = float(config.target_alpha), float(config.target_beta)
-    return lambda ids: targets.domain_target(ids, alpha, beta, **kwargs)
+    return lambda ids: builders.domain_target(ids, alpha, beta, **kwargs)
   if config.target == "class":
-    return lambda ids: targets.class_target(ids, **kwargs)
+    return lambda ids: builders.class_target(ids, **kwargs)
+  if config.target == "hierarchical":
+    return hierarchical_target_fn(config.target_alphas, float(config.target_beta),
+                                  pairing=kwargs["pairing"],
+                                  axis_name=kwargs.get("axis_name"))
   return None
 
 
@@ -194,7 +223,7 @@ class Contrastive:
   model: Any
   loss_fn: Callable
   target_fn: Callable | None = None
-  id_key: str | None = None     # batch field the target plan is built from
+  id_key: str | tuple[str, ...] | None = None  # batch field(s) the target plan is built from
   name: str = ""                # config.loss (for messages)
   projection_dim: int = 0       # of the projections the loss sees
   sharded: bool = False         # the loss's row-sharded form (collectives)
@@ -210,7 +239,7 @@ class Contrastive:
     if self.target_fn is None:
       loss, diagnostics = self.loss_fn(z1, z2)
     else:
-      loss, diagnostics = self.loss_fn(z1, z2, self.target_fn(gather(ids)))
+      loss, diagnostics = self.loss_fn(z1, z2, self.target_fn(jax.tree.map(gather, ids)))
     return loss, Output({"batch_stats": new_vars["batch_stats"]}, diagnostics, z1, z2)
 
   def after_update(self, state):
@@ -257,12 +286,47 @@ class Byol:
         state.target_params, state.params, self.ema_decay))
 
 
-def make_objective(config) -> Contrastive | Byol:
+@dataclasses.dataclass(frozen=True)
+class SimSiam:
+  """SimSiam: each view's prediction regresses the other view's projection of
+  the same (online) network under a stop-gradient (`gca_jax.losses.simsiam`);
+  no target network, so the state is the common `TrainState`."""
+
+  model: Any            # encoder, projector and the bottleneck predictor
+  id_key = None
+
+  def create_state(self, params, batch_stats, opt_state, rng) -> TrainState:
+    return _initial_state(params, batch_stats, opt_state, rng)
+
+  def loss(self, params, state, views1, views2, ids, gather):
+    del ids
+    out, new_vars = self.model.apply(
+        {"params": params, "batch_stats": state.batch_stats},
+        jnp.concatenate([views1, views2]), train=True, mutable=["batch_stats"])
+    z1, z2 = (gather(z) for z in jnp.split(out.projection, 2))
+    p1, p2 = (gather(p) for p in jnp.split(out.prediction, 2))
+    return simsiam(p1, p2, z1, z2), Output({"batch_stats": new_vars["batch_stats"]}, {},
+                                           z1, z2)
+
+  def after_update(self, state):
+    return state
+
+
+def _simsiam_model(model_config):
+  """The model with SimSiam's bottleneck predictor (hidden = projection_dim / 4)."""
+  hidden = max(model_config.projection_dim // SIMSIAM_BOTTLENECK, 1)
+  return models.create_model(model_config, with_predictor=True, bn_axis_name=DATA_AXIS,
+                             predictor_hidden_dim=hidden)
+
+
+def make_objective(config) -> Contrastive | Byol | SimSiam:
   """The objective of ``config.loss``, checked as it is built: a loss, scope,
   target or parameter that cannot go together raises a one-line ConfigError
   (`trace` then checks the values without computing anything)."""
   _check_choice(config)
   try:
+    if config.loss == SIMSIAM:
+      return SimSiam(_simsiam_model(config.model))
     model = models.create_model(config.model, with_predictor=config.loss == BYOL,
                                 bn_axis_name=DATA_AXIS)
   except (TypeError, ValueError) as e:
@@ -281,7 +345,8 @@ def make_objective(config) -> Contrastive | Byol:
 def trace(objective) -> None:
   """Raises a one-line ConfigError if ``objective``'s loss and target plan
   cannot run with their parameters: traces them on abstract projections
-  (nothing is computed). BYOL's regression has no parameters to check."""
+  (nothing is computed). BYOL's and SimSiam's regressions have no parameters
+  to check."""
   if not isinstance(objective, Contrastive):
     return
   z = jax.ShapeDtypeStruct((4, objective.projection_dim), jnp.float32)
@@ -289,7 +354,10 @@ def trace(objective) -> None:
   def traced(z1, z2):
     if objective.target_fn is None:
       return objective.loss_fn(z1, z2)
-    return objective.loss_fn(z1, z2, objective.target_fn(jnp.arange(4, dtype=jnp.int32) % 2))
+    ids = jnp.arange(4, dtype=jnp.int32) % 2
+    if isinstance(objective.id_key, tuple):
+      ids = tuple(ids for _ in objective.id_key)
+    return objective.loss_fn(z1, z2, objective.target_fn(ids))
 
   if objective.sharded:  # the collectives need the mesh axis bound
     traced = jax.shard_map(traced, mesh=make_mesh(jax.devices()[:1]),

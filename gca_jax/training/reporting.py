@@ -216,20 +216,28 @@ def _subset(train_examples: int) -> dict:
   return {"train_examples": train_examples} if train_examples else {}
 
 
+# Result keys measured beside the accuracies: carried by each record of the
+# evaluation, not records of their own.
+EVALUATION_MEASURES = ("wdm_lower_bound",)
+
+
 def record_evaluation(result: dict, *, step: int, epoch: int, tensorboard: TensorBoard,
                       metrics_file: MetricsFile, write=log, random_init: bool = False,
                       train_examples: int = 0) -> dict:
   """Writes the ``knn_acc``/``linear_probe_acc`` of an encoder (``random_init``:
   a randomly initialised one, keys prefixed `RANDOM_INIT_PREFIX`) to
   TensorBoard, a line through ``write`` and metrics.json; returns the merged
-  metrics. ``train_examples`` > 0: the train split was a subset of that size."""
+  metrics. The `EVALUATION_MEASURES` in ``result`` (the WDM bound of the
+  encoder's views) go to the same places and into each accuracy record.
+  ``train_examples`` > 0: the train split was a subset of that size."""
   prefix = RANDOM_INIT_PREFIX if random_init else ""
   tensorboard.write(step, {prefix + k: v for k, v in result.items()}, "eval/")
   write(f"epoch {epoch}: " + ", ".join(f"{prefix}{k} {v:.4f}" for k, v in result.items()))
+  measures = {k: v for k, v in result.items() if k in EVALUATION_MEASURES}
   records = [{"protocol": PROTOCOLS[k], "step": step, "epoch": epoch, "accuracy": v,
-              "encoder": "random_init" if random_init else "trained",
+              "encoder": "random_init" if random_init else "trained", **measures,
               **_subset(train_examples)}
-             for k, v in result.items()]
+             for k, v in result.items() if k in PROTOCOLS]
   return metrics_file.update({prefix + k: v for k, v in result.items()},
                              evaluations=records)
 

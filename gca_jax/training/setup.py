@@ -128,6 +128,9 @@ def check_dataset(config, dataset) -> None:
   if config.target == "domain" and dataset.train.domains is None:
     raise ConfigError(f"config.target='domain' needs a dataset with domains; "
                       f"{config.dataset!r} has none")
+  if config.target == "hierarchical" and dataset.train.coarse_labels is None:
+    raise ConfigError(f"config.target='hierarchical' needs a dataset with coarse labels "
+                      f"(e.g. cifar100); {config.dataset!r} has none")
 
 
 def setup(config, dataset, mesh: Mesh | None = None, *, objective=None) -> Run:

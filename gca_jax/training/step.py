@@ -1,9 +1,10 @@
 """The train step: ``train_step(state, batch) -> (state, metrics)``.
 
 One jitted program per global batch. ``batch["image"]`` is the uint8 global
-batch sharded over the mesh's data axis (and ``batch["domain"]`` or
-``batch["label"]`` its int32 ids when the objective builds a target plan
-from them). The step augments both views on the device with the key
+batch sharded over the mesh's data axis (and ``batch["domain"]``,
+``batch["label"]`` or, for the hierarchical target, ``batch["label"]`` and
+``batch["coarse_label"]`` its int32 ids when the objective builds a target
+plan from them). The step augments both views on the device with the key
 ``fold_in(state.rng, state.step)``, then runs `device_step` under
 `jax.shard_map` over the one-axis mesh:
 
@@ -47,10 +48,13 @@ def device_step(state, views1, views2, ids, *, objective, tx, schedule,
   """One optimisation step on this device's rows (runs inside shard_map).
 
   ``views1[k]``/``views2[k]`` are the two augmentations of example k and
-  ``ids[k]`` its domain or class (None without a target plan). The
-  ``alignment``/``uniformity`` metrics are of the rows the loss sees: the
-  global batch with the global scope, this device's rows (averaged over
-  devices) otherwise.
+  ``ids[k]`` its domain or class (a tuple of such arrays for a target of
+  several label levels; None without a target plan). The
+  ``alignment``/``uniformity``/``wdm_lower_bound`` metrics are of the
+  projections the loss sees: the global batch with the global scope, this
+  device's rows (averaged over devices) otherwise. ``wdm_lower_bound`` is
+  `gca_jax.metrics.wdm_lower_bound` (the critic bound of the Wasserstein
+  dependency measure between the two views, O(N D)).
   """
 
   def gather(x):  # this device's rows -> the rows the loss sees
@@ -69,11 +73,28 @@ def device_step(state, views1, views2, ids, *, objective, tx, schedule,
       "loss": loss,
       "alignment": metrics.alignment(z1, z2),
       "uniformity": metrics.uniformity(jnp.concatenate([z1, z2])),
+      "wdm_lower_bound": metrics.wdm_lower_bound(z1, z2),
       "grad_norm": optax.tree.norm(grads),
       "learning_rate": schedule(state.step),
       **out.diagnostics,
   }
   return new_state, lax.pmean(step_metrics, DATA_AXIS)
+
+
+def id_keys_of(objective) -> tuple[str, ...]:
+  """The batch fields ``objective`` reads beside the images (maybe none)."""
+  key = objective.id_key
+  return () if key is None else (key,) if isinstance(key, str) else tuple(key)
+
+
+def batch_ids(batch: dict, id_key):
+  """What the loss takes as ``ids``: None, ``batch[id_key]``, or the tuple of
+  the arrays of a tuple of keys (finest label level first)."""
+  if id_key is None:
+    return None
+  if isinstance(id_key, str):
+    return batch[id_key]
+  return tuple(batch[k] for k in id_key)
 
 
 def make_train_step(config, *, objective, tx, schedule, mesh, mean, std) -> Callable:
@@ -82,7 +103,7 @@ def make_train_step(config, *, objective, tx, schedule, mesh, mean, std) -> Call
   ``mean``/``std``: the dataset's channel statistics (view normalisation).
   """
   sharding = batch_sharded(mesh)
-  id_key = objective.id_key
+  id_keys = id_keys_of(objective)
   step = functools.partial(device_step, objective=objective, tx=tx, schedule=schedule,
                            global_scope=config.loss_scope == "global")
   sharded_step = jax.shard_map(
@@ -95,14 +116,15 @@ def make_train_step(config, *, objective, tx, schedule, mesh, mean, std) -> Call
     images = lax.with_sharding_constraint(batch["image"], sharding)
     views1, views2 = augment.two_views(key, images, policy=config.augmentation,
                                        mean=mean, std=std, out_size=config.image_size)
-    ids = None if id_key is None else batch[id_key]
-    constrain = lambda x: None if x is None else lax.with_sharding_constraint(x, sharding)
+    ids = batch_ids(batch, objective.id_key)
+    constrain = lambda x: jax.tree.map(lambda a: lax.with_sharding_constraint(a, sharding), x)
     return sharded_step(state, constrain(views1), constrain(views2), constrain(ids))
 
   def checked_train_step(state, batch):
-    if id_key is not None and id_key not in batch:
+    missing = [k for k in id_keys if k not in batch]
+    if missing:
       raise KeyError(f"with config.target={config.target!r} the batch needs "
-                     f"{id_key!r} ids beside 'image'")
+                     f"{', '.join(repr(k) for k in missing)} ids beside 'image'")
     return train_step(state, batch)
 
   checked_train_step.lower = train_step.lower  # ahead-of-time compilation

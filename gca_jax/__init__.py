@@ -14,7 +14,7 @@ _SUBMODULES = ("losses", "metrics", "reference")
 _FROM_LOSSES = (
     "LossAux", "byol", "class_target", "domain_target", "gca_ince", "gca_loss",
     "gca_rince", "gca_uot", "hierarchical_target", "hs_ince", "hs_rince", "infonce", "iot",
-    "iot_uni", "rince", "sinkhorn")
+    "iot_uni", "rince", "simsiam", "sinkhorn")
 _FROM_METRICS = ("alignment", "uniformity", "wdm_lower_bound", "wdm_sinkhorn")
 
 __all__ = sorted(_SUBMODULES + _FROM_LOSSES + _FROM_METRICS)

@@ -21,7 +21,9 @@ def test_doctests(module):
 
 
 def test_every_dataset_has_a_packaged_config():
-  assert set(configs.NAMES) == {"cifar10", "cifar100", "digits", "imagenet100", "pacs", "svhn"}
+  # One config per dataset, plus the SimSiam recipe (a method's preset).
+  assert set(configs.NAMES) == {"cifar10", "cifar100", "digits", "imagenet100", "pacs", "svhn",
+                                "simsiam_cifar10"}
 
 
 @pytest.mark.parametrize("name", configs.NAMES)

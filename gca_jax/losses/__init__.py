@@ -11,6 +11,7 @@ from gca_jax.losses.contrastive import (
 from gca_jax.losses.geometry import BatchGeometry, batch_geometry, l2_normalize
 from gca_jax.losses.projections import ProjectionOutput, sinkhorn
 from gca_jax.losses.targets import class_target, domain_target, hierarchical_target
+from gca_jax.losses.simsiam import simsiam
 from gca_jax.losses import sharded
 
 __all__ = [
@@ -18,5 +19,5 @@ __all__ = [
     "batch_geometry", "byol", "class_target", "domain_target", "gca_ince",
     "gca_loss", "gca_rince", "gca_uot", "get", "hierarchical_target", "hs_ince", "hs_rince",
     "infonce", "iot", "iot_uni", "l2_normalize", "rince", "sharded",
-    "sinkhorn",
+    "simsiam", "sinkhorn",
 ]

@@ -257,7 +257,9 @@ _FIELD_RULES = {
     "momentum": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     "weight_decay": _NON_NEGATIVE,
     "warmup_epochs": _NON_NEGATIVE,
-    "batch_size": _INT_AT_LEAST_1,
+    # Two pairs at least: a contrastive loss needs a negative, and batch
+    # normalisation a batch statistic over more than one image.
+    "batch_size": (lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
     "epochs": _INT_AT_LEAST_1,
     "eval_every_epochs": _INT_AT_LEAST_0,
     "knn_k": _INT_AT_LEAST_1,

@@ -52,7 +52,9 @@ def load_trained(workdir: str | Path, dataset=None) -> Trained:
       raise checkpoint.WorkdirError(f"no checkpoint in {workdir}")
     dataset = feeds.load_data(config) if dataset is None else dataset
     run = setup(config, dataset)
-    state, _ = restore_state(run, checkpointer, latest)
+    # A run beside this reader may prune ``latest`` meanwhile: the newest then.
+    _, (state, _) = checkpointer.newest_readable(
+        lambda step: restore_state(run, checkpointer, step), set_aside=False, start=latest)
   finally:
     checkpointer.close()
   return Trained(run, state)

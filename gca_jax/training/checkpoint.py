@@ -44,6 +44,7 @@ DAMAGED_DIR = "damaged"
 LOCK_FILE = ".lock"
 # How often a reader starts again after a run beside it pruned its step.
 _MAX_PRUNED_RETRIES = 20
+_PRUNED = "pruned while being verified"
 
 
 class WorkdirError(RuntimeError):
@@ -80,12 +81,31 @@ def prepare_workdir(workdir: str | Path) -> Path:
     raise WorkdirError(f"--workdir {workdir} is a file, not a directory")
   try:
     workdir.mkdir(parents=True, exist_ok=True)
-    probe = workdir / f".write_test.{jax.process_index()}.{os.getpid()}"
-    probe.write_text("")
-    probe.unlink()
+    _write_probe(workdir)
   except OSError as e:
     raise WorkdirError(f"cannot write to --workdir {workdir}: {e.strerror or e}") from None
   return workdir
+
+
+def _write_probe(workdir: Path) -> None:
+  """Creates and removes a file in ``workdir`` (raises OSError if it cannot)."""
+  probe = workdir / f".write_test.{jax.process_index()}.{os.getpid()}"
+  probe.write_text("")
+  probe.unlink()
+
+
+def check_writable(workdir: str | Path, what: str) -> None:
+  """Raises WorkdirError, before anything is loaded, unless ``what`` (a
+  command that writes its results into the run's workdir) can write there."""
+  workdir = Path(workdir)
+  if not workdir.is_dir():
+    return  # the reader's own error names a missing run
+  try:
+    _write_probe(workdir)
+  except OSError as e:
+    raise WorkdirError(f"{what} writes its results into --workdir {workdir}, which cannot "
+                       f"be written ({e.strerror or e}); copy the workdir somewhere "
+                       "writable and evaluate the copy") from None
 
 
 class WorkdirLock:
@@ -296,7 +316,12 @@ class Checkpointer:
       return None
     except (OSError, ValueError):
       return "its checksum record is unreadable"
-    actual = _file_digests(self._step_dir(step))
+    try:
+      actual = _file_digests(self._step_dir(step))
+    except FileNotFoundError:  # pruned while read, or a file is missing
+      if not self._step_dir(step).exists():
+        return _PRUNED
+      raise
     missing = sorted(expected.keys() - actual.keys())
     if missing:
       return f"file {missing[0]} is missing"
@@ -335,6 +360,8 @@ class Checkpointer:
         if reason is None:
           chosen = step
           break
+        if reason is _PRUNED:  # a run beside this reader pruned it: list again
+          return self.latest_step(set_aside=set_aside, below=below)
         self._warn_damaged(step, reason, set_aside)
     chosen = _on_every_process(chosen)
     if set_aside:

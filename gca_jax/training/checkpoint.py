@@ -35,13 +35,14 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from gca_jax.training.config import RUN_CONTROL_FIELDS
+from gca_jax.training.config import RUN_CONTROL_FIELDS, fill_later_fields
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
 CHECKSUM_DIR = "checksums"
 DAMAGED_DIR = "damaged"
 LOCK_FILE = ".lock"
+_NOTED: set[str] = set()  # the config files whose filled-in fields were noted
 # How often a reader starts again after a run beside it pruned its step.
 _MAX_PRUNED_RETRIES = 20
 _PRUNED = "pruned while being verified"
@@ -177,10 +178,17 @@ def read_config_json(workdir: str | Path) -> dict | None:
   if not path.exists():
     return None
   try:
-    return json.loads(path.read_text())
+    stored = json.loads(path.read_text())
   except (OSError, ValueError) as e:
     raise WorkdirError(f"{path} is unreadable ({type(e).__name__}: {e}); restore it "
                        "or use a new --workdir") from None
+  stored, filled = fill_later_fields(stored)
+  if filled and str(path) not in _NOTED:
+    _NOTED.add(str(path))
+    print(f"note: {path} predates config.{', config.'.join(filled)}; "
+          f"{'they take' if len(filled) > 1 else 'it takes'} the default, which is what "
+          "the run did", file=sys.stderr, flush=True)
+  return stored
 
 
 def holds_checkpoint(workdir: str | Path) -> bool:

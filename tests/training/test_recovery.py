@@ -152,3 +152,26 @@ def test_a_checkpoints_path_that_is_a_file_is_one_line(tmp_path):
   assert one_line_error(result) == (
       f"error: {tmp_path}/checkpoints is a file, not a directory of checkpoints; move it "
       "away and re-run the same command")
+
+
+def _drop_from_config_json(workdir, *fields):
+  stored = json.loads((workdir / "config.json").read_text())
+  for field in fields:
+    del stored[field]
+  (workdir / "config.json").write_text(json.dumps(stored))
+
+
+def test_a_config_json_predating_a_field_takes_its_default_with_a_note(tmp_path, finished):
+  workdir = _copy(finished[0], tmp_path)
+  _drop_from_config_json(workdir, "data_workers", "target")
+  result = run_module("gca_jax.pretrain", f"--workdir={workdir}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "run already complete" in result.stdout
+  assert result.stderr.strip().splitlines() == [
+      f"note: {workdir}/config.json predates config.data_workers, config.target; they take "
+      "the default, which is what the run did"]
+  # A field whose default may not be what the run did stays an error.
+  (workdir / "config.json").write_text((finished[0] / "config.json").read_text())
+  _drop_from_config_json(workdir, "optimizer")
+  assert one_line_error(run_module("gca_jax.pretrain", f"--workdir={workdir}")) == (
+      "error: config.optimizer is missing; start from gca_jax.training.get_config()")

@@ -11,7 +11,12 @@ when complete, so a process killed mid-save leaves nothing that
 is recorded in ``checksums/<step>.json``; `Checkpointer.restore` verifies
 them and falls back, with a warning, to the newest intact checkpoint when
 the latest is truncated, has lost a file or has flipped bytes (damaged
-steps are moved to ``damaged/``).
+steps are moved to ``damaged/``). A step folder without its two items (a
+stray empty folder) is set aside alike, and a checkpoint without a checksum
+record that cannot be read is taken as damaged (the previous one is tried).
+A reader beside a run that prunes the step it reads goes on with the newest.
+A failed write (a full disk) is one line and prunes nothing: the same
+command continues once it can write.
 
 Identity: a run stores its config as ``config.json``; a workdir holding a
 checkpoint refuses a config that differs outside the run-control fields

@@ -18,7 +18,10 @@ A run goes through named phases:
    a failing evaluation loses no training.
 
 A workdir that holds a run is continued from its latest checkpoint; a
-finished one is left as it is. Throughput (``images_per_second``) counts
+finished one is left as it is, except that its training summary (kept in
+every checkpoint beside the data position) is written back to metrics.json
+when a stop between the final save and the metrics write, or a lost file,
+dropped it. Throughput (``images_per_second``) counts
 source images, i.e. pairs of views, and excludes compilation.
 """
 

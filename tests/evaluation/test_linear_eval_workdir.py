@@ -18,7 +18,7 @@ def test_linear_eval_beside_a_run_that_prunes_every_step(tmp_path):
   workdir = tmp_path / "run"
   process = subprocess.Popen(
       [sys.executable, "-m", "gca_jax.pretrain", f"--workdir={workdir}",
-       "--config=gca_jax/training/config.py:small", "--config.epochs=20",
+       "--config=gca_jax/training/config.py:small", "--config.epochs=50",
        "--config.linear_probe=False", "--config.max_checkpoints=1",
        "--config.checkpoint_every_steps=1"],
       env=pretrain_env(), cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

@@ -64,7 +64,7 @@ def resolve_config(workdir: Path):
   config = FLAGS.config
   if FLAGS["config"].present or not checkpoint.holds_checkpoint(workdir):
     return config
-  stored = checkpoint.read_config_json(workdir)
+  stored = checkpoint.read_config_json(workdir, note=True)
   if stored is None:
     return config  # train_and_evaluate refuses a checkpoint without identity
   resumed = ml_collections.ConfigDict(stored)

@@ -47,7 +47,6 @@ CHECKPOINT_DIR = "checkpoints"
 CHECKSUM_DIR = "checksums"
 DAMAGED_DIR = "damaged"
 LOCK_FILE = ".lock"
-_NOTED: set[str] = set()  # the config files whose filled-in fields were noted
 # How often a reader starts again after a run beside it pruned its step.
 _MAX_PRUNED_RETRIES = 20
 _PRUNED = "pruned while being verified"
@@ -177,8 +176,11 @@ def differing_fields(old: dict, new: dict) -> list[str]:
   return sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
 
 
-def read_config_json(workdir: str | Path) -> dict | None:
-  """The stored config of ``workdir`` (None if there is none)."""
+def read_config_json(workdir: str | Path, *, note: bool = False) -> dict | None:
+  """The stored config of ``workdir`` (None if there is none), with the
+  fields added since it was written set to their defaults where that is what
+  the run did (`gca_jax.training.config.fill_later_fields`); ``note``: say so
+  on stderr (where the run is continued or evaluated)."""
   path = Path(workdir) / CONFIG_FILE
   if not path.exists():
     return None
@@ -188,8 +190,7 @@ def read_config_json(workdir: str | Path) -> dict | None:
     raise WorkdirError(f"{path} is unreadable ({type(e).__name__}: {e}); restore it "
                        "or use a new --workdir") from None
   stored, filled = fill_later_fields(stored)
-  if filled and str(path) not in _NOTED:
-    _NOTED.add(str(path))
+  if filled and note:
     print(f"note: {path} predates config.{', config.'.join(filled)}; "
           f"{'they take' if len(filled) > 1 else 'it takes'} the default, which is what "
           "the run did", file=sys.stderr, flush=True)

@@ -41,7 +41,7 @@ def load_trained(workdir: str | Path, dataset=None) -> Trained:
   """
   import ml_collections  # pylint: disable=g-import-not-at-top
   workdir = Path(workdir)
-  stored = checkpoint.read_config_json(workdir) if workdir.is_dir() else None
+  stored = checkpoint.read_config_json(workdir, note=True) if workdir.is_dir() else None
   if stored is None:
     raise checkpoint.WorkdirError(f"no run in {workdir} (no {checkpoint.CONFIG_FILE})")
   config = ml_collections.ConfigDict(stored)

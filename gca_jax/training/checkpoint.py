@@ -280,7 +280,12 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     """Steps of the complete checkpoints, oldest first (as on disk now: a
     run may be writing and pruning beside a reader)."""
-    self._manager.reload()
+    for _ in range(_MAX_PRUNED_RETRIES):
+      try:
+        self._manager.reload()
+        break
+      except FileNotFoundError:  # a step was pruned while being listed: list again
+        continue
     return sorted(self._manager.all_steps())
 
   def _checksum_file(self, step: int) -> Path:
@@ -343,6 +348,27 @@ class Checkpointer:
     if changed:
       return f"file {changed[0]} has changed (truncated or corrupted)"
     return None
+
+  def pinned(self, step: int) -> "Checkpointer":
+    """A read-only Checkpointer of a private copy of ``step`` made of hard
+    links (instant, no data copied): a run beside the reader may prune the
+    step, the linked files stay until `unpin`. Raises FileNotFoundError if
+    the step vanishes while it is linked."""
+    private = self._workdir / f".reading.{os.getpid()}"
+    shutil.rmtree(private, ignore_errors=True)
+    shutil.copytree(self._step_dir(step), private / CHECKPOINT_DIR / str(step),
+                    copy_function=os.link)
+    try:  # its verification record too: a failure to read it then means a mismatch
+      (private / CHECKSUM_DIR).mkdir()
+      shutil.copy(self._checksum_file(step), private / CHECKSUM_DIR)
+    except FileNotFoundError:
+      pass
+    return Checkpointer(private)
+
+  @staticmethod
+  def unpin(pinned: "Checkpointer") -> None:
+    pinned.close()
+    shutil.rmtree(pinned._workdir, ignore_errors=True)  # pylint: disable=protected-access
 
   def _set_aside(self, step: int) -> None:
     target = self._workdir / DAMAGED_DIR / str(step)

@@ -33,6 +33,15 @@ def restore_state(run: Run, checkpointer: checkpoint.Checkpointer, step: int):
   return state, position
 
 
+def _restore_pinned(run: Run, checkpointer: checkpoint.Checkpointer, step: int):
+  """`restore_state` from a hard-linked copy of ``step`` (see `Checkpointer.pinned`)."""
+  pinned = checkpointer.pinned(step)
+  try:
+    return restore_state(run, pinned, step)
+  finally:
+    checkpoint.Checkpointer.unpin(pinned)
+
+
 def load_trained(workdir: str | Path, dataset=None) -> Trained:
   """The run in ``workdir`` and its newest intact checkpoint's state
   (``dataset``: the run's if given, else loaded from its config).
@@ -54,7 +63,7 @@ def load_trained(workdir: str | Path, dataset=None) -> Trained:
     run = setup(config, dataset)
     # A run beside this reader may prune ``latest`` meanwhile: the newest then.
     _, (state, _) = checkpointer.newest_readable(
-        lambda step: restore_state(run, checkpointer, step), set_aside=False, start=latest)
+        lambda step: _restore_pinned(run, checkpointer, step), set_aside=False, start=latest)
   finally:
     checkpointer.close()
   return Trained(run, state)

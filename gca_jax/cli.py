@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 
 from absl import flags
@@ -29,14 +30,54 @@ CONFIG_LOAD_ERRORS = (OSError, SyntaxError, AttributeError, KeyError, TypeError,
                       ValueError, ImportError, NameError)
 
 
+# ml_collections re-raises an error of a config file's get_config() with the
+# whole traceback in its message, after this marker.
+_TRACEBACK_MARKER = "Error whilst parsing config file:"
+# ... and says this of a --config.<group>=<value> flag (a group is no value).
+_GROUP_FLAG = re.compile(r"flag --(\w+)\.([\w.]+)=(.*?): Failed to parse .* as a ConfigDict")
+
+
+def _last_exception_line(traceback_text: str) -> str:
+  """``Type: message`` of a formatted traceback's exception, with the module
+  path dropped (``ConfigError: ...``), or the bare message of a ConfigError
+  (its message already names the field)."""
+  last = [line for line in traceback_text.splitlines() if line.strip()][-1]
+  kind, _, message = last.partition(": ")
+  kind = kind.rsplit(".", 1)[-1]
+  return message if kind == "ConfigError" else f"{kind}: {message}"
+
+
 def error_text(error: BaseException) -> str:
-  """An exception's message as plain text: a KeyError's str() is a repr, and
-  ml_collections wraps one in an AttributeError for an unknown field."""
+  """An exception's message as plain text: a KeyError's str() is a repr,
+  ml_collections wraps one in an AttributeError for an unknown field, and
+  flattens a config file's traceback into the message of its error."""
   if error.args and isinstance(error.args[0], BaseException):
     return error_text(error.args[0])
   if isinstance(error, KeyError) and error.args:
     return str(error.args[0])
-  return str(error) or repr(error)
+  text = str(error) or repr(error)
+  if _TRACEBACK_MARKER in text:
+    head, _, trace = text.partition(_TRACEBACK_MARKER)
+    return head + _last_exception_line(trace)
+  group = _GROUP_FLAG.search(text)
+  if group:
+    return _group_flag_text(*group.groups())
+  return text
+
+
+def _group_flag_text(flag: str, field: str, value: str) -> str:
+  """The advice for ``--<flag>.<field>=<value>`` where the field is a group."""
+  fields = ""
+  try:
+    node = FLAGS[flag].value
+    for part in field.split("."):
+      node = node[part]
+    fields = f" (its fields: {', '.join(sorted(node.keys()))})"
+  except Exception:  # pylint: disable=broad-except  # the advice stands without the list
+    pass
+  first = "name" if "name" in fields else "<field>"
+  return (f"--{flag}.{field}={value}: {flag}.{field} is a group of fields{fields}, not a "
+          f"value; set one, e.g. --{flag}.{field}.{first}={value}")
 
 
 def fail(message: str, status: int = EXIT_USAGE) -> None:

@@ -16,7 +16,10 @@ Restores the newest intact checkpoint of ``--workdir`` (and its
   reports: model selection on the test set) and the last epoch's are kept.
 
 Results are merged into ``workdir/metrics.json`` (each with its protocol)
-and written to TensorBoard; progress is printed as it goes.
+and written to TensorBoard; progress is printed as it goes. A workdir that
+cannot be written is refused in one line before anything is loaded. A run
+may still be training in the workdir: a checkpoint it prunes while it is
+read is replaced by its newest one.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ def evaluate(workdir: str | Path, protocol: str = "linear", **overrides) -> dict
   ``steps``, ``learning_rate``, ``weight_decay``; finetune: ``epochs``,
   ``batch_size``), None meaning the default."""
   from gca_jax import evaluation  # pylint: disable=g-import-not-at-top
-  from gca_jax.training import reporting, restore  # pylint: disable=g-import-not-at-top
+  from gca_jax.training import checkpoint, reporting, restore  # pylint: disable=g-import-not-at-top
   from gca_jax.training import config as config_lib  # pylint: disable=g-import-not-at-top
   if protocol not in PROTOCOLS:
     raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
@@ -68,6 +71,7 @@ def evaluate(workdir: str | Path, protocol: str = "linear", **overrides) -> dict
                        f"(it takes {', '.join(SETTINGS[protocol])})")
     config_lib.check_value(SETTINGS[protocol][name], value, f"--{name}")
   workdir = Path(workdir)
+  checkpoint.check_writable(workdir, "linear_eval")
   run, state = restore.load_trained(workdir)
   config, dataset = run.config, run.dataset
   step = int(state.step)

@@ -66,7 +66,7 @@ def resolve_config(workdir: Path):
   config = FLAGS.config
   if FLAGS["config"].present or not checkpoint.holds_checkpoint(workdir):
     return config
-  stored = checkpoint.read_config_json(workdir)
+  stored = checkpoint.read_config_json(workdir, note=True)
   if stored is None:
     return config  # train_and_evaluate refuses a checkpoint without identity
   resumed = ml_collections.ConfigDict(stored)
@@ -106,8 +106,9 @@ def main(argv) -> None:
   with one_line_errors():
     result = training.train_and_evaluate(config, workdir, resume=FLAGS.resume).metrics
   if not result.get("already_complete"):  # else train_and_evaluate said so
-    print(f"epochs {result['epochs']}  final loss {_number(result['final_loss'], '.4f')}  "
-          f"{_number(result['images_per_second'], '.0f')} images/s "
+    print(f"epochs {result.get('epochs')}  final loss "
+          f"{_number(result.get('final_loss'), '.4f')}  "
+          f"{_number(result.get('images_per_second'), '.0f')} images/s "
           "(source images; each gives two views)")
     if "knn_acc" in result:
       print(f"kNN accuracy: {result['knn_acc']:.4f}")

@@ -11,7 +11,12 @@ when complete, so a process killed mid-save leaves nothing that
 is recorded in ``checksums/<step>.json``; `Checkpointer.restore` verifies
 them and falls back, with a warning, to the newest intact checkpoint when
 the latest is truncated, has lost a file or has flipped bytes (damaged
-steps are moved to ``damaged/``).
+steps are moved to ``damaged/``). A step folder without its two items (a
+stray empty folder) is set aside alike, and a checkpoint without a checksum
+record that cannot be read is taken as damaged (the previous one is tried).
+A reader beside a run that prunes the step it reads goes on with the newest.
+A failed write (a full disk) is one line and prunes nothing: the same
+command continues once it can write.
 
 Identity: a run stores its config as ``config.json``; a workdir holding a
 checkpoint refuses a config that differs outside the run-control fields
@@ -21,6 +26,7 @@ without its ``config.json``. `WorkdirLock` keeps two runs off one workdir.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -34,13 +40,16 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from gca_jax.training.config import RUN_CONTROL_FIELDS
+from gca_jax.training.config import RUN_CONTROL_FIELDS, fill_later_fields
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
 CHECKSUM_DIR = "checksums"
 DAMAGED_DIR = "damaged"
 LOCK_FILE = ".lock"
+# How often a reader starts again after a run beside it pruned its step.
+_MAX_PRUNED_RETRIES = 20
+_PRUNED = "pruned while being verified"
 
 
 class WorkdirError(RuntimeError):
@@ -49,6 +58,21 @@ class WorkdirError(RuntimeError):
 
 class RunMismatchError(WorkdirError):
   """The workdir belongs to a different run."""
+
+
+class CheckpointDamaged(WorkdirError):
+  """A checkpoint cannot be read although it fits the run (one-line message)."""
+
+
+def _write_error(error: OSError, path: Path) -> WorkdirError:
+  """The one-line error of a failed write under ``path``: a full disk loses
+  nothing (the previous checkpoint stays), so the same command continues."""
+  where = error.filename or path
+  if error.errno == errno.ENOSPC:
+    return WorkdirError(f"no space left on device writing {where}; free space and re-run "
+                        "the same command")
+  return WorkdirError(f"cannot write {where} ({error.strerror or error}); fix it and "
+                      "re-run the same command")
 
 
 # ---------------------------------------------------------------------------
@@ -62,12 +86,31 @@ def prepare_workdir(workdir: str | Path) -> Path:
     raise WorkdirError(f"--workdir {workdir} is a file, not a directory")
   try:
     workdir.mkdir(parents=True, exist_ok=True)
-    probe = workdir / f".write_test.{jax.process_index()}.{os.getpid()}"
-    probe.write_text("")
-    probe.unlink()
+    _write_probe(workdir)
   except OSError as e:
     raise WorkdirError(f"cannot write to --workdir {workdir}: {e.strerror or e}") from None
   return workdir
+
+
+def _write_probe(workdir: Path) -> None:
+  """Creates and removes a file in ``workdir`` (raises OSError if it cannot)."""
+  probe = workdir / f".write_test.{jax.process_index()}.{os.getpid()}"
+  probe.write_text("")
+  probe.unlink()
+
+
+def check_writable(workdir: str | Path, what: str) -> None:
+  """Raises WorkdirError, before anything is loaded, unless ``what`` (a
+  command that writes its results into the run's workdir) can write there."""
+  workdir = Path(workdir)
+  if not workdir.is_dir():
+    return  # the reader's own error names a missing run
+  try:
+    _write_probe(workdir)
+  except OSError as e:
+    raise WorkdirError(f"{what} writes its results into --workdir {workdir}, which cannot "
+                       f"be written ({e.strerror or e}); copy the workdir somewhere "
+                       "writable and evaluate the copy") from None
 
 
 class WorkdirLock:
@@ -133,16 +176,25 @@ def differing_fields(old: dict, new: dict) -> list[str]:
   return sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
 
 
-def read_config_json(workdir: str | Path) -> dict | None:
-  """The stored config of ``workdir`` (None if there is none)."""
+def read_config_json(workdir: str | Path, *, note: bool = False) -> dict | None:
+  """The stored config of ``workdir`` (None if there is none), with the
+  fields added since it was written set to their defaults where that is what
+  the run did (`gca_jax.training.config.fill_later_fields`); ``note``: say so
+  on stderr (where the run is continued or evaluated)."""
   path = Path(workdir) / CONFIG_FILE
   if not path.exists():
     return None
   try:
-    return json.loads(path.read_text())
+    stored = json.loads(path.read_text())
   except (OSError, ValueError) as e:
     raise WorkdirError(f"{path} is unreadable ({type(e).__name__}: {e}); restore it "
                        "or use a new --workdir") from None
+  stored, filled = fill_later_fields(stored)
+  if filled and note:
+    print(f"note: {path} predates config.{', config.'.join(filled)}; "
+          f"{'they take' if len(filled) > 1 else 'it takes'} the default, which is what "
+          "the run did", file=sys.stderr, flush=True)
+  return stored
 
 
 def holds_checkpoint(workdir: str | Path) -> bool:
@@ -217,13 +269,23 @@ class Checkpointer:
     self._workdir = Path(workdir).absolute()
     self._directory = self._workdir / CHECKPOINT_DIR
     self._max_to_keep = max_to_keep
+    if self._directory.exists() and not self._directory.is_dir():
+      raise WorkdirError(f"{self._directory} is a file, not a directory of checkpoints; "
+                         "move it away and re-run the same command")
     self._manager = ocp.CheckpointManager(
         self._directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=None, create=False),
         item_names=("state", "feed"))
 
   def all_steps(self) -> list[int]:
-    """Steps of the complete checkpoints, oldest first."""
+    """Steps of the complete checkpoints, oldest first (as on disk now: a
+    run may be writing and pruning beside a reader)."""
+    for _ in range(_MAX_PRUNED_RETRIES):
+      try:
+        self._manager.reload()
+        break
+      except FileNotFoundError:  # a step was pruned while being listed: list again
+        continue
     return sorted(self._manager.all_steps())
 
   def _checksum_file(self, step: int) -> Path:
@@ -233,14 +295,17 @@ class Checkpointer:
     """Saves ``state`` and the JSON ``position`` at ``state.step``, waits for
     the write, records its checksums, then drops the oldest checkpoints."""
     step = int(jax.device_get(state.step))
-    if jax.process_index() == 0:
-      self._directory.mkdir(parents=True, exist_ok=True)
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), feed=ocp.args.JsonSave(position)))
-    self._manager.wait_until_finished()
-    if jax.process_index() == 0:
-      self._checksum_file(step).parent.mkdir(exist_ok=True)
-      write_json(self._checksum_file(step), _file_digests(self._step_dir(step)))
+    try:
+      if jax.process_index() == 0:
+        self._directory.mkdir(parents=True, exist_ok=True)
+      self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), feed=ocp.args.JsonSave(position)))
+      self._manager.wait_until_finished()
+      if jax.process_index() == 0:
+        self._checksum_file(step).parent.mkdir(exist_ok=True)
+        write_json(self._checksum_file(step), _file_digests(self._step_dir(step)))
+    except OSError as e:  # nothing is pruned: the previous checkpoints stay
+      raise _write_error(e, self._step_dir(step)) from None
     for old in self.all_steps()[:-self._max_to_keep]:
       self._manager.delete(old)
       if jax.process_index() == 0:
@@ -252,9 +317,16 @@ class Checkpointer:
   def damage(self, step: int) -> str | None:
     """Why checkpoint ``step`` fails verification (None if it is intact).
 
-    A complete checkpoint without a checksum record (written by an older
-    version) is accepted unverified, with a warning.
+    A step folder without the two items (``state``, ``feed``) is incomplete
+    (e.g. a stray empty folder). A complete checkpoint without a checksum
+    record (written by an older version, or being recorded just now) is
+    accepted unverified, with a warning; `restore` then treats a failure to
+    read it as damage.
     """
+    missing_items = [item for item in ("state", "feed")
+                     if not (self._step_dir(step) / item).is_dir()]
+    if missing_items:
+      return f"incomplete: no {missing_items[0]}/ item"
     try:
       expected = json.loads(self._checksum_file(step).read_text())
     except FileNotFoundError:
@@ -263,7 +335,12 @@ class Checkpointer:
       return None
     except (OSError, ValueError):
       return "its checksum record is unreadable"
-    actual = _file_digests(self._step_dir(step))
+    try:
+      actual = _file_digests(self._step_dir(step))
+    except FileNotFoundError:  # pruned while read, or a file is missing
+      if not self._step_dir(step).exists():
+        return _PRUNED
+      raise
     missing = sorted(expected.keys() - actual.keys())
     if missing:
       return f"file {missing[0]} is missing"
@@ -272,6 +349,27 @@ class Checkpointer:
       return f"file {changed[0]} has changed (truncated or corrupted)"
     return None
 
+  def pinned(self, step: int) -> "Checkpointer":
+    """A read-only Checkpointer of a private copy of ``step`` made of hard
+    links (instant, no data copied): a run beside the reader may prune the
+    step, the linked files stay until `unpin`. Raises FileNotFoundError if
+    the step vanishes while it is linked."""
+    private = self._workdir / f".reading.{os.getpid()}"
+    shutil.rmtree(private, ignore_errors=True)
+    shutil.copytree(self._step_dir(step), private / CHECKPOINT_DIR / str(step),
+                    copy_function=os.link)
+    try:  # its verification record too: a failure to read it then means a mismatch
+      (private / CHECKSUM_DIR).mkdir()
+      shutil.copy(self._checksum_file(step), private / CHECKSUM_DIR)
+    except FileNotFoundError:
+      pass
+    return Checkpointer(private)
+
+  @staticmethod
+  def unpin(pinned: "Checkpointer") -> None:
+    pinned.close()
+    shutil.rmtree(pinned._workdir, ignore_errors=True)  # pylint: disable=protected-access
+
   def _set_aside(self, step: int) -> None:
     target = self._workdir / DAMAGED_DIR / str(step)
     target.parent.mkdir(exist_ok=True)
@@ -279,26 +377,32 @@ class Checkpointer:
     shutil.move(str(self._step_dir(step)), str(target))
     self._checksum_file(step).unlink(missing_ok=True)
 
-  def latest_step(self, *, set_aside: bool = True) -> int | None:
-    """Step of the newest intact checkpoint; None if there is none at all.
+  def _warn_damaged(self, step: int, reason: str, set_aside: bool) -> None:
+    print(f"warning: checkpoint {step} in {self._workdir} is damaged ({reason}); "
+          + (f"moved to {DAMAGED_DIR}/ and " if set_aside else "") + "skipped",
+          file=sys.stderr, flush=True)
+    if set_aside:
+      self._set_aside(step)
+
+  def latest_step(self, *, set_aside: bool = True, below: int | None = None) -> int | None:
+    """Step of the newest intact checkpoint (older than ``below`` if given);
+    None if there is none at all.
 
     Damaged newer ones are skipped with a warning and, if ``set_aside``,
     moved to ``damaged/`` (only a run holding the workdir's lock should).
     Process 0 verifies and every process gets its answer. Raises
     WorkdirError if checkpoints exist but none is intact.
     """
-    chosen, steps = -1, self.all_steps()
+    chosen, steps = -1, [s for s in self.all_steps() if below is None or s < below]
     if jax.process_index() == 0:
       for step in reversed(steps):
         reason = self.damage(step)
         if reason is None:
           chosen = step
           break
-        print(f"warning: checkpoint {step} in {self._workdir} is damaged ({reason}); "
-              + (f"moved to {DAMAGED_DIR}/ and " if set_aside else "") + "skipped",
-              file=sys.stderr, flush=True)
-        if set_aside:
-          self._set_aside(step)
+        if reason is _PRUNED:  # a run beside this reader pruned it: list again
+          return self.latest_step(set_aside=set_aside, below=below)
+        self._warn_damaged(step, reason, set_aside)
     chosen = _on_every_process(chosen)
     if set_aside:
       self._manager.reload()
@@ -307,10 +411,46 @@ class Checkpointer:
                          "warnings); move the workdir away to start over")
     return None if chosen < 0 else chosen
 
+  def newest_readable(self, read, *, set_aside: bool = True, start: int | None = None):
+    """``(step, read(step))`` for the newest intact checkpoint (from ``start``
+    down) that ``read`` can read; ``(None, None)`` if there is no checkpoint.
+
+    A `CheckpointDamaged` step is skipped with a warning (set aside if
+    ``set_aside``) and the previous one tried. A step that vanished while it
+    was read (a run beside this reader pruned it) makes the reader start
+    again from the newest one.
+    """
+    step = self.latest_step(set_aside=set_aside) if start is None else start
+    for _ in range(_MAX_PRUNED_RETRIES):
+      if step is None:
+        return None, None
+      try:
+        return step, read(step)
+      except Exception as e:  # pylint: disable=broad-except
+        if not self._step_dir(step).exists():  # pruned: a newer one exists
+          step = self.latest_step(set_aside=set_aside)
+          continue
+        if not isinstance(e, CheckpointDamaged):
+          raise
+        if jax.process_index() == 0:
+          self._warn_damaged(step, str(e), set_aside)
+        step = self.latest_step(set_aside=set_aside, below=step)
+        if step is None:
+          raise WorkdirError(f"no intact checkpoint left in {self._directory} (see the "
+                             "warnings); move the workdir away to start over") from None
+    raise WorkdirError(f"the checkpoints in {self._directory} were pruned "
+                       f"{_MAX_PRUNED_RETRIES} times while being read; re-run the command")
+
+  def _verified(self, step: int) -> bool:
+    return self._checksum_file(step).exists()
+
   def read_position(self, step: int) -> dict:
     """The saved JSON position of ``step`` without restoring the state."""
-    return self._manager.restore(
-        step, args=ocp.args.Composite(feed=ocp.args.JsonRestore())).feed
+    try:
+      return self._manager.restore(
+          step, args=ocp.args.Composite(feed=ocp.args.JsonRestore())).feed
+    except (OSError, ValueError, KeyError, TypeError) as e:
+      raise CheckpointDamaged(f"its data position is unreadable: {type(e).__name__}") from None
 
   def restore(self, abstract_state, step: int) -> tuple[Any, dict]:
     """(state, position) of the intact checkpoint ``step``.
@@ -322,7 +462,12 @@ class Checkpointer:
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract), feed=ocp.args.JsonRestore()))
-    except (ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError) as e:
+      if not self._verified(step):
+        # Without a checksum record, damage (e.g. a garbled _METADATA) and a
+        # state of another shape fail alike; the identity check already
+        # passed, so it is taken as damage and the previous step is tried.
+        raise CheckpointDamaged(f"unverified and unreadable: {type(e).__name__}") from None
       raise WorkdirError(f"checkpoint {step} in {self._directory} does not fit this "
                          f"run's state ({type(e).__name__}); use a new --workdir") from None
     return restored.state, restored.feed

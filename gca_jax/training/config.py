@@ -25,6 +25,7 @@ checkpoint written under a different identity.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import ml_collections
@@ -38,6 +39,11 @@ RUN_CONTROL_FIELDS = frozenset({
     "knn_k", "knn_temperature", "linear_probe", "linear_probe_steps",
     "linear_probe_learning_rate", "linear_probe_weight_decay",
 })
+# Fields of what a run trains whose default turns their feature off, i.e.
+# is exactly what a run stored before the field existed computed: the full
+# train split, the plain positive-pair target.
+FEATURE_OFF_DEFAULTS = frozenset({"train_examples", "target", "target_alpha",
+                                  "target_beta"})
 SMALL = "small"
 VARIANTS = (SMALL,)
 TARGETS = ("pairs", "domain", "class", "hierarchical")
@@ -295,7 +301,9 @@ _FIELD_RULES = {
     "momentum": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     "weight_decay": _NON_NEGATIVE,
     "warmup_epochs": _NON_NEGATIVE,
-    "batch_size": _INT_AT_LEAST_1,
+    # Two pairs at least: a contrastive loss needs a negative, and batch
+    # normalisation a batch statistic over more than one image.
+    "batch_size": (lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
     "epochs": _INT_AT_LEAST_1,
     "eval_every_epochs": _INT_AT_LEAST_0,
     "knn_k": _INT_AT_LEAST_1,
@@ -337,3 +345,36 @@ def check_fields(config) -> None:
       raise ConfigError(f"config.{dotted} is missing; start from "
                         "gca_jax.training.get_config()") from None
     _require(ok(value), dotted, allowed, value)
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = value
+  return flat
+
+
+def fill_later_fields(stored: dict) -> tuple[dict, list[str]]:
+  """A stored config (as JSON) with the fields added after it was written
+  set to their defaults, and the names of those fields.
+
+  Only where the default is what the stored run did: the run-control fields
+  (`RUN_CONTROL_FIELDS`: they change no result) and `FEATURE_OFF_DEFAULTS`.
+  Any other missing field stays missing (`check_fields` names it).
+  """
+  stored_flat, filled, result = _flatten(stored), [], copy.deepcopy(stored)
+  for dotted, default in _flatten(get_config().to_dict()).items():
+    top = dotted.split(".")[0]
+    if dotted in stored_flat or top in stored_flat:
+      continue
+    if top not in RUN_CONTROL_FIELDS and top not in FEATURE_OFF_DEFAULTS:
+      continue
+    node = result
+    for part in dotted.split(".")[:-1]:
+      node = node.setdefault(part, {})
+    node[dotted.split(".")[-1]] = default
+    filled.append(dotted)
+  return result, filled

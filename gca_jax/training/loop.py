@@ -18,7 +18,10 @@ A run goes through named phases:
    a failing evaluation loses no training.
 
 A workdir that holds a run is continued from its latest checkpoint; a
-finished one is left as it is. Throughput (``images_per_second``) counts
+finished one is left as it is, except that its training summary (kept in
+every checkpoint beside the data position) is written back to metrics.json
+when a stop between the final save and the metrics write, or a lost file,
+dropped it. Throughput (``images_per_second``) counts
 source images, i.e. pairs of views, and excludes compilation.
 """
 
@@ -109,10 +112,38 @@ def _open(config, workdir: Path, resume: bool) -> tuple[checkpoint.Checkpointer,
   return checkpointer, latest
 
 
-def _position(step: int, steps_per_epoch: int, sums: _EpochSums) -> dict:
+def _position(step: int, steps_per_epoch: int, sums: _EpochSums, epoch_means: dict,
+              invocation: dict) -> dict:
+  """What a checkpoint keeps beside the state: the data position, the
+  running sums of the epoch, and the training summary so far (the last
+  epoch's means and this invocation's start and timing), so that the
+  summary is recoverable if the process stops before metrics.json is written."""
   epoch, step_in_epoch = divmod(step, steps_per_epoch)
   return {"epoch": epoch, "step": step_in_epoch, "epoch_sums": sums.sums,
-          "epoch_count": sums.count}
+          "epoch_count": sums.count, "epoch_means": epoch_means, "invocation": invocation}
+
+
+def _training_results(steps: int, epochs: int, epoch_means: dict, timing: dict) -> dict:
+  """The training summary of metrics.json (``final_<metric>``: last epoch's means)."""
+  return {"epochs": epochs, "steps": steps, "final_loss": epoch_means.get("loss"), **timing,
+          **{f"final_{k}": v for k, v in epoch_means.items() if k != "loss"}}
+
+
+def _recover_summary(metrics_file, step: int, position: dict) -> dict:
+  """metrics.json, with the training summary of checkpoint ``step`` put back
+  from the checkpoint if it lacks it (the process stopped between the final
+  save and the metrics write, or the file was lost)."""
+  metrics = metrics_file.read()
+  if metrics.get("steps") == step:
+    return metrics
+  timing = dict(position.get("invocation", {}))
+  start_step = timing.pop("start_step", None)
+  reporting.log(f"{metrics_file.path} lacked the training summary of step {step}; "
+                "recovered it from that checkpoint")
+  return metrics_file.update(
+      _training_results(step, position["epoch"], position.get("epoch_means", {}), timing),
+      invocation={"command": "pretrain", "start_step": start_step, "end_step": step,
+                  **timing, "recovered_from_checkpoint": step})
 
 
 def _last_epoch(config) -> int:
@@ -155,10 +186,10 @@ def _run(config, objective, workdir: Path, checkpointer, latest: int | None,
   metrics_file = reporting.MetricsFile(workdir)
   position = {"epoch": 0, "step": 0}
   if latest is not None:
-    position = checkpointer.read_position(latest)
+    latest, position = checkpointer.newest_readable(checkpointer.read_position, start=latest)
     if position["epoch"] >= _last_epoch(config):
       if not _final_evaluation_missing(config, metrics_file, position["epoch"]):
-        return _already_complete(config, metrics_file, position["epoch"])
+        return _already_complete(config, metrics_file, latest, position)
       reporting.log("training is complete but its final evaluation is missing "
                     "(it failed or was interrupted); running it")
 
@@ -169,26 +200,25 @@ def _run(config, objective, workdir: Path, checkpointer, latest: int | None,
     checkpoint.write_config_json(workdir, config)
     state = run.initial_state()
   else:
-    state, position = restore_state(run, checkpointer, latest)
+    latest, (state, position) = checkpointer.newest_readable(
+        lambda step: restore_state(run, checkpointer, step), start=latest)
     reporting.log(f"resuming from step {latest} (epoch {position['epoch']})")
 
   # Phase 3: training.
   start_step = int(state.step)
   outputs = _Outputs(workdir, checkpointer, reporting.TensorBoard(workdir), metrics_file)
   try:
-    metrics = metrics_file.read()
-    if start_step < _last_epoch(config) * run.steps_per_epoch:  # else only the evaluation
+    if start_step < _last_epoch(config) * run.steps_per_epoch:
       trainer = _Trainer(run, state, position, outputs)
       state = trainer.train()
       steps = int(state.step)
-      results = {
-          "epochs": steps // run.steps_per_epoch, "steps": steps,
-          "final_loss": trainer.summary.get("loss"), **trainer.timing,
-          **{f"final_{k}": v for k, v in trainer.summary.items() if k != "loss"},
-      }
+      results = _training_results(steps, steps // run.steps_per_epoch, trainer.summary,
+                                  trainer.timing)
       invocation = {"command": "pretrain", "start_step": start_step, "end_step": steps,
                     **trainer.timing}
       metrics = metrics_file.update(results, invocation=invocation)
+    else:  # only the evaluation
+      metrics = _recover_summary(metrics_file, start_step, position)
     # Phase 4: final evaluation, after the final checkpoint.
     if int(state.step) == config.epochs * run.steps_per_epoch and config.linear_probe:
       metrics = _final_evaluation(run, state, outputs)
@@ -209,7 +239,7 @@ class _Trainer:
   def __init__(self, run: Run, state, position: dict, outputs: _Outputs):
     self.run, self.state, self.outputs = run, state, outputs
     self.step = int(state.step)
-    self.saved_step = self.step
+    self.start_step = self.saved_step = self.step
     self.sums = _EpochSums(position.get("epoch_sums"), position.get("epoch_count", 0))
     self.summary: dict = {}
     self.timing: dict = {}
@@ -237,9 +267,12 @@ class _Trainer:
           f"training diverged: the parameters are not finite after step {self.step}; the "
           f"latest checkpoint in {self.outputs.workdir} is the last finite state (lower "
           "config.learning_rate)")
+    invocation = {"start_step": self.start_step, "train_seconds": self.throughput.seconds,
+                  "images_per_second": self.throughput.images_per_second}
     with self.throughput.paused():
       self.outputs.checkpointer.save(
-          self.state, _position(self.step, self.run.steps_per_epoch, self.sums))
+          self.state, _position(self.step, self.run.steps_per_epoch, self.sums,
+                                self.summary, invocation))
     self.saved_step = self.step
 
   def train(self):
@@ -355,10 +388,12 @@ def _final_evaluation_missing(config, metrics_file, saved_epoch: int) -> bool:
                  for record in metrics_file.read().get("evaluations", []))
 
 
-def _already_complete(config, metrics_file, saved_epoch: int) -> TrainResult:
+def _already_complete(config, metrics_file, step: int, position: dict) -> TrainResult:
+  saved_epoch = position["epoch"]
+  metrics = _recover_summary(metrics_file, step, position)
   if saved_epoch >= config.epochs:
     reporting.log(f"run already complete: {metrics_file.path}")
   else:
     reporting.log(f"nothing to train: the checkpoint is at epoch {saved_epoch} and "
                   f"config.stop_after_epoch={config.stop_after_epoch}: {metrics_file.path}")
-  return TrainResult(None, {**metrics_file.read(), "already_complete": True})
+  return TrainResult(None, {**metrics, "already_complete": True})

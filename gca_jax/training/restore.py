@@ -33,6 +33,15 @@ def restore_state(run: Run, checkpointer: checkpoint.Checkpointer, step: int):
   return state, position
 
 
+def _restore_pinned(run: Run, checkpointer: checkpoint.Checkpointer, step: int):
+  """`restore_state` from a hard-linked copy of ``step`` (see `Checkpointer.pinned`)."""
+  pinned = checkpointer.pinned(step)
+  try:
+    return restore_state(run, pinned, step)
+  finally:
+    checkpoint.Checkpointer.unpin(pinned)
+
+
 def load_trained(workdir: str | Path, dataset=None) -> Trained:
   """The run in ``workdir`` and its newest intact checkpoint's state
   (``dataset``: the run's if given, else loaded from its config).
@@ -41,7 +50,7 @@ def load_trained(workdir: str | Path, dataset=None) -> Trained:
   """
   import ml_collections  # pylint: disable=g-import-not-at-top
   workdir = Path(workdir)
-  stored = checkpoint.read_config_json(workdir) if workdir.is_dir() else None
+  stored = checkpoint.read_config_json(workdir, note=True) if workdir.is_dir() else None
   if stored is None:
     raise checkpoint.WorkdirError(f"no run in {workdir} (no {checkpoint.CONFIG_FILE})")
   config = ml_collections.ConfigDict(stored)
@@ -52,7 +61,9 @@ def load_trained(workdir: str | Path, dataset=None) -> Trained:
       raise checkpoint.WorkdirError(f"no checkpoint in {workdir}")
     dataset = feeds.load_data(config) if dataset is None else dataset
     run = setup(config, dataset)
-    state, _ = restore_state(run, checkpointer, latest)
+    # A run beside this reader may prune ``latest`` meanwhile: the newest then.
+    _, (state, _) = checkpointer.newest_readable(
+        lambda step: _restore_pinned(run, checkpointer, step), set_aside=False, start=latest)
   finally:
     checkpointer.close()
   return Trained(run, state)

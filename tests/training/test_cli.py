@@ -40,6 +40,27 @@ def test_bad_input_gives_one_line_and_nonzero_exit(tmp_path, args, message):
   assert message in one_line_error(_pretrain(f"--workdir={tmp_path}", *args))
 
 
+@pytest.mark.parametrize("args,message", [
+    # The field rule, before the data, the model or config.json.
+    (["--config=gca_jax/training/config.py:small", "--config.batch_size=1"],
+     "error: config.batch_size must be an integer >= 2, got 1"),
+    # A config file's own error, not the traceback ml_collections flattens.
+    (["--config=experiments/configs/cifar10.py:tiny"],
+     "error: flag --config=experiments/configs/cifar10.py:tiny: unknown config variant "
+     "'tiny'; the allowed one is 'small' (e.g. --config=<file>.py:small)"),
+    # A group given a value: the field to set instead.
+    (["--config.model=resnet18"],
+     "error: --config.model=resnet18: config.model is a group of fields (its fields: dtype, "
+     "name, predictor_hidden_dim, projection_dim, projector_hidden_dim, stem, width), not a "
+     "value; set one, e.g. --config.model.name=resnet18"),
+])
+def test_unusable_config_is_one_exact_line_before_anything_is_written(tmp_path, args,
+                                                                      message):
+  workdir = tmp_path / "run"
+  assert one_line_error(_pretrain(f"--workdir={workdir}", *args)) == message
+  assert not workdir.exists()
+
+
 def test_config_file_with_a_syntax_error_gives_one_line(tmp_path):
   config_file = tmp_path / "broken.py"
   config_file.write_text("def get_config(:\n")

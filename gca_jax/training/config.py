@@ -43,7 +43,7 @@ RUN_CONTROL_FIELDS = frozenset({
 # is exactly what a run stored before the field existed computed: the full
 # train split, the plain positive-pair target.
 FEATURE_OFF_DEFAULTS = frozenset({"train_examples", "target", "target_alpha",
-                                  "target_beta"})
+                                  "target_beta", "target_alphas"})
 SMALL = "small"
 VARIANTS = (SMALL,)
 TARGETS = ("pairs", "domain", "class", "hierarchical")

@@ -180,7 +180,7 @@ def evaluate_corruptions(workdir: Path, corruptions, severity: int, smoke: bool)
 
 def evaluate_protocols(workdir: Path, protocols, **finetune_settings) -> dict:
   """Runs each of ``protocols`` the run in ``workdir`` has no result of
-  (`gca_jax.linear_eval.evaluate`, which merges it into metrics.json);
+  (`gca_jax.protocols.evaluate`, which merges it into metrics.json);
   returns the run's metrics."""
   for protocol in protocols:
     if PROTOCOLS[protocol] not in (runs.read_json(Path(workdir) / runs.METRICS) or {}):

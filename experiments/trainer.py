@@ -37,10 +37,10 @@ def train_and_evaluate(config, workdir: Path, dataset=None) -> dict:
 
 
 def evaluate(workdir: Path, protocol: str, **settings) -> dict:
-  """`gca_jax.linear_eval.evaluate` of the run in ``workdir`` by ``protocol``
+  """`gca_jax.protocols.evaluate` of the run in ``workdir`` by ``protocol``
   (merged into its metrics.json); returns the protocol's results."""
-  from gca_jax import linear_eval  # pylint: disable=g-import-not-at-top
-  return linear_eval.evaluate(Path(workdir), protocol, **settings)
+  from gca_jax import protocols  # pylint: disable=g-import-not-at-top
+  return protocols.evaluate(Path(workdir), protocol, **settings)
 
 
 def holds_checkpoint(workdir: Path) -> bool:

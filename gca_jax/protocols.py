@@ -1,0 +1,89 @@
+"""Evaluation protocols of a pre-trained run, by name: ``linear`` and ``finetune``.
+
+`evaluate(workdir, protocol, **settings)` restores the newest intact
+checkpoint of a workdir (and its ``config.json``) and runs one protocol:
+
+* ``linear`` (default): the encoder frozen, a linear softmax classifier
+  trained on its features of the un-augmented train split (full-batch
+  AdamW, `gca_jax.evaluation.linear_probe`), plus the kNN monitor. Fast,
+  and the standard frozen-feature probe; not the paper's CIFAR protocol.
+* ``finetune``: the protocol behind the paper's CIFAR numbers
+  (`gca_jax.finetune`): the whole encoder and a linear head trained with
+  augmentation; both the best test accuracy over the epochs (what the paper
+  reports: model selection on the test set) and the last epoch's are kept.
+
+Results are merged into ``workdir/metrics.json`` (each with its protocol)
+and written to TensorBoard. ``python -m gca_jax.linear_eval`` is its
+command line; experiments call `evaluate` directly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PROTOCOLS = ("linear", "finetune")
+# Protocol setting -> the config field whose rule it follows.
+SETTINGS = {"linear": {"steps": "linear_probe_steps",
+                       "learning_rate": "linear_probe_learning_rate",
+                       "weight_decay": "linear_probe_weight_decay"},
+            "finetune": {"epochs": "epochs", "batch_size": "batch_size"}}
+
+def evaluate(workdir: str | Path, protocol: str = "linear", **overrides) -> dict:
+  """Runs ``protocol`` on the run in ``workdir``; returns its results (also
+  merged into metrics.json). ``overrides``: the protocol's settings (linear:
+  ``steps``, ``learning_rate``, ``weight_decay``; finetune: ``epochs``,
+  ``batch_size``), None meaning the default."""
+  from gca_jax import evaluation  # pylint: disable=g-import-not-at-top
+  from gca_jax.training import checkpoint, reporting, restore  # pylint: disable=g-import-not-at-top
+  from gca_jax.training import config as config_lib  # pylint: disable=g-import-not-at-top
+  if protocol not in PROTOCOLS:
+    raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+  settings = {name: value for name, value in overrides.items() if value is not None}
+  for name, value in settings.items():  # before anything is loaded
+    if name not in SETTINGS[protocol]:
+      raise ValueError(f"--{name} is not a setting of the {protocol!r} protocol "
+                       f"(it takes {', '.join(SETTINGS[protocol])})")
+    config_lib.check_value(SETTINGS[protocol][name], value, f"--{name}")
+  workdir = Path(workdir)
+  checkpoint.check_writable(workdir, "linear_eval")
+  run, state = restore.load_trained(workdir)
+  config, dataset = run.config, run.dataset
+  step = int(state.step)
+  where = dict(step=step, epoch=step // run.steps_per_epoch,
+               tensorboard=reporting.TensorBoard(workdir),
+               metrics_file=reporting.MetricsFile(workdir),
+               train_examples=config.train_examples)
+  try:
+    if protocol == "finetune":
+      return _finetune(run, state, settings, where)
+    for name, value in settings.items():
+      config[SETTINGS[protocol][name]] = value
+    reporting.log(f"step {step}: embedding {len(dataset.train)} train and "
+                  f"{len(dataset.test)} test images, then a "
+                  f"{config.linear_probe_steps}-step linear probe...")
+    result = evaluation.evaluate_encoder(config, run.embed_fn, state.variables, dataset,
+                                         run.mesh, probe=True)
+    reporting.record_evaluation(result, **where)
+    return result
+  finally:
+    where["tensorboard"].close()
+
+
+def _finetune(run, state, settings: dict, where: dict) -> dict:
+  """The ``finetune`` protocol (`gca_jax.finetune`) of the restored run."""
+  from gca_jax import finetune  # pylint: disable=g-import-not-at-top
+  from gca_jax.training import reporting  # pylint: disable=g-import-not-at-top
+  tensorboard = where["tensorboard"]
+
+  def progress(finetune_epoch, epoch_metrics):
+    reporting.log(f"finetune epoch {finetune_epoch}: " + ", ".join(
+        f"{k} {v:.4f}" for k, v in epoch_metrics.items()))
+    tensorboard.write(finetune_epoch, epoch_metrics, "finetune/")
+
+  reporting.log(f"step {where['step']}: fine-tuning the whole encoder (the paper's CIFAR "
+                "protocol)...")
+  settings = finetune.FinetuneSettings(seed=run.config.seed, image_size=run.config.image_size,
+                                       **settings)
+  outcome = finetune.finetune(run.config.model, state.variables, run.dataset, settings,
+                              mesh=run.mesh, progress=progress)
+  return reporting.record_finetune(outcome, **where)

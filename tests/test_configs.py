@@ -64,6 +64,7 @@ def test_pretrain_refuses_an_unknown_config_name_in_one_line(tmp_path):
   assert "--config=cifar11:small" in error and "cifar10, cifar100" in error
 
 
+@pytest.mark.slow
 def test_pretrain_reads_a_named_config(tmp_path):
   # The default config trains on digits: an error about svhn's data means the
   # name was resolved to the packaged svhn config and loaded.

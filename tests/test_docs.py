@@ -111,6 +111,7 @@ def documented_parameters(html_dir, name: str):
   return None
 
 
+@pytest.mark.slow
 def test_docs_build_without_warnings(html_dir):
   for page in ("index", "losses", "own_training_loop", "notebooks", "api/methods",
                "api/losses", "api/targets", "api/projections", "api/sharded",

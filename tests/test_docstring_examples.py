@@ -33,6 +33,7 @@ def _examples(module):
 
 
 @pytest.mark.parametrize("name", MODULES)
+@pytest.mark.slow
 def test_docstring_examples(name):
   runner = doctest.DocTestRunner(optionflags=FLAGS, verbose=False)
   for test in _examples(importlib.import_module(name)):

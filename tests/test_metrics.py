@@ -93,6 +93,7 @@ def _views(kind, rng, n, d):
 
 
 @pytest.mark.parametrize("kind", ["independent", "dependent", "identical", "opposite"])
+@pytest.mark.slow
 def test_wdm_lower_bound_never_exceeds_the_exact_w1(kind, x64):
   rng = np.random.default_rng(["independent", "dependent", "identical",
                                "opposite"].index(kind))
@@ -130,6 +131,7 @@ def _noisy_views(noise_scale, n=256, d=4):
   return z, z + noise_scale * noise
 
 
+@pytest.mark.slow
 def test_wdm_sinkhorn_grows_with_dependence():
   values = [float(metrics.wdm_sinkhorn(*_noisy_views(s), key=jax.random.PRNGKey(1)))
             for s in (4.0, 2.0, 1.0, 0.5, 0.25, 0.1)]
@@ -137,6 +139,7 @@ def test_wdm_sinkhorn_grows_with_dependence():
   assert values[0] > 0
 
 
+@pytest.mark.slow
 def test_wdm_sinkhorn_is_near_zero_for_independent_views():
   z, _ = _noisy_views(0.0)
   _, dependent = _noisy_views(0.5)
@@ -162,6 +165,7 @@ def _ott_divergence(x, y, eps, iters):
 
 
 @pytest.mark.parametrize("eps, iters", [(0.1, 30), (0.5, 10), (0.05, 200)])
+@pytest.mark.slow
 def test_wdm_sinkhorn_matches_ott_sinkhorn_divergence(eps, iters, x64):
   """The same divergences from ott-jax, iterate for iterate.
 
@@ -184,6 +188,7 @@ def test_wdm_sinkhorn_matches_ott_sinkhorn_divergence(eps, iters, x64):
   np.testing.assert_allclose(ours, expected, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_wdm_sinkhorn_is_jittable_and_differentiable():
   z1, z2 = _noisy_views(0.5, n=32)
   key = jax.random.PRNGKey(2)
@@ -214,6 +219,7 @@ def test_wdm_sinkhorn_refuses_bad_settings(params, message):
     metrics.wdm_sinkhorn(z, z, key=jax.random.PRNGKey(0), **params)
 
 
+@pytest.mark.slow
 def test_docstring_examples_run():
   import doctest
 

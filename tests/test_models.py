@@ -17,6 +17,7 @@ def _shapes(model, image_size):
 @pytest.mark.parametrize("name,stem,size", [("resnet18", "cifar", 32),
                                             ("resnet50", "imagenet", 64),
                                             ("resnet_small", "cifar", 16)])
+@pytest.mark.slow
 def test_encoder_feature_dims_and_float32_params(name, stem, size):
   encoder = models.make_encoder(name, stem=stem, dtype=jnp.bfloat16)
   variables = _shapes(encoder, size)

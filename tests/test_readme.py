@@ -1,10 +1,12 @@
 """The README's code runs as written."""
 
+import pytest
 import re
 
 from tests.conftest import REPO_ROOT
 
 
+@pytest.mark.slow
 def test_readme_python_example_runs():
   readme = (REPO_ROOT / "README.md").read_text()
   blocks = re.findall(r"```python\n(.*?)```", readme, re.S)

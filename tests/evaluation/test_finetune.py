@@ -63,6 +63,7 @@ def changed(before, after):
                       before, after)
 
 
+@pytest.mark.slow
 def test_whole_encoder_and_head_are_trained(run):
   config, dataset, variables, result, _ = run
   initial = finetune.initial_variables(config, variables, dataset.num_classes, seed=3)

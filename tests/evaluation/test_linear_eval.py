@@ -39,6 +39,7 @@ def test_unknown_protocol_is_one_line(pretrained):
   assert result.returncode != 0 and "protocol" in result.stderr
 
 
+@pytest.mark.slow
 def test_truncated_metrics_json_is_kept_aside_and_the_result_saved(pretrained, capsys):
   from gca_jax import linear_eval
   metrics_path = pretrained / "metrics.json"
@@ -60,6 +61,7 @@ def test_truncated_metrics_json_is_kept_aside_and_the_result_saved(pretrained, c
     (["--protocol=finetune", "--epochs=-2"], "--epochs must be an integer >= 1"),
     (["--protocol=finetune", "--steps=5"], "--steps is not a setting of --protocol=finetune"),
 ])
+@pytest.mark.slow
 def test_bad_protocol_settings_are_refused_before_loading(pretrained, args, message):
   from tests.conftest import one_line_error
   result = run_module("gca_jax.linear_eval", f"--workdir={pretrained}", *args)

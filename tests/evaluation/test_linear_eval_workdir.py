@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import REPO_ROOT, SUBPROCESS_TIMEOUT, pretrain_env, tiny_config
 
 
+@pytest.mark.slow
 def test_linear_eval_beside_a_run_that_prunes_every_step(tmp_path):
   """With ``max_checkpoints=1`` and a save every step, the step the
   evaluation picks is pruned while it reads it: it goes on with the newest."""

@@ -1,10 +1,12 @@
 """The one-command accelerator check, in its tiny CPU mode."""
 
+import pytest
 import json
 
 from experiments import accelerator_check
 
 
+@pytest.mark.slow
 def test_smoke_writes_every_section(tmp_path):
   assert accelerator_check.main(["--smoke", f"--out={tmp_path}"]) == 0
   report = json.loads((tmp_path / "accelerator_check.json").read_text())

@@ -1,10 +1,12 @@
 """`python -m experiments.claims` at a tiny N: the JSON has every row, positive FLOPs."""
 
+import pytest
 import json
 
 from tests.conftest import one_line_error, run_module
 
 
+@pytest.mark.slow
 def test_smoke_writes_every_row(tmp_path):
   result = run_module("experiments.claims", "--flops_n=16", "--sizes=8,16", "--dim=8",
                       "--iters=3", "--repeats=1", f"--out={tmp_path}")
@@ -24,6 +26,7 @@ def test_smoke_writes_every_row(tmp_path):
   assert "GCA-UOT faster than INCE" in (tmp_path / "claims.md").read_text()
 
 
+@pytest.mark.slow
 def test_bad_sizes_are_one_line_errors(tmp_path):
   result = run_module("experiments.claims", "--sizes=7", f"--out={tmp_path}")
   assert "--sizes must be even integers >= 4" in one_line_error(result)

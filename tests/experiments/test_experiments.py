@@ -67,6 +67,7 @@ def section(report: str, title: str) -> list[str]:
   return lines[start:end]
 
 
+@pytest.mark.slow
 def test_table2_smoke_runs_skips_finished_runs_and_reports(tmp_path):
   root = tmp_path / "table2"
   out = run_entry_point("table2", "--smoke", f"--root={root}", "--protocols=linear,finetune")
@@ -102,6 +103,7 @@ def test_table2_smoke_runs_skips_finished_runs_and_reports(tmp_path):
   assert len(table_rows("\n".join(finetune), "GCA-UOT")) == 1
 
 
+@pytest.mark.slow
 def test_sensitivity_smoke(tmp_path):
   root = tmp_path / "sensitivity"
   run_entry_point("sensitivity", "--smoke", f"--root={root}", "--eps_values=0.5,1.0",
@@ -114,6 +116,7 @@ def test_sensitivity_smoke(tmp_path):
   assert len(table_rows(report, "GCA-UOT (digits, published)")) == 2  # eps and iters tables
 
 
+@pytest.mark.slow
 def test_pacs_domains_smoke(tmp_path):
   root = tmp_path / "pacs"
   run_entry_point("pacs_domains", "--smoke", f"--root={root}", "--alphas=1")
@@ -128,6 +131,7 @@ def test_pacs_domains_smoke(tmp_path):
   assert len(table_rows(report, "digits")) == 1
 
 
+@pytest.mark.slow
 def test_plans_smoke(tmp_path):
   out = tmp_path / "plans"
   run_entry_point("plans", "--smoke", f"--out={out}")
@@ -140,6 +144,7 @@ def test_plans_smoke(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["table2", "sensitivity", "pacs_domains", "plans", "report"])
+@pytest.mark.slow
 def test_entry_points_have_help(name):
   """Every entry point documents itself (``--help`` exits 0 without JAX work)."""
   out = run_entry_point(name, "--help", timeout=300)
@@ -152,6 +157,7 @@ def test_entry_points_have_help(name):
     (["--override", "epochs=2"], "unknown flag '--override'"),
     (["--methods=NOPE"], "unknown methods NOPE"),
 ])
+@pytest.mark.slow
 def test_bad_flags_end_in_one_line(tmp_path, args, message):
   error = run_entry_point("table2", "--smoke", f"--root={tmp_path}", *args,
                           expect_failure=True, timeout=300)
@@ -160,6 +166,7 @@ def test_bad_flags_end_in_one_line(tmp_path, args, message):
 
 
 @pytest.mark.parametrize("name", ["sensitivity", "pacs_domains", "plans"])
+@pytest.mark.slow
 def test_plotting_experiments_without_matplotlib_fail_at_once(tmp_path, name):
   """Without matplotlib: one line naming the install command, before any run."""
   hide = ("import runpy, sys; sys.modules['matplotlib'] = None; sys.argv[0] = 'x'; "
@@ -211,6 +218,7 @@ def test_smoke_configs_are_the_small_config_with_overrides_on_top():
   assert full.model.name == "resnet50" and full.batch_size == 512
 
 
+@pytest.mark.slow
 def test_train_step_benchmark_measures_and_analyses_the_training_step():
   """The benchmark's functions on a tiny bfloat16 step: the timed step is the
   trainer's (finite loss), and the memory analysis adds up."""

@@ -26,6 +26,7 @@ def test_the_four_notebooks_exist():
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
+@pytest.mark.slow
 def test_notebook_runs_in_small_mode(name, tmp_path, monkeypatch):
   copy = tmp_path / name
   shutil.copy(NOTEBOOK_DIR / name, copy)

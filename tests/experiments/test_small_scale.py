@@ -17,6 +17,7 @@ def test_spearman_ranks_with_ties():
   assert math.isnan(spearman([1, 1, 1], [1, 2, 3]))
 
 
+@pytest.mark.slow
 def test_smoke_writes_the_table_and_skips_finished_runs(tmp_path):
   root = tmp_path / "runs"
   out = run_entry_point("small_scale", "--smoke", "--seeds=0", f"--root={root}",

@@ -32,6 +32,7 @@ def smoke(tmp_path_factory):
   return results, out
 
 
+@pytest.mark.slow
 def test_smoke_table_has_every_claim_once(smoke):
   results, _ = smoke
   rows = results["claims"]

@@ -231,6 +231,7 @@ def eight_device_report():
 
 
 @pytest.mark.parametrize("pairing", ["joint", "cross"])
+@pytest.mark.slow
 def test_eight_devices_hold_the_rows_of_the_global_plan(eight_device_report, pairing):
   report = eight_device_report[pairing]
   size = 4 * DEVICES if pairing == "joint" else 2 * DEVICES

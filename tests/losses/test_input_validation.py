@@ -45,6 +45,7 @@ EVERY_LOSS = {
 
 @pytest.mark.parametrize("bad", [NAN, INF, -INF])
 @pytest.mark.parametrize("name", sorted(EVERY_LOSS))
+@pytest.mark.slow
 def test_non_finite_embedding_gives_non_finite_loss(name, bad):
   z1, z2 = _views()
   fn = jax.jit(EVERY_LOSS[name])
@@ -53,6 +54,7 @@ def test_non_finite_embedding_gives_non_finite_loss(name, bad):
 
 
 @pytest.mark.parametrize("name", sorted(EVERY_LOSS))
+@pytest.mark.slow
 def test_zero_row_still_gives_finite_loss_and_gradient(name):
   z1, z2 = _views()
   value, grad = jax.value_and_grad(EVERY_LOSS[name])(z1.at[0].set(0.0), z2)

@@ -92,6 +92,7 @@ def test_domain_target_changes_what_is_aligned(x64):
 
 
 @pytest.mark.parametrize("name", GCA_LOSSES)
+@pytest.mark.slow
 def test_unrolled_gradients_match_finite_differences(name, x64):
   z1, z2 = _views(batch=4, dim=5, dtype=jnp.float64)
   loss = jax.jit(functools.partial(losses.get(name), eps=0.3, iters=3))
@@ -113,6 +114,7 @@ def test_byol_target_gets_no_gradient():
 
 
 @pytest.mark.parametrize("eps", [0.01, 0.05, 0.1, 0.5])
+@pytest.mark.slow
 def test_float32_large_batch_is_finite(eps):
   """Every loss and its gradient at N = 1024, float32, down to eps = 0.01."""
   z1, z2 = _views(batch=512, dim=32, seed=3)
@@ -143,6 +145,7 @@ def test_float32_large_batch_is_finite_in_every_grad_mode(eps, grad_mode):
     assert np.all(np.isfinite(grad)), (name, eps, grad_mode)
 
 
+@pytest.mark.slow
 def test_bfloat16_embeddings_are_computed_in_float32():
   z1, z2 = _views(dtype=jnp.bfloat16)
   value, grad = jax.value_and_grad(losses.gca_uot)(z1, z2)
@@ -153,6 +156,7 @@ def test_bfloat16_embeddings_are_computed_in_float32():
 
 
 @pytest.mark.parametrize("name", ALL_LOSSES)
+@pytest.mark.slow
 def test_zero_embedding_row_gives_finite_loss(name):
   z1, z2 = _views()
   z1 = z1.at[0].set(0.0)
@@ -194,6 +198,7 @@ def test_misuse_raises_a_clear_error(call, message):
 # Transformations: jit, grad, vmap.
 
 
+@pytest.mark.slow
 class TransformationsTest(chex.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
@@ -240,6 +245,7 @@ def test_public_names_are_importable_from_the_package():
 
 
 @pytest.mark.parametrize("name", ALL_LOSSES)
+@pytest.mark.slow
 def test_every_loss_returns_diagnostics_on_request(name):
   z1, z2 = _views()
   loss = losses.get(name)

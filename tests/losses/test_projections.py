@@ -23,6 +23,7 @@ def _problem(n, seed=0):
 @pytest.mark.parametrize("n", [8, 64, 512])
 @pytest.mark.parametrize("eps", [0.05, 0.1, 0.5])
 @pytest.mark.parametrize("balanced", [True, False])
+@pytest.mark.slow
 def test_plan_matches_ott_sinkhorn(n, eps, balanced, x64):
   """Same iterations from the same start give ott-jax's plan to round-off.
 
@@ -72,6 +73,7 @@ def test_unbalanced_marginal_error_settles(x64):
 
 
 @pytest.mark.parametrize("name", ["gca_ince", "gca_rince", "gca_uot", "iot"])
+@pytest.mark.slow
 def test_scaling_and_log_forms_agree(name, x64):
   z1, z2 = jax.random.normal(jax.random.PRNGKey(2), (2, 32, 16))
   loss = losses.get(name)
@@ -99,6 +101,7 @@ def test_auto_form_switches_at_the_documented_limit():
 
 
 @pytest.mark.parametrize("name", ["gca_ince", "gca_uot", "iot_uni"])
+@pytest.mark.slow
 def test_implicit_gradient_matches_unrolled_at_convergence(name, x64):
   z1, z2 = jax.random.normal(jax.random.PRNGKey(3), (2, 16, 8))
   loss = losses.get(name)
@@ -112,6 +115,7 @@ def test_implicit_gradient_matches_unrolled_at_convergence(name, x64):
 
 
 @pytest.mark.parametrize("name", ["gca_ince", "gca_uot", "gca_rince", "iot"])
+@pytest.mark.slow
 def test_all_grad_modes_give_the_same_value(name, x64):
   z1, z2 = jax.random.normal(jax.random.PRNGKey(4), (2, 16, 8))
   modes = ["unroll", "detach"] + (["implicit"] if name != "gca_rince" else [])
@@ -138,6 +142,7 @@ def test_detach_drops_the_potentials_from_the_gradient(x64):
   assert not np.allclose(detached, grad("unroll"))
 
 
+@pytest.mark.slow
 def test_implicit_memory_does_not_grow_with_iterations():
   """The implicit backward stores no per-iteration residuals."""
   z1, z2 = jax.random.normal(jax.random.PRNGKey(6), (2, 256, 16))
@@ -152,6 +157,7 @@ def test_implicit_memory_does_not_grow_with_iterations():
 
 
 @pytest.mark.parametrize("balanced", [True, False])
+@pytest.mark.slow
 def test_unrolled_gradient_matches_ott(balanced, x64):
   """d<W, P>/dC through 6 unrolled iterations, ours against ott-jax.
 

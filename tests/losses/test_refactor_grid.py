@@ -182,6 +182,7 @@ def test_the_grid_has_enough_cases():
 
 
 @pytest.mark.parametrize("dtype_name", ["float32", "float64"])
+@pytest.mark.slow
 def test_values_and_gradients_are_bitwise_those_of_the_fixture(dtype_name):
   if dtype_name == "float64":
     results = _with_x64(lambda: evaluate(dtype_name))

@@ -35,6 +35,7 @@ _GROUPS = _groups()
 
 
 @pytest.mark.parametrize("group", sorted(_GROUPS))
+@pytest.mark.slow
 def test_fixture_cases_match_loss_and_gradients(group, x64):
   data, meta = _load()
   indices = _GROUPS[group]

@@ -80,6 +80,7 @@ def _direct(z1, z2, *, eps, iters, tau_a, tau_b, kernel, pairing="joint",
 @pytest.mark.parametrize("tau_a, tau_b", [(0.5, 0.5), (0.3, 1.0), (1.0, 0.7),
                                           (1.0, 1.0)])
 @pytest.mark.parametrize("eps", [0.2, 0.5])
+@pytest.mark.slow
 def test_robust_term_matches_direct_implementation(kernel, tau_a, tau_b, eps,
                                                    x64):
   z1, z2 = _views()
@@ -114,6 +115,7 @@ def test_relaxed_gca_rince_is_iterated_on_the_similarity_kernel(tau, x64):
 
 @pytest.mark.parametrize("kernel", ["similarity", "cost"])
 @pytest.mark.parametrize("pairing", ["joint", "cross"])
+@pytest.mark.slow
 def test_every_term_uses_the_plan_of_the_chosen_kernel(kernel, pairing, x64):
   """CE, robust and plan terms, uniform marginals, a start ``v``, no final
   row step (the GCA-UOT layout), a matrix target: all on one plan."""

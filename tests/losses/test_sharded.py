@@ -133,6 +133,7 @@ def _assert_equal_to_single_device(name, devices=4, batch=12, *, tolerance=1e-10
 
 @pytest.mark.parametrize("pairing", ["joint", "cross"])
 @pytest.mark.parametrize("name", sorted(sharded.SHARDED_LOSSES))
+@pytest.mark.slow
 def test_every_sharded_loss_equals_the_single_device_loss(name, pairing, x64):
   _assert_equal_to_single_device(name, pairing=pairing)
 
@@ -151,6 +152,7 @@ def test_every_sharded_loss_equals_the_single_device_loss(name, pairing, x64):
     dict(eps=0.05, iters=30),
 ], ids=str)
 @pytest.mark.parametrize("name", ["gca_ince", "gca_uot", "iot_uni"])
+@pytest.mark.slow
 def test_options_of_the_projection_and_geometry(name, params, x64):
   _assert_equal_to_single_device(name, **params)
 
@@ -158,6 +160,7 @@ def test_options_of_the_projection_and_geometry(name, params, x64):
 @pytest.mark.parametrize("params", [
     dict(tau_a=0.7), dict(grad_mode="detach"), dict(form="log"),
     dict(self_mask="max_cost")], ids=str)
+@pytest.mark.slow
 def test_robust_term_options(params, x64):
   # A relaxed similarity kernel shifts the marginals; a balanced one shifts u.
   _assert_equal_to_single_device("gca_rince", **params)
@@ -166,6 +169,7 @@ def test_robust_term_options(params, x64):
 @pytest.mark.parametrize("target", ["domain", "class"])
 @pytest.mark.parametrize("pairing", ["joint", "cross"])
 @pytest.mark.parametrize("name", GCA_LOSSES + ["infonce"])
+@pytest.mark.slow
 def test_target_plans(name, pairing, target, x64):
   params = dict(w_rince=0.5) if name == "gca_uot" else {}  # y sums T / u_j
   _assert_equal_to_single_device(name, pairing=pairing, target=target,
@@ -173,11 +177,13 @@ def test_target_plans(name, pairing, target, x64):
 
 
 @pytest.mark.parametrize("devices,batch", [(2, 4), (3, 6), (6, 6)])
+@pytest.mark.slow
 def test_any_number_of_devices_and_one_row_each(devices, batch, x64):
   _assert_equal_to_single_device("gca_uot", devices=devices, batch=batch,
                                  target="domain", w_rince=0.3)
 
 
+@pytest.mark.slow
 def test_float32_within_1e_5():
   x1, x2, w, ids = _data(64, dtype=jnp.float32)
   for name in GCA_LOSSES:
@@ -221,6 +227,7 @@ def test_joint_row_order():
   np.testing.assert_array_equal(positives, (row_index + 6) % 12)
 
 
+@pytest.mark.slow
 def test_one_device_shard_map_equals_the_single_device_loss(x64):
   mesh = Mesh(np.asarray(jax.devices()[:1]), (AXIS,))
   x1, x2, w, ids = _data(8)
@@ -242,6 +249,7 @@ def test_one_device_shard_map_equals_the_single_device_loss(x64):
   assert _relative(grads, ref_grads) <= 1e-12
 
 
+@pytest.mark.slow
 def test_a_non_finite_row_on_one_device_makes_every_loss_nan():
   x1, x2, w, ids = _data(8, dtype=jnp.float32)
   x1 = x1.at[5, 0].set(jnp.nan)  # a row of the last of 4 devices
@@ -429,6 +437,7 @@ def eight_device_report(tmp_path_factory):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("case", CONTRACT_CASES,
                          ids=lambda case: _case_id(case, "")[:-1])
+@pytest.mark.slow
 def test_eight_devices_value_and_gradient_equal_one_device(
     eight_device_report, case, dtype):
   result = eight_device_report[_case_id(case, dtype)]

@@ -1,11 +1,13 @@
 """BYOL: the EMA target gets no gradient, and the loss decreases."""
 
+import pytest
 import jax
 import numpy as np
 
 from tests.conftest import flat, tiny_config
 
 
+@pytest.mark.slow
 def test_byol_target_is_pure_ema_and_loss_decreases():
   from gca_jax import models, training
   from gca_jax.training import feeds

@@ -36,6 +36,7 @@ def _pretrain(*args, cwd=REPO_ROOT):
     # A typo names the field and the likely one, without an escaped repr.
     (["--config.epoch=3"], '''flag: 'epoch' Did you mean "epochs" instead of "epoch"?'''),
 ])
+@pytest.mark.slow
 def test_bad_input_gives_one_line_and_nonzero_exit(tmp_path, args, message):
   assert message in one_line_error(_pretrain(f"--workdir={tmp_path}", *args))
 
@@ -81,6 +82,7 @@ def _save_dummy_checkpoint(workdir):
   checkpointer.close()
 
 
+@pytest.mark.slow
 def test_workdir_of_another_run_gives_one_line(tmp_path):
   (tmp_path / "config.json").write_text(json.dumps({"loss": "infonce"}))
   _save_dummy_checkpoint(tmp_path)
@@ -88,6 +90,7 @@ def test_workdir_of_another_run_gives_one_line(tmp_path):
   assert "another run" in one_line_error(result)
 
 
+@pytest.mark.slow
 def test_failed_start_leaves_no_run_identity(tmp_path):
   # config.json alone (no checkpoint) is what a failed start leaves: it must
   # not block the workdir, and a failed start must not write one.
@@ -102,6 +105,7 @@ def test_failed_start_leaves_no_run_identity(tmp_path):
   assert "another run" not in result.stderr and "nope" in result.stderr, result.stderr
 
 
+@pytest.mark.slow
 def test_linear_eval_of_a_missing_workdir_creates_nothing(tmp_path):
   workdir = tmp_path / "typo"
   result = run_module("gca_jax.linear_eval", f"--workdir={workdir}")

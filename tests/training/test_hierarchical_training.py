@@ -119,6 +119,7 @@ def _four_device_report() -> dict:
   return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_sharded_scope_on_four_devices_equals_the_global_plan(tmp_path_factory):
   report = computed_once(tmp_path_factory, "hierarchical_four_devices", _four_device_report)
   assert report["loss4"] == pytest.approx(report["loss1"], rel=1e-5), report

@@ -9,6 +9,7 @@ exactly the batches of an uninterrupted one (its final parameters are
 compared bitwise: same programs, same inputs, on CPU).
 """
 
+import pytest
 import json
 
 import numpy as np
@@ -24,6 +25,7 @@ def test_dataset_is_lazy(pacs_root, lazy_pacs):
   assert dataset.image_shape == (32, 32, 3)
 
 
+@pytest.mark.slow
 def test_host_fed_run_trains_and_evaluates(pacs_root, lazy_pacs, tmp_path):
   from gca_jax import training
   from gca_jax.training import restore
@@ -50,6 +52,7 @@ def test_host_fed_run_trains_and_evaluates(pacs_root, lazy_pacs, tmp_path):
     np.testing.assert_allclose(streamed, in_memory, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_stop_and_resume_equals_uninterrupted_run(pacs_root, lazy_pacs, tmp_path):
   from gca_jax import training
   config = host_config(pacs_root)
@@ -103,6 +106,7 @@ def test_host_loader_reads_the_device_fed_batches(pacs_root, lazy_pacs):
   loader.close_iterator(resumed)
 
 
+@pytest.mark.slow
 def test_host_fed_training_equals_device_fed_training(pacs_root, lazy_pacs, tmp_path,
                                                       monkeypatch):
   from gca_jax import training

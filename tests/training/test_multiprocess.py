@@ -10,6 +10,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 import numpy as np
 
 from tests.conftest import (ATOL, REPO_ROOT, RTOL, SUBPROCESS_TIMEOUT, max_violation,
@@ -59,6 +61,7 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one_process_with_four_devices(tmp_path):
   port = _free_port()
   cmd = lambda out, n, i: [sys.executable, __file__, "worker", str(out), str(port),

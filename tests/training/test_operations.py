@@ -37,6 +37,7 @@ def _pretrain_args(workdir, *extra):
           *extra]
 
 
+@pytest.mark.slow
 def test_plain_rerun_continues_a_stopped_run(tmp_path, uninterrupted):
   first = run_module("gca_jax.pretrain", *_pretrain_args(tmp_path, "--config.stop_after_epoch=1"))
   assert first.returncode == 0, first.stderr[-3000:]
@@ -52,6 +53,7 @@ def test_plain_rerun_continues_a_stopped_run(tmp_path, uninterrupted):
   assert "config differs in: seed" in one_line_error(refused)
 
 
+@pytest.mark.slow
 def test_sigterm_mid_epoch_saves_the_step_and_the_rerun_matches(tmp_path, uninterrupted):
   args = [sys.executable, "-m", "gca_jax.pretrain",
           *_pretrain_args(tmp_path, "--config.log_every_steps=3")]
@@ -94,6 +96,7 @@ def _scalars(workdir, tag):
   return points
 
 
+@pytest.mark.slow
 def test_logs_checkpoints_and_history_survive_resume_and_linear_eval(tmp_path, capsys):
   from gca_jax import linear_eval, training
   config = tiny_config(epochs=2, log_every_steps=5, checkpoint_every_steps=7,
@@ -122,6 +125,7 @@ def test_logs_checkpoints_and_history_survive_resume_and_linear_eval(tmp_path, c
   assert _scalars(tmp_path, "eval/linear_probe_acc")
 
 
+@pytest.mark.slow
 def test_final_checkpoint_is_written_before_the_final_evaluation(tmp_path, monkeypatch):
   from gca_jax import evaluation, training
 
@@ -182,6 +186,7 @@ def _largest_file(directory):
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
+@pytest.mark.slow
 def test_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path, capsys, damage):
   from gca_jax import training
   from gca_jax.training import checkpoint, restore
@@ -229,6 +234,7 @@ def test_missing_config_json_refuses_to_resume(tmp_path):
     training.train_and_evaluate(tiny_config(epochs=1, loss="infonce"), tmp_path)
 
 
+@pytest.mark.slow
 def test_a_diverging_run_stops_and_keeps_the_last_finite_checkpoint(tmp_path):
   from gca_jax import training
   from gca_jax.training import loop
@@ -271,6 +277,7 @@ def _truncated_config_json(workdir):
     (lambda p: p.write_text("a file"), [SMALL, "--workdir=/dev/null/run"], "cannot write"),
     (_truncated_config_json, [], "config.json is unreadable"),
 ])
+@pytest.mark.slow
 def test_unusable_workdirs_give_one_line(tmp_path, setup_workdir, args, message):
   workdir = tmp_path / "workdir"
   setup_workdir(workdir)

@@ -42,6 +42,7 @@ def _same_params(workdir, expected):
 
 
 @pytest.mark.parametrize("loss", ["deleted", "truncated"])
+@pytest.mark.slow
 def test_a_finished_run_whose_metrics_are_lost_gets_its_summary_back(tmp_path, finished,
                                                                        capsys, loss):
   from gca_jax import training
@@ -60,6 +61,7 @@ def test_a_finished_run_whose_metrics_are_lost_gets_its_summary_back(tmp_path, f
   assert stored["invocations"][-1]["start_step"] == 0
 
 
+@pytest.mark.slow
 def test_a_stop_between_the_final_save_and_the_metrics_loses_nothing(tmp_path, finished,
                                                                       monkeypatch):
   """SIGTERM or kill -9 after the final checkpoint, before metrics.json: the
@@ -92,6 +94,7 @@ def test_a_stop_between_the_final_save_and_the_metrics_loses_nothing(tmp_path, f
   assert json.loads((tmp_path / "metrics.json").read_text()) == stored
 
 
+@pytest.mark.slow
 def test_an_unverified_damaged_latest_checkpoint_falls_back_to_the_previous(
     tmp_path, finished, capsys):
   from gca_jax import training
@@ -108,6 +111,7 @@ def test_an_unverified_damaged_latest_checkpoint_falls_back_to_the_previous(
   _same_params(workdir, finished[2])
 
 
+@pytest.mark.slow
 def test_a_stray_empty_step_folder_is_set_aside(tmp_path, finished, capsys):
   from gca_jax import training
   from gca_jax.training import restore
@@ -121,6 +125,7 @@ def test_a_stray_empty_step_folder_is_set_aside(tmp_path, finished, capsys):
   assert (workdir / "damaged" / "999").is_dir()
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_and_the_same_command_resumes(tmp_path, finished,
                                                               monkeypatch):
   import orbax.checkpoint as ocp
@@ -161,6 +166,7 @@ def _drop_from_config_json(workdir, *fields):
   (workdir / "config.json").write_text(json.dumps(stored))
 
 
+@pytest.mark.slow
 def test_a_config_json_predating_a_field_takes_its_default_with_a_note(tmp_path, finished):
   workdir = _copy(finished[0], tmp_path)
   _drop_from_config_json(workdir, "data_workers", "target")

@@ -13,6 +13,7 @@ from tests.conftest import (REPO_ROOT, SUBPROCESS_TIMEOUT, pretrain_env, saved_p
                             tiny_config)
 
 
+@pytest.mark.slow
 def test_stop_and_resume_equals_uninterrupted_run(tmp_path):
   from gca_jax import training
   straight = training.train_and_evaluate(tiny_config(), tmp_path / "straight").metrics
@@ -63,6 +64,7 @@ def _pretrain(workdir, *extra):
           "--config.linear_probe=False", *extra]
 
 
+@pytest.mark.slow
 def test_sigkilled_run_resumes_from_last_complete_checkpoint(tmp_path):
   checkpoints = tmp_path / "checkpoints"
   process = subprocess.Popen(_pretrain(tmp_path), env=pretrain_env(), cwd=REPO_ROOT,

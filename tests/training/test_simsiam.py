@@ -88,6 +88,7 @@ def test_paper_preset_is_the_published_recipe():
   assert (config.weight_decay, config.batch_size) == (5e-4, 512)
 
 
+@pytest.mark.slow
 def test_trains_on_digits_without_collapse_and_beats_random_init(tmp_path):
   from gca_jax import training
   from gca_jax.training import feeds

@@ -78,6 +78,7 @@ def eight_device_report(tmp_path_factory):
   return computed_once(tmp_path_factory, "eight_device_report", _eight_device_report)
 
 
+@pytest.mark.slow
 def test_eight_devices_global_plan_equals_one_device(eight_device_report):
   report = eight_device_report
   np.testing.assert_allclose(report["loss8"], report["loss1"], rtol=RTOL)

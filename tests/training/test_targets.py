@@ -28,12 +28,14 @@ def _loss(config, ids=None):
 DOMAINS = np.arange(BATCH, dtype=np.int32) % 3
 
 
+@pytest.mark.slow
 def test_domain_target_with_zero_weights_is_the_pairs_target():
   pairs = _loss(_config())
   domain = _loss(_config(target="domain"), DOMAINS)
   assert domain == pairs  # bitwise: the same objective
 
 
+@pytest.mark.slow
 def test_domain_and_class_targets_change_the_loss():
   pairs = _loss(_config())
   domain = _loss(_config(target="domain", target_alpha=0.5, target_beta=0.1), DOMAINS)
@@ -74,6 +76,7 @@ def test_domain_target_needs_a_dataset_with_domains():
   assert "\n" not in str(error.value)
 
 
+@pytest.mark.slow
 def test_host_fed_domain_target_equals_device_fed(pacs_root, lazy_pacs, tmp_path,
                                                    monkeypatch):
   """Host-fed batches take their domains by index; the device-fed path

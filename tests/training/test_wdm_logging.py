@@ -1,5 +1,6 @@
 """The WDM lower bound reaches the train logs, metrics.json and every evaluation record."""
 
+import pytest
 import json
 import struct
 
@@ -10,6 +11,7 @@ import numpy as np
 from tests.conftest import tiny_config
 
 
+@pytest.mark.slow
 def test_train_and_evaluation_logs_carry_the_wdm_bound(tmp_path, capsys):
   from gca_jax import training
   config = tiny_config(epochs=2, log_every_steps=5, eval_every_epochs=1, linear_probe=True,

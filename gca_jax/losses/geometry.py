@@ -27,7 +27,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gca_jax.losses import collectives
+from gca_jax.losses import arguments, collectives
 
 PAIRINGS = ("joint", "cross")
 SELF_MASKS = ("exclude", "max_cost", "lowered")
@@ -200,7 +200,8 @@ def batch_geometry(
       code), ``"lowered"`` lowers their similarity by ``max S`` (the
       published RINCE: self logit ``s_ii - max s``). Ignored for
       ``"cross"``, which has no self pairs.
-    similarity_floor: ``None`` or ``f``: ``S`` is clamped from below at ``f``.
+    similarity_floor: ``None`` or ``f`` in ``[-1, 1)``: ``S`` is clamped from
+      below at ``f``.
     axis_name: ``None`` (the whole batch), or, inside :func:`jax.shard_map`,
       the mesh axis the batch is sharded over: ``z1, z2`` are then this
       device's ``b`` examples, the columns are gathered from every device,
@@ -217,6 +218,7 @@ def batch_geometry(
   if self_mask not in SELF_MASKS:
     raise ValueError(
         f"self_mask must be one of {SELF_MASKS}, got {self_mask!r}.")
+  similarity_floor = arguments.check_similarity_floor(similarity_floor)
   dtype = compute_dtype(jnp.result_type(z1, z2))
   z1 = l2_normalize(z1.astype(dtype))
   z2 = l2_normalize(z2.astype(dtype))
@@ -252,7 +254,9 @@ def batch_geometry(
   cost_bound = MAX_COSINE_COST
   if similarity_floor is not None:
     similarity = jnp.maximum(similarity, similarity_floor)
-    cost_bound = min(cost_bound, 1.0 - float(similarity_floor))
+    floor = arguments.concrete(similarity_floor)
+    if floor is not None:  # a traced floor keeps the bound of any cosine
+      cost_bound = min(cost_bound, 1.0 - floor)
   cost = 1.0 - similarity
   excluded = None
   if pairing == "joint":

@@ -32,6 +32,9 @@ from gca_jax.losses import arguments, collectives
 PAIRINGS = ("joint", "cross")
 SELF_MASKS = ("exclude", "max_cost", "lowered")
 
+# Rows whose largest entry exceeds this are scaled down before normalising.
+_HUGE = 2.0 ** 64
+
 #: Largest cost a normalised pair can have (antipodal embeddings).
 MAX_COSINE_COST = 2.0
 
@@ -83,12 +86,31 @@ def l2_normalize(z: jax.Array, axis: int = -1) -> jax.Array:
   * a zero row (``m = 0``) maps to a zero row with a zero gradient: the
     divisors are replaced by 1 *before* anything is differentiated;
   * a row holding NaN or inf has ``m`` NaN or inf, which is not 0, and maps
-    to a NaN row, so a loss of it is not finite.
+    to a NaN row, so a loss of it is not finite;
+  * a row whose ``m`` is beyond ``2^64`` (up to the dtype's largest finite
+    value) is first scaled by ``2^-64``, exactly: XLA divides by ``m``
+    through its reciprocal, which for ``m`` near the largest value is
+    subnormal and flushed to zero;
+  * a row whose ``m`` is subnormal (below the smallest normal number,
+    ``1.2e-38`` in float32) reads as a zero row where the backend flushes
+    subnormals to zero (XLA on CPU and GPU).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from gca_jax.losses import l2_normalize
+    >>> l2_normalize(jnp.array([[3.0, 4.0], [0.0, 0.0], [1.5e38, 2e38]]))
+    Array([[0.6, 0.8],
+           [0. , 0. ],
+           [0.6, 0.8]], dtype=float32)
   """
   if z.shape[axis] == 0:
     raise ValueError(
         f"cannot normalise along an empty axis (shape {z.shape}, axis {axis}).")
   scale = jax.lax.stop_gradient(jnp.max(jnp.abs(z), axis=axis, keepdims=True))
+  # A power of two, so exact; a factor 1 elsewhere keeps those rows (and
+  # their gradients, signed zeros included) bit for bit.
+  prescale = jnp.where(scale > _HUGE, 1.0 / _HUGE, 1.0).astype(z.dtype)
+  z, scale = z * prescale, scale * prescale
   nonzero = scale != 0  # True for NaN and inf, which must propagate
   scaled = z / jnp.where(nonzero, scale, 1.0)
   # Between 1 and D for a finite non-zero row, so its square root is safe.

@@ -83,6 +83,33 @@ def test_normalisation_is_scale_invariant_in_float32(scale):
                              geometry.l2_normalize(z), rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("jit", [False, True])
+def test_normalisation_up_to_the_largest_float32(jit):
+  z, _ = _views(dim=64)
+  normalize = jax.jit(geometry.l2_normalize) if jit else geometry.l2_normalize
+  largest = float(jnp.finfo(jnp.float32).max)
+  for peak in (largest, 0.5 * largest, 2.0 ** 64 * 1.5):
+    huge = (z / jnp.max(jnp.abs(z), axis=1, keepdims=True)) * jnp.float32(peak)
+    assert np.all(np.isfinite(huge))
+    np.testing.assert_allclose(normalize(huge), geometry.l2_normalize(z),
+                               rtol=1e-6, atol=1e-7)
+  z1, z2 = _views()
+  huge = (z1 / jnp.max(jnp.abs(z1))) * jnp.float32(largest)
+  value, grad = jax.value_and_grad(losses.gca_uot)(huge, z2)
+  np.testing.assert_allclose(value, losses.gca_uot(z1, z2), rtol=1e-6)
+  assert np.all(np.isfinite(grad))
+
+
+def test_subnormal_rows_read_as_zero_rows_in_float32():
+  # The documented range: a row whose largest entry is below the smallest
+  # normal float32 is flushed to zero by XLA; one just above is normalised.
+  tiny = float(jnp.finfo(jnp.float32).tiny)
+  z = jnp.array([[0.3 * tiny, 0.4 * tiny], [3.0 * tiny, 4.0 * tiny]], jnp.float32)
+  out = np.asarray(jax.jit(geometry.l2_normalize)(z))
+  np.testing.assert_array_equal(out[0], [0.0, 0.0])
+  np.testing.assert_allclose(out[1], [0.6, 0.8], rtol=1e-6)
+
+
 @pytest.mark.parametrize("scale", [1e19, 1e-20])
 @pytest.mark.parametrize("name", ["infonce", "gca_uot", "gca_rince", "iot_uni",
                                   "byol", "reference/gca_ince"])

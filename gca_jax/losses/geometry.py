@@ -233,6 +233,15 @@ def batch_geometry(
 
   Returns:
     A :class:`BatchGeometry`.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from gca_jax.losses import batch_geometry
+    >>> z1, z2 = jnp.array([[1.0, 0.0], [0.0, 1.0]]), jnp.array([[2.0, 0.0], [1.0, 1.0]])
+    >>> geometry = batch_geometry(z1, z2, pairing="cross")
+    >>> geometry.cost.round(4), geometry.positives
+    (Array([[0.    , 0.2929],
+           [1.    , 0.2929]], dtype=float32), Array([0, 1], dtype=int32))
   """
   check_pair(z1, z2, min_rows=2 if axis_name is None else 1)
   if pairing not in PAIRINGS:

@@ -4,8 +4,9 @@ Every check runs while a loss is traced, so a bad concrete argument fails at
 once with one line naming it and its allowed values, and nothing runs inside
 a jitted step. A traced argument (a jitted or vmapped one) cannot be read at
 trace time: :func:`concrete` says so by returning ``None``, and the check
-leaves it to the numerics (a traced marginal or target that is out of range
-gives a non-finite loss, never a finite wrong one).
+leaves it to the numerics: a traced scalar out of range is returned as NaN
+(:func:`nan_unless`), a traced marginal or target entry out of range
+becomes NaN, so the loss is not finite, never a finite wrong one.
 
 Examples:
   >>> from gca_jax.losses import arguments

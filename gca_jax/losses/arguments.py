@@ -4,8 +4,9 @@ Every check runs while a loss is traced, so a bad concrete argument fails at
 once with one line naming it and its allowed values, and nothing runs inside
 a jitted step. A traced argument (a jitted or vmapped one) cannot be read at
 trace time: :func:`concrete` says so by returning ``None``, and the check
-leaves it to the numerics (a traced marginal or target that is out of range
-gives a non-finite loss, never a finite wrong one).
+leaves it to the numerics: a traced scalar out of range is returned as NaN
+(:func:`nan_unless`), a traced marginal or target entry out of range
+becomes NaN, so the loss is not finite, never a finite wrong one.
 
 Examples:
   >>> from gca_jax.losses import arguments
@@ -20,13 +21,16 @@ from __future__ import annotations
 import difflib
 import math
 import operator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gca_jax.losses.geometry import BatchGeometry
+from gca_jax.losses import collectives
+
+if TYPE_CHECKING:  # geometry checks its own arguments with this module
+  from gca_jax.losses.geometry import BatchGeometry
 
 FORMS = ("auto", "log", "scaling")
 GRAD_MODES = ("unroll", "implicit", "detach")
@@ -113,31 +117,80 @@ def check_choice(name: str, value, allowed: tuple[str, ...]) -> None:
     raise ValueError(f"{name} must be {choices}, got {value!r}.")
 
 
-def check_eps(eps) -> None:
+def nan_unless(valid, value):
+  """``value`` where ``valid``, else NaN: a traced argument out of range.
+
+  The check cannot run at trace time, so the argument itself becomes NaN and
+  with it the loss and every gradient, its own included (a product, not a
+  ``where``, whose unselected branch would get a zero gradient); under
+  :func:`jax.vmap`, only the problems whose argument is out of range. A valid
+  value is multiplied by 1: unchanged, bit for bit, and so is its gradient.
+  """
+  return value * jnp.where(valid, 1.0, jnp.nan)
+
+
+def check_eps(eps):
+  """``eps``, which must be finite and > 0 (traced: NaN if it is not)."""
   value = concrete(eps)
-  if value is not None and not 0 < value < math.inf:
+  if value is None:
+    return nan_unless((eps > 0) & (eps < jnp.inf), eps)
+  if not 0 < value < math.inf:
     raise ValueError(f"eps must be > 0 and finite, got {eps}.")
+  return eps
 
 
-def check_q(q) -> None:
+def check_q(q):
+  """``q``, which must be in ``(0, 1]`` (traced: NaN if it is not)."""
   value = concrete(q)
-  if value is not None and not 0 < value <= 1:
+  if value is None:
+    return nan_unless((q > 0) & (q <= 1), q)
+  if not 0 < value <= 1:
     raise ValueError(f"q must be in (0, 1], got {q}.")
+  return q
 
 
-def check_nonnegative(name: str, value) -> None:
+def check_nonnegative(name: str, value):
+  """``value``, which must be finite and >= 0 (traced: NaN if it is not)."""
   checked = concrete(value)
-  if checked is not None and not 0 <= checked < math.inf:
+  if checked is None:
+    return nan_unless((value >= 0) & (value < jnp.inf), value)
+  if not 0 <= checked < math.inf:
     raise ValueError(f"{name} must be finite and >= 0, got {value}.")
+  return value
 
 
-def check_relaxation(name: str, tau) -> None:
-  """A concrete relaxation must be in ``(0, 1]``; a traced one is trusted."""
+def check_relaxation(name: str, tau):
+  """``tau``, which must be in ``(0, 1]`` (traced: NaN if it is not)."""
   value = concrete(tau)
-  if value is not None and not 0.0 < value <= 1.0:
+  if value is None:
+    return nan_unless((tau > 0) & (tau <= 1), tau)
+  if not 0.0 < value <= 1.0:
     raise ValueError(
         f"{name} must be in (0, 1] (1: balanced; rho / (rho + eps) for a "
         f"KL-relaxed marginal), got {tau}.")
+  return tau
+
+
+def check_similarity_floor(floor):
+  """``None`` or a floor in ``[-1, 1)`` (traced: NaN if it is not).
+
+  A floor of 1 or more clamps every similarity to the same value, so the
+  loss is constant and its gradient zero; below -1 it clamps nothing.
+  """
+  if floor is None:
+    return None
+  value = concrete(floor)
+  if value is None:
+    return nan_unless((floor >= -1) & (floor < 1), floor)
+  if not -1.0 <= value < 1.0:
+    raise ValueError(
+        f"similarity_floor must be None or in [-1, 1), got {floor}.")
+  return floor
+
+
+def is_zero(weight) -> bool:
+  """Whether ``weight`` is statically 0 (its term is dropped); traced: no."""
+  return concrete(weight) == 0.0
 
 
 def is_one(tau) -> bool:
@@ -149,7 +202,7 @@ def relaxation(rho, eps, name: str = "rho"):
   """``tau = rho / (rho + eps)`` of a KL-relaxed marginal of weight ``rho``.
 
   ``rho = inf`` is the hard constraint (``tau = 1``, balanced); ``rho`` must
-  be > 0 (a concrete value is checked, a traced one is trusted).
+  be > 0 (a traced one out of range gives a NaN ``tau``).
   """
   value = concrete(rho)
   if value is not None:
@@ -158,7 +211,13 @@ def relaxation(rho, eps, name: str = "rho"):
           f"{name} must be > 0 (inf: a balanced marginal), got {rho}.")
     if value == math.inf:
       return 1.0
-  return rho / (rho + eps)
+    return rho / (rho + eps)
+  hard = rho == jnp.inf
+  # inf / (inf + eps) is NaN, in the value and in the gradient of the
+  # unselected branch: a finite stand-in keeps both clean.
+  finite_rho = jnp.where(hard, 1.0, rho)
+  tau = jnp.where(hard, 1.0, finite_rho / (finite_rho + eps))
+  return nan_unless(rho > 0, tau)
 
 
 def scaling_form_is_safe(cost_bound: float, eps, dtype) -> bool:
@@ -266,6 +325,53 @@ def log_marginal(marginal, size: int, dtype, name: str,
         f"{name} must have shape ({size},), got {marginal.shape}.")
   valid = (marginal > 0) & (marginal < jnp.inf)
   return jnp.where(valid, jnp.log(jnp.where(valid, marginal, 1.0)), jnp.nan)
+
+
+def _static_mass(marginal, size: int):
+  """Total mass of a marginal known at trace time, else ``None``."""
+  if isinstance(marginal, str):
+    return 1.0 if marginal == "uniform" else float(size)
+  if isinstance(marginal, jax.core.Tracer):
+    return None
+  return float(np.sum(np.asarray(marginal, np.float64)))
+
+
+def check_balanced_masses(log_a, log_b, marginals, tau_a, tau_b, rows: int,
+                          axis_name=None):
+  """``(log_a, log_b)``, checked against each other for a balanced plan.
+
+  A plan with both marginals hard (``tau_a = tau_b = 1``) exists only if
+  ``sum a = sum b``; otherwise each iteration moves the potentials by the
+  log of the ratio and they leave the float range after some iterations.
+  Concrete marginals of a balanced plan with unequal masses are refused;
+  when a marginal or a relaxation is traced, both become NaN instead (at
+  once, not after the drift; ``log_b`` too because it reaches the loss
+  without passing an ``exp``, which XLA's CPU kernels do not always keep
+  NaN through). The masses may differ by the square root
+  of the dtype's resolution (sums computed in a different order). ``rows``:
+  the global number of rows; ``marginals``: the pair as given.
+  """
+  if not all(concrete(tau) in (None, 1.0) for tau in (tau_a, tau_b)):
+    return log_a, log_b  # a relaxed side absorbs any difference of mass
+  rtol = float(np.sqrt(jnp.finfo(log_a.dtype).eps))
+  mass_a = _static_mass(marginals[0], rows) if axis_name is None or isinstance(
+      marginals[0], str) else None
+  mass_b = _static_mass(marginals[1], log_b.shape[0])
+  if None not in (mass_a, mass_b, concrete(tau_a), concrete(tau_b)):
+    if not math.isclose(mass_a, mass_b, rel_tol=rtol):
+      raise ValueError(
+          f"marginals of a balanced plan (tau_a = tau_b = 1) must have equal "
+          f"total mass, got sum a = {mass_a:.6g} and sum b = {mass_b:.6g}; "
+          f"rescale one, or relax a side (tau < 1).")
+    return log_a, log_b
+  row_mass = (jnp.sum(jnp.exp(log_a)) if axis_name is None
+              else collectives.total(jnp.exp(log_a), axis_name))
+  column_mass = jnp.sum(jnp.exp(log_b))
+  equal = jnp.abs(row_mass - column_mass) <= rtol * jnp.maximum(row_mass,
+                                                                column_mass)
+  relaxed = (jnp.asarray(tau_a) != 1) | (jnp.asarray(tau_b) != 1)
+  valid = equal | relaxed
+  return nan_unless(valid, log_a), nan_unless(valid, log_b)
 
 
 def _check_target_values(target, has_excluded_self_pairs: bool) -> None:

@@ -92,19 +92,24 @@ def _align(
 ):
   # The body of the public gca_loss (built below with this signature, the
   # one place where the losses' defaults are written).
-  arguments.check_eps(eps)
+  # Each check returns its argument: a concrete one unchanged (or refused),
+  # a traced one NaN where it is out of range.
+  eps = arguments.check_eps(eps)
   iters = arguments.check_iters(iters)
-  arguments.check_relaxation("tau_a", tau_a)
-  arguments.check_relaxation("tau_b", tau_b)
-  for name, weight in (("w_ce", w_ce), ("w_rince", w_rince),
-                       ("w_plan", w_plan), ("lambda_p", lambda_p)):
-    arguments.check_nonnegative(name, weight)
-  if w_rince:
-    arguments.check_q(q)
-    arguments.check_nonnegative("lam", lam)
+  tau_a = arguments.check_relaxation("tau_a", tau_a)
+  tau_b = arguments.check_relaxation("tau_b", tau_b)
+  w_ce, w_rince, w_plan, lambda_p = (
+      arguments.check_nonnegative(name, weight)
+      for name, weight in (("w_ce", w_ce), ("w_rince", w_rince),
+                           ("w_plan", w_plan), ("lambda_p", lambda_p)))
+  has_ce, has_rince, has_plan, has_uniform = (
+      not arguments.is_zero(weight) for weight in (w_ce, w_rince, w_plan, lambda_p))
+  if has_rince:
+    q = arguments.check_q(q)
+    lam = arguments.check_nonnegative("lam", lam)
   arguments.check_choice("rince_kernel", rince_kernel, arguments.RINCE_KERNELS)
   balanced = arguments.is_one(tau_a) and arguments.is_one(tau_b)
-  if grad_mode == "implicit" and w_rince and iters > 0 and balanced:
+  if grad_mode == "implicit" and has_rince and iters > 0 and balanced:
     # Balanced potentials are defined up to (alpha - c, beta + c); the plan
     # is not, but x and y of the robust term are. The fixed point does not
     # pin c down, so its implicit derivative does not exist.
@@ -121,12 +126,16 @@ def _align(
   all_rows = (rows if axis_name is None
               else rows * collectives.axis_size(axis_name))
   similarity_kernel = rince_kernel == "similarity"
-  if w_rince and similarity_kernel:
+  if has_rince and similarity_kernel:
     arguments.check_robust_range(eps, q, lam, all_rows, dtype)
   marginal_a, marginal_b = (marginals if isinstance(marginals, (tuple, list))
                             else (marginals, marginals))
   log_a = arguments.log_marginal(marginal_a, rows, dtype, "marginals (a)", all_rows)
   log_b = arguments.log_marginal(marginal_b, cols, dtype, "marginals (b)")
+  if iters > 0:  # with no column step the masses need not match
+    log_a, log_b = arguments.check_balanced_masses(
+        log_a, log_b, (marginal_a, marginal_b), tau_a, tau_b, all_rows,
+        axis_name)
   if init_log_v is not None:
     init_log_v = jnp.broadcast_to(jnp.asarray(init_log_v, dtype), (cols,))
   target = arguments.normalized_target(target, geometry)
@@ -154,12 +163,12 @@ def _align(
   positives = geometry.positives
 
   loss = jnp.zeros((), dtype)
-  if w_ce:
+  if has_ce:
     # Row normalisation removes any constant factor of the kernel.
     row_lse = ops.row_lse(log_v)
     loss += w_ce * terms.alignment_cross_entropy(log_kernel, log_v, row_lse,
                                             positives, target, axis_name)
-  if w_rince:
+  if has_rince:
     # Potentials of the kernel c K (see above).
     robust_log_u = log_u if shifted_marginals else log_u - log_scale
     loss += w_rince * terms.robust_term(log_kernel, robust_log_u, log_v, positives,
@@ -168,15 +177,15 @@ def _align(
                                    axis_name=axis_name,
                                    row_index=geometry.row_index)
   log_plan = None
-  if w_plan or lambda_p or return_aux:
+  if has_plan or has_uniform or return_aux:
     # u (c K) v: with shifted marginals the potentials are those of c K.
     log_plan = projection.log_plan(log_kernel)
     if shifted_marginals:
       log_plan = log_plan + log_scale
-  if w_plan:
+  if has_plan:
     loss += w_plan * terms.plan_log_likelihood(log_plan, positives, target,
                                           axis_name)
-  if lambda_p:
+  if has_uniform:
     loss += lambda_p * terms.uniform_negatives_kl(log_plan, axis_name,
                                              geometry.row_index)
   if not return_aux:
@@ -195,7 +204,7 @@ def _infonce(z1, z2, *, eps, pairing, self_mask, similarity_floor, target,
         z1, z2, eps=eps, **_HS_INCE, marginals="ones", pairing=pairing,
         self_mask=self_mask, similarity_floor=similarity_floor, target=target,
         return_aux=return_aux, axis_name=axis_name), return_aux)
-  arguments.check_eps(eps)
+  eps = arguments.check_eps(eps)
   geometry = batch_geometry(z1, z2, pairing=pairing, self_mask=self_mask,
                             similarity_floor=similarity_floor)
   target = arguments.normalized_target(target, geometry)
@@ -217,9 +226,9 @@ def _rince(z1, z2, *, eps, lam, q, pairing, self_mask, similarity_floor,
         z1, z2, eps=eps, **_HS_RINCE, marginals="ones", lam=lam, q=q,
         pairing=pairing, self_mask=self_mask, similarity_floor=similarity_floor,
         return_aux=return_aux, axis_name=axis_name), return_aux)
-  arguments.check_eps(eps)
-  arguments.check_q(q)
-  arguments.check_nonnegative("lam", lam)
+  eps = arguments.check_eps(eps)
+  q = arguments.check_q(q)
+  lam = arguments.check_nonnegative("lam", lam)
   geometry = batch_geometry(z1, z2, pairing=pairing, self_mask=self_mask,
                             similarity_floor=similarity_floor)
   arguments.check_robust_range(eps, q, lam, geometry.cost.shape[0],
@@ -244,7 +253,7 @@ def _with_exact_row_marginals(result, return_aux: bool):
 
 
 def _gca_uot(z1, z2, *, eps, rho_a, rho_b, **options):
-  arguments.check_eps(eps)
+  eps = arguments.check_eps(eps)
   tau_a = arguments.relaxation(rho_a, eps, "rho_a")
   tau_b = arguments.relaxation(rho_b, eps, "rho_b")
   return _align(z1, z2, eps=eps, tau_a=tau_a, tau_b=tau_b, **options)

@@ -27,10 +27,13 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gca_jax.losses import collectives
+from gca_jax.losses import arguments, collectives
 
 PAIRINGS = ("joint", "cross")
 SELF_MASKS = ("exclude", "max_cost", "lowered")
+
+# Rows whose largest entry exceeds this are scaled down before normalising.
+_HUGE = 2.0 ** 64
 
 #: Largest cost a normalised pair can have (antipodal embeddings).
 MAX_COSINE_COST = 2.0
@@ -83,12 +86,31 @@ def l2_normalize(z: jax.Array, axis: int = -1) -> jax.Array:
   * a zero row (``m = 0``) maps to a zero row with a zero gradient: the
     divisors are replaced by 1 *before* anything is differentiated;
   * a row holding NaN or inf has ``m`` NaN or inf, which is not 0, and maps
-    to a NaN row, so a loss of it is not finite.
+    to a NaN row, so a loss of it is not finite;
+  * a row whose ``m`` is beyond ``2^64`` (up to the dtype's largest finite
+    value) is first scaled by ``2^-64``, exactly: XLA divides by ``m``
+    through its reciprocal, which for ``m`` near the largest value is
+    subnormal and flushed to zero;
+  * a row whose ``m`` is subnormal (below the smallest normal number,
+    ``1.2e-38`` in float32) reads as a zero row where the backend flushes
+    subnormals to zero (XLA on CPU and GPU).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from gca_jax.losses import l2_normalize
+    >>> l2_normalize(jnp.array([[3.0, 4.0], [0.0, 0.0], [1.5e38, 2e38]]))
+    Array([[0.6, 0.8],
+           [0. , 0. ],
+           [0.6, 0.8]], dtype=float32)
   """
   if z.shape[axis] == 0:
     raise ValueError(
         f"cannot normalise along an empty axis (shape {z.shape}, axis {axis}).")
   scale = jax.lax.stop_gradient(jnp.max(jnp.abs(z), axis=axis, keepdims=True))
+  # A power of two, so exact; a factor 1 elsewhere keeps those rows (and
+  # their gradients, signed zeros included) bit for bit.
+  prescale = jnp.where(scale > _HUGE, 1.0 / _HUGE, 1.0).astype(z.dtype)
+  z, scale = z * prescale, scale * prescale
   nonzero = scale != 0  # True for NaN and inf, which must propagate
   scaled = z / jnp.where(nonzero, scale, 1.0)
   # Between 1 and D for a finite non-zero row, so its square root is safe.
@@ -200,7 +222,8 @@ def batch_geometry(
       code), ``"lowered"`` lowers their similarity by ``max S`` (the
       published RINCE: self logit ``s_ii - max s``). Ignored for
       ``"cross"``, which has no self pairs.
-    similarity_floor: ``None`` or ``f``: ``S`` is clamped from below at ``f``.
+    similarity_floor: ``None`` or ``f`` in ``[-1, 1)``: ``S`` is clamped from
+      below at ``f``.
     axis_name: ``None`` (the whole batch), or, inside :func:`jax.shard_map`,
       the mesh axis the batch is sharded over: ``z1, z2`` are then this
       device's ``b`` examples, the columns are gathered from every device,
@@ -210,6 +233,15 @@ def batch_geometry(
 
   Returns:
     A :class:`BatchGeometry`.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from gca_jax.losses import batch_geometry
+    >>> z1, z2 = jnp.array([[1.0, 0.0], [0.0, 1.0]]), jnp.array([[2.0, 0.0], [1.0, 1.0]])
+    >>> geometry = batch_geometry(z1, z2, pairing="cross")
+    >>> geometry.cost.round(4), geometry.positives
+    (Array([[0.    , 0.2929],
+           [1.    , 0.2929]], dtype=float32), Array([0, 1], dtype=int32))
   """
   check_pair(z1, z2, min_rows=2 if axis_name is None else 1)
   if pairing not in PAIRINGS:
@@ -217,6 +249,7 @@ def batch_geometry(
   if self_mask not in SELF_MASKS:
     raise ValueError(
         f"self_mask must be one of {SELF_MASKS}, got {self_mask!r}.")
+  similarity_floor = arguments.check_similarity_floor(similarity_floor)
   dtype = compute_dtype(jnp.result_type(z1, z2))
   z1 = l2_normalize(z1.astype(dtype))
   z2 = l2_normalize(z2.astype(dtype))
@@ -252,7 +285,9 @@ def batch_geometry(
   cost_bound = MAX_COSINE_COST
   if similarity_floor is not None:
     similarity = jnp.maximum(similarity, similarity_floor)
-    cost_bound = min(cost_bound, 1.0 - float(similarity_floor))
+    floor = arguments.concrete(similarity_floor)
+    if floor is not None:  # a traced floor keeps the bound of any cosine
+      cost_bound = min(cost_bound, 1.0 - floor)
   cost = 1.0 - similarity
   excluded = None
   if pairing == "joint":

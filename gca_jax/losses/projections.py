@@ -240,6 +240,16 @@ def sinkhorn(
   Raises:
     ValueError: for a shape that does not match ``log_kernel``, a concrete
       ``tau`` outside ``(0, 1]``, or an unknown ``form``/``grad_mode``.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from gca_jax.losses import projections
+    >>> log_kernel = jnp.log(jnp.array([[2.0, 1.0], [1.0, 2.0]]))
+    >>> uniform = jnp.log(jnp.full(2, 0.5))
+    >>> out = projections.sinkhorn(log_kernel, uniform, uniform, iters=5)
+    >>> plan = jnp.exp(out.log_plan(log_kernel))  # rows and columns sum to 1/2
+    >>> print([[f"{p:.3f}" for p in row] for row in plan.tolist()])
+    [['0.333', '0.167'], ['0.167', '0.333']]
   """
   iters = check_iters(iters)
   check_choice("grad_mode", grad_mode, GRAD_MODES)
@@ -256,9 +266,12 @@ def sinkhorn(
                               axis_name=axis_name)
 
   if grad_mode == "implicit" and iters > 0:
+    # The relaxations are primal inputs, not static ones: a traced tau (a
+    # jitted or vmapped eps or rho) must not leak out of the custom_vjp.
+    dtype = log_kernel.dtype
     log_u, log_v, errors = _implicit_iterate(
-        form, iters, tau_a, tau_b, axis_name, log_kernel, log_a, log_b,
-        init_log_v)
+        form, iters, axis_name, jnp.asarray(tau_a, dtype),
+        jnp.asarray(tau_b, dtype), log_kernel, log_a, log_b, init_log_v)
   else:
     ops = kernel_ops(log_kernel, form, axis_name)
     log_u, log_v, errors = iterate(ops, log_a, log_b, log_u0, init_log_v)
@@ -270,8 +283,8 @@ def sinkhorn(
   return ProjectionOutput(log_u, log_v, jax.lax.stop_gradient(errors))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3, 4))
-def _implicit_iterate(form, iters, tau_a, tau_b, axis_name, log_kernel, log_a,
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _implicit_iterate(form, iters, axis_name, tau_a, tau_b, log_kernel, log_a,
                       log_b, init_log_v):
   ops = kernel_ops(log_kernel, form, axis_name)
   log_u0 = jnp.zeros(log_kernel.shape[0], log_kernel.dtype)
@@ -280,16 +293,15 @@ def _implicit_iterate(form, iters, tau_a, tau_b, axis_name, log_kernel, log_a,
                   axis_name=axis_name)
 
 
-def _implicit_fwd(form, iters, tau_a, tau_b, axis_name, log_kernel, log_a,
+def _implicit_fwd(form, iters, axis_name, tau_a, tau_b, log_kernel, log_a,
                   log_b, init_log_v):
-  out = _implicit_iterate(form, iters, tau_a, tau_b, axis_name, log_kernel,
+  out = _implicit_iterate(form, iters, axis_name, tau_a, tau_b, log_kernel,
                           log_a, log_b, init_log_v)
   _, log_v, _ = out
-  return out, (log_kernel, log_a, log_b, log_v, init_log_v)
+  return out, (tau_a, tau_b, log_kernel, log_a, log_b, log_v, init_log_v)
 
 
-def _implicit_bwd(form, iters, tau_a, tau_b, axis_name, residuals,
-                  cotangents):
+def _implicit_bwd(form, iters, axis_name, residuals, cotangents):
   """Adjoint of the fixed point ``beta* = F(beta*)``, ``F = col ∘ row``.
 
   With ``alpha* = R(beta*)``, the loss's cotangents ``(ᾱ, β̄)`` give
@@ -304,29 +316,33 @@ def _implicit_bwd(form, iters, tau_a, tau_b, axis_name, residuals,
   a ``psum``); the series then solves the adjoint of the system in which
   each device holds its own copy of ``beta``, whose fixed point and
   derivative are those of the unsharded one.
+
+  The relaxations ``tau_a, tau_b`` are differentiated like the marginals
+  (``rho`` and ``eps`` reach the gradient through them as well).
   """
-  log_kernel, log_a, log_b, log_v, init_log_v = residuals
+  tau_a, tau_b, log_kernel, log_a, log_b, log_v, init_log_v = residuals
   log_u_bar, log_v_bar, _ = cotangents
 
-  def row(beta, log_kernel, log_a):
+  def row(beta, log_kernel, log_a, tau_a):
     return _row_step(kernel_ops(log_kernel, form), beta, log_a, tau_a)
 
-  def fixed_point_map(beta, log_kernel, log_a, log_b):
+  def fixed_point_map(beta, log_kernel, log_a, log_b, tau_a, tau_b):
     ops = kernel_ops(log_kernel, form, axis_name)
     return _col_step(ops, _row_step(ops, beta, log_a, tau_a), log_b, tau_b)
 
-  _, row_vjp = jax.vjp(row, log_v, log_kernel, log_a)
-  beta_bar, kernel_bar, log_a_bar = row_vjp(log_u_bar)
+  _, row_vjp = jax.vjp(row, log_v, log_kernel, log_a, tau_a)
+  beta_bar, kernel_bar, log_a_bar, row_tau_a_bar = row_vjp(log_u_bar)
   rhs = log_v_bar + beta_bar
-  _, map_vjp = jax.vjp(fixed_point_map, log_v, log_kernel, log_a, log_b)
+  _, map_vjp = jax.vjp(fixed_point_map, log_v, log_kernel, log_a, log_b,
+                       tau_a, tau_b)
 
   def neumann_step(w, _):
     return rhs + map_vjp(w)[0], None
 
   w, _ = jax.lax.scan(neumann_step, rhs, None, length=iters)
-  _, map_kernel_bar, map_a_bar, map_b_bar = map_vjp(w)
-  return (kernel_bar + map_kernel_bar, log_a_bar + map_a_bar, map_b_bar,
-          jnp.zeros_like(init_log_v))
+  _, map_kernel_bar, map_a_bar, map_b_bar, tau_a_bar, tau_b_bar = map_vjp(w)
+  return (row_tau_a_bar + tau_a_bar, tau_b_bar, kernel_bar + map_kernel_bar,
+          log_a_bar + map_a_bar, map_b_bar, jnp.zeros_like(init_log_v))
 
 
 _implicit_iterate.defvjp(_implicit_fwd, _implicit_bwd)

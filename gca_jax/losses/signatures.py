@@ -79,11 +79,12 @@ _SHARDED_AXIS = ("the mesh axis the batch is sharded over (inside "
 _RETURNS = ("The scalar loss (the same on every device when sharded), or "
             "``(loss, aux)`` with ``return_aux=True``.")
 _RAISES = ("ValueError: for a concrete parameter outside its range (a traced "
-           "one is trusted), a concrete target or marginal with a negative, "
-           "zero-row, NaN or inf entry, a forced unsafe ``form=\"scaling\"``, "
-           "or an ``eps`` at which the similarity-kernel robust term "
-           "overflows the dtype.\n    TypeError: for an unknown keyword, a "
-           "traced static option, or complex or non-array embeddings.")
+           "one makes the loss NaN), a concrete target or marginal with a "
+           "negative, zero-row, NaN or inf entry, balanced marginals of "
+           "unequal mass, a forced unsafe ``form=\"scaling\"``, or an ``eps`` "
+           "at which the similarity-kernel robust term overflows the dtype."
+           "\n    TypeError: for an unknown keyword, a traced static option, or "
+           "complex or non-array embeddings.")
 
 
 class LossSpec(NamedTuple):

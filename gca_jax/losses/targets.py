@@ -116,6 +116,15 @@ def domain_target(domains: jax.Array, alpha: float, beta: float, *,
 
   Returns:
     The ``(N, N)`` target (self pairs of the joint layout are 0).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from gca_jax.losses import domain_target
+    >>> domain_target(jnp.array([0, 0, 1]), alpha=0.5, beta=0.1,
+    ...               pairing="cross")
+    Array([[1. , 0.5, 0.1],
+           [0.5, 1. , 0.1],
+           [0.1, 0.1, 1. ]], dtype=float32)
   """
   return _domain_target(domains, alpha, beta, pairing=pairing, dtype=dtype,
                         axis_name=None)
@@ -144,6 +153,15 @@ def class_target(labels: jax.Array, *, pairing: str = "joint",
   Positive pairs always share their class, so they are included; self pairs
   of the joint layout are 0. ``dtype``: float dtype of the result (default:
   the enabled precision, float64 with x64 else float32).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from gca_jax.losses import class_target
+    >>> class_target(jnp.array([0, 1]))  # joint: rows z1_0, z1_1, z2_0, z2_1
+    Array([[0., 0., 1., 0.],
+           [0., 0., 0., 1.],
+           [1., 0., 0., 0.],
+           [0., 1., 0., 0.]], dtype=float32)
   """
   return _class_target(labels, pairing=pairing, dtype=dtype, axis_name=None)
 

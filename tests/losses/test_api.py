@@ -91,5 +91,6 @@ def test_reference_takes_the_clean_names_and_the_presets_defaults():
 def test_one_lookup_and_derived_sharded_registry():
   assert losses.get("gca_uot") is losses.gca_uot
   assert losses.sharded.get("iot") is losses.sharded.iot
-  assert losses.sharded.TARGETS == ("domain_target", "class_target")
+  assert losses.sharded.TARGETS == ("domain_target", "class_target",
+                                    "hierarchical_target")
   assert "axis_name" in inspect.signature(losses.sharded.class_target).parameters

@@ -85,6 +85,33 @@ def test_normalisation_is_scale_invariant_in_float32(scale):
                              geometry.l2_normalize(z), rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("jit", [False, True])
+def test_normalisation_up_to_the_largest_float32(jit):
+  z, _ = _views(dim=64)
+  normalize = jax.jit(geometry.l2_normalize) if jit else geometry.l2_normalize
+  largest = float(jnp.finfo(jnp.float32).max)
+  for peak in (largest, 0.5 * largest, 2.0 ** 64 * 1.5):
+    huge = (z / jnp.max(jnp.abs(z), axis=1, keepdims=True)) * jnp.float32(peak)
+    assert np.all(np.isfinite(huge))
+    np.testing.assert_allclose(normalize(huge), geometry.l2_normalize(z),
+                               rtol=1e-6, atol=1e-7)
+  z1, z2 = _views()
+  huge = (z1 / jnp.max(jnp.abs(z1))) * jnp.float32(largest)
+  value, grad = jax.value_and_grad(losses.gca_uot)(huge, z2)
+  np.testing.assert_allclose(value, losses.gca_uot(z1, z2), rtol=1e-6)
+  assert np.all(np.isfinite(grad))
+
+
+def test_subnormal_rows_read_as_zero_rows_in_float32():
+  # The documented range: a row whose largest entry is below the smallest
+  # normal float32 is flushed to zero by XLA; one just above is normalised.
+  tiny = float(jnp.finfo(jnp.float32).tiny)
+  z = jnp.array([[0.3 * tiny, 0.4 * tiny], [3.0 * tiny, 4.0 * tiny]], jnp.float32)
+  out = np.asarray(jax.jit(geometry.l2_normalize)(z))
+  np.testing.assert_array_equal(out[0], [0.0, 0.0])
+  np.testing.assert_allclose(out[1], [0.6, 0.8], rtol=1e-6)
+
+
 @pytest.mark.parametrize("scale", [1e19, 1e-20])
 @pytest.mark.parametrize("name", ["infonce", "gca_uot", "gca_rince", "iot_uni",
                                   "byol", "reference/gca_ince"])
@@ -386,3 +413,94 @@ def test_sinkhorn_accepts_numpy_inputs(x64):
                              np.full(3, -math.log(3)), iters=50)
   plan = np.exp(out.log_plan(-cost / 0.5))
   np.testing.assert_allclose(plan.sum(axis=0), 1.0 / 3.0, rtol=1e-10)
+
+
+# ----------------------------------------------------------------------------
+# Traced scalar parameters: out of range gives NaN, never a finite number.
+
+# (loss, traced parameter, a good value, a bad value)
+TRACED_PARAMETERS = [
+    (losses.infonce, "eps", 0.5, -0.1),
+    (losses.gca_uot, "eps", 0.5, -0.1),
+    (losses.gca_uot, "rho_a", 0.2, -0.2),
+    (losses.gca_loss, "tau_a", 0.8, -0.5),
+    (losses.gca_loss, "tau_b", 0.8, 1.5),
+    (losses.rince, "q", 0.6, 2.0),
+    (losses.rince, "lam", 0.01, -0.1),
+    (losses.gca_uot, "lam", 0.01, -0.1),
+    (losses.gca_uot, "w_rince", 0.02, -1.0),
+    (losses.gca_loss, "w_ce", 1.0, -1.0),
+    (losses.gca_loss, "w_plan", 1.0, -1.0),
+    (losses.iot_uni, "lambda_p", 0.2, -0.2),
+    (losses.infonce, "similarity_floor", 0.1, 2.0),
+]
+
+
+@pytest.mark.parametrize("fn, name, good, bad", TRACED_PARAMETERS,
+                         ids=[f"{fn.__name__}-{name}" for fn, name, *_ in TRACED_PARAMETERS])
+def test_traced_parameter_out_of_range_gives_nan(fn, name, good, bad):
+  z1, z2 = _views()
+  value_and_grad = jax.value_and_grad(
+      lambda z, p: fn(z, z2, **{name: p}), argnums=(0, 1))
+  value, (grad_z, grad_p) = jax.jit(value_and_grad)(z1, bad)
+  assert np.isnan(value) and np.all(np.isnan(grad_z)) and np.isnan(grad_p)
+  # Under vmap the good problem of the batch is untouched.
+  values, (grads_z, _) = jax.jit(jax.vmap(value_and_grad, in_axes=(None, 0)))(
+      z1, jnp.array([good, bad]))
+  expected, expected_grad = jax.value_and_grad(
+      lambda z: fn(z, z2, **{name: good}))(z1)
+  np.testing.assert_allclose(values[0], expected, rtol=1e-6)
+  np.testing.assert_allclose(grads_z[0], expected_grad, rtol=1e-5, atol=1e-7)
+  assert np.isnan(values[1]) and np.all(np.isnan(grads_z[1]))
+
+
+def test_traced_infinite_rho_is_the_balanced_marginal():
+  z1, z2 = _views()
+  kw = dict(eps=0.3, iters=5, rho_b=0.2)
+  value, grad = jax.jit(jax.value_and_grad(
+      lambda z, rho: losses.gca_uot(z, z2, rho_a=rho, **kw)))(z1, INF)
+  expected, expected_grad = jax.value_and_grad(
+      lambda z: losses.gca_uot(z, z2, rho_a=INF, **kw))(z1)
+  np.testing.assert_allclose(value, expected, rtol=1e-6)
+  np.testing.assert_allclose(grad, expected_grad, rtol=1e-5, atol=1e-7)
+  # The gradient in eps stays finite too (no 0 * NaN from inf / inf).
+  grad_eps = jax.grad(lambda e: losses.gca_uot(
+      z1, z2, eps=e, rho_a=jnp.asarray(INF), rho_b=0.2))(0.3)
+  assert np.isfinite(grad_eps)
+
+
+# ----------------------------------------------------------------------------
+# Balanced plans need marginals of equal total mass.
+
+
+@pytest.mark.parametrize("marginals", [
+    ("uniform", "ones"),
+    (np.ones(8), np.full(8, 0.5)),
+])
+def test_balanced_marginals_of_unequal_mass_are_refused(marginals):
+  z1, z2 = _views()
+  with pytest.raises(ValueError, match="must have equal total mass"):
+    losses.gca_ince(z1, z2, marginals=marginals)
+  # A relaxed side absorbs the difference; with no column step it is unused.
+  assert np.isfinite(losses.gca_ince(z1, z2, marginals=marginals, tau_b=0.5))
+  assert np.isfinite(losses.gca_ince(z1, z2, marginals=marginals, iters=0))
+
+
+@pytest.mark.parametrize("form", ["log", "scaling"])
+@pytest.mark.parametrize("preset", [dict(), dict(w_ce=0.0, w_plan=1.0)])
+def test_balanced_traced_marginals_of_unequal_mass_give_nan_at_once(form, preset):
+  z1, z2 = _views()
+  fn = jax.jit(lambda a, tau: losses.gca_loss(
+      z1, z2, marginals=(a, jnp.ones(8)), iters=1, tau_b=tau, form=form,
+      **preset))
+  assert np.isfinite(fn(jnp.ones(8), 1.0))
+  assert np.isnan(fn(jnp.full(8, 0.5), 1.0))  # after one iteration already
+  assert np.isfinite(fn(jnp.full(8, 0.5), 0.5))  # relaxed: any masses
+
+
+@pytest.mark.parametrize("floor", [1.0, 2.0, -1.5, NAN])
+def test_similarity_floor_out_of_range_is_refused(floor):
+  z1, z2 = _views()
+  with pytest.raises(ValueError, match=r"similarity_floor must be None or in \[-1, 1\)"):
+    losses.infonce(z1, z2, similarity_floor=floor)
+  assert np.isfinite(losses.infonce(z1, z2, similarity_floor=-1.0))

@@ -51,14 +51,6 @@ html_theme = "alabaster"
 html_title = "gca_jax"
 
 
-def _document_optional_targets(app, docname, source):
-  """Adds the entry of a target builder the installed package may not have
-  yet (the page lists only what exists, never a placeholder)."""
-  del app
-  if docname == "api/targets" and hasattr(gca_jax, "hierarchical_target"):
-    source[0] += "\n.. autofunction:: hierarchical_target\n"
-
-
 def _skip_named_tuple_fields(app, what, name, obj, skip, options):
   """A NamedTuple's fields are documented by its ``Attributes:`` section;
   their generated "Alias for field number k" entries would repeat them."""
@@ -69,5 +61,4 @@ def _skip_named_tuple_fields(app, what, name, obj, skip, options):
 
 
 def setup(app):
-  app.connect("source-read", _document_optional_targets)
   app.connect("autodoc-skip-member", _skip_named_tuple_fields)

@@ -9,7 +9,6 @@ import html
 import html.parser
 import inspect
 import re
-import runpy
 import subprocess
 import sys
 
@@ -32,8 +31,7 @@ DOCUMENTED = {
     "gca_jax.metrics.wdm_lower_bound": metrics.wdm_lower_bound,
     "gca_jax.metrics.wdm_sinkhorn": metrics.wdm_sinkhorn,
 }
-if hasattr(gca_jax, "hierarchical_target"):
-  DOCUMENTED["gca_jax.hierarchical_target"] = gca_jax.hierarchical_target
+DOCUMENTED["gca_jax.hierarchical_target"] = gca_jax.hierarchical_target
 # Napoleon renders these sections as field lists of parameter names.
 PARAMETER_FIELDS = ("Parameters", "Keyword Arguments")
 
@@ -157,20 +155,6 @@ def test_docs_python_examples_run():
   assert blocks
   for block in blocks:
     exec(compile(block, "docs", "exec"), {})  # pylint: disable=exec-used
-
-
-def test_a_target_builder_gets_an_entry_only_when_it_exists(monkeypatch):
-  conf = runpy.run_path(str(REPO_ROOT / "docs" / "conf.py"))
-  add_entries = conf["_document_optional_targets"]
-  monkeypatch.delattr(gca_jax, "hierarchical_target", raising=False)
-  source = ["Target plans\n"]
-  add_entries(None, "api/targets", source)
-  assert source == ["Target plans\n"]
-  monkeypatch.setattr(gca_jax, "hierarchical_target", lambda: None, raising=False)
-  add_entries(None, "api/losses", source)
-  assert source == ["Target plans\n"]
-  add_entries(None, "api/targets", source)
-  assert "autofunction:: hierarchical_target" in source[0]
 
 
 # ---------------------------------------------------------------------------

@@ -14,7 +14,7 @@ resolves to the packaged file (`resolve`); a path to any config file
 Examples:
   >>> from gca_jax import configs
   >>> configs.NAMES
-  ('cifar10', 'cifar100', 'digits', 'imagenet100', 'pacs', 'svhn')
+  ('cifar10', 'cifar100', 'digits', 'imagenet100', 'pacs', 'simsiam_cifar10', 'svhn')
   >>> configs.get_config("cifar10").model.name
   'resnet18'
   >>> config = configs.get_config("cifar10", "small")

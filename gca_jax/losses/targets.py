@@ -151,8 +151,18 @@ def class_target(labels: jax.Array, *, pairing: str = "joint",
   """Supervised target plan: 1 between samples of the same class, else 0.
 
   Positive pairs always share their class, so they are included; self pairs
-  of the joint layout are 0. ``dtype``: float dtype of the result (default:
-  the enabled precision, float64 with x64 else float32).
+  of the joint layout are 0. It is :func:`hierarchical_target` with one level
+  and no weight below the class.
+
+  Args:
+    labels: ``(B,)`` integer class of each sample.
+    pairing: ``"joint"`` (``(2B, 2B)``, rows ``[z1; z2]``) or ``"cross"``
+      (``(B, B)``, rows of ``z1`` against columns of ``z2``), as the loss.
+    dtype: float dtype of the result (default: the enabled precision,
+      float64 with x64 else float32).
+
+  Returns:
+    The ``(N, N)`` target plan.
 
   Examples:
     >>> import jax.numpy as jnp

@@ -4,16 +4,9 @@ r"""Evaluation of a pre-trained encoder by a named protocol.
     python -m gca_jax.linear_eval --workdir=runs/cifar10 --protocol=finetune
 
 Restores the newest intact checkpoint of ``--workdir`` (and its
-``config.json``) and runs one protocol:
-
-* ``linear`` (default): the encoder frozen, a linear softmax classifier
-  trained on its features of the un-augmented train split (full-batch
-  AdamW, `gca_jax.evaluation.linear_probe`), plus the kNN monitor. Fast,
-  and the standard frozen-feature probe; not the paper's CIFAR protocol.
-* ``finetune``: the protocol behind the paper's CIFAR numbers
-  (`gca_jax.finetune`): the whole encoder and a linear head trained with
-  augmentation; both the best test accuracy over the epochs (what the paper
-  reports: model selection on the test set) and the last epoch's are kept.
+``config.json``) and runs one protocol of `gca_jax.protocols` (``linear``,
+the default: a frozen-feature probe and the kNN monitor; ``finetune``: the
+paper's CIFAR protocol), which describes them.
 
 Results are merged into ``workdir/metrics.json`` (each with its protocol)
 and written to TensorBoard; progress is printed as it goes. A workdir that

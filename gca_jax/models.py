@@ -36,6 +36,9 @@ ModuleDef = Any
 # torchvision's ResNet initialisation: He normal, fan-out.
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
+# The parameters' entry of the predictor head (the `ContrastiveModel` field).
+PREDICTOR = "predictor"
+
 
 class ResNetBlock(nn.Module):
   """Basic residual block (two 3x3 convs), used by ResNet-18/34."""
@@ -238,7 +241,7 @@ def create_model(model_config, *, with_predictor: bool = False,
 
 def target_subtree(online_tree):
   """The part of the online network's variables the EMA target mirrors."""
-  return {k: v for k, v in online_tree.items() if k != "predictor"}
+  return {k: v for k, v in online_tree.items() if k != PREDICTOR}
 
 
 def ema_update(target, online, decay: float | jax.Array):

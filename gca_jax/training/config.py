@@ -126,10 +126,13 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # config.augmentation (not BYOL's asymmetric blur/solarisation pair).
   config.ema_decay = 0.99
 
-  config.optimizer = "sgd"          # sgd (Nesterov) | adam | lars
+  config.optimizer = "sgd"          # sgd | adam | lars
   config.learning_rate = 0.3
   config.lr_scaling = "none"        # "linear": lr * batch_size / 256
   config.momentum = 0.9
+  config.nesterov = True            # "sgd": Nesterov's momentum (the paper code's)
+  # BYOL/SimSiam: the predictor at the constant peak rate, not the schedule.
+  config.predictor_fixed_lr = False
   config.weight_decay = 5e-4
   config.warmup_epochs = 1.0
   config.batch_size = 128           # global: pairs per step over all devices
@@ -226,9 +229,9 @@ def paper_simsiam_config(dataset: str) -> ml_collections.ConfigDict:
   5e-4, cosine schedule without warm-up, batch 512, 800 epochs.
 
   Differences from the paper: the projector is this library's two-layer
-  head (no batch norm), the SGD momentum is Nesterov's (`make_optimizer`),
-  and the predictor's learning rate follows the schedule (SimSiam's fixed
-  predictor rate is an option of theirs, not applied here).
+  head (no batch norm). The predictor's learning rate follows the schedule
+  as in SimSiam's CIFAR runs; ``--config.predictor_fixed_lr=true`` keeps it
+  at the peak rate (their option, Sec. 4.4).
   """
   config = paper_cifar_config(dataset)
   config.loss = "simsiam"
@@ -236,6 +239,7 @@ def paper_simsiam_config(dataset: str) -> ml_collections.ConfigDict:
   config.model.projection_dim = 2048   # the predictor's hidden width is a quarter
   config.optimizer = "sgd"
   config.momentum = 0.9
+  config.nesterov = False              # plain momentum, as published
   config.learning_rate = 0.03          # x batch_size / 256
   config.lr_scaling = "linear"
   config.weight_decay = 5e-4
@@ -299,6 +303,8 @@ _FIELD_RULES = {
     "learning_rate": _POSITIVE,
     "lr_scaling": (lambda v: v in LR_SCALINGS, f"one of {', '.join(LR_SCALINGS)}"),
     "momentum": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "nesterov": (lambda v: isinstance(v, bool), "true or false"),
+    "predictor_fixed_lr": (lambda v: isinstance(v, bool), "true or false"),
     "weight_decay": _NON_NEGATIVE,
     "warmup_epochs": _NON_NEGATIVE,
     # Two pairs at least: a contrastive loss needs a negative, and batch

@@ -97,6 +97,9 @@ def accepted_params(loss: Callable) -> tuple[str, ...]:
 
 def _check_choice(config) -> None:
   """The loss, its scope and its target go together (names only)."""
+  if config.predictor_fixed_lr and config.loss not in PREDICTOR_LOSSES:
+    raise ConfigError(f"config.predictor_fixed_lr=true needs a predictor head; loss "
+                      f"{config.loss!r} has none (use {' or '.join(PREDICTOR_LOSSES)})")
   if config.loss in PREDICTOR_LOSSES:  # they take no loss parameters (ignore loss_params)
     if is_sharded(config):
       raise ConfigError(f"loss {config.loss!r} has no sharded form; config.loss_scope "

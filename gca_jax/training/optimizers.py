@@ -2,7 +2,8 @@
 
 ``config.optimizer`` selects one of
 
-* ``"sgd"``: SGD with Nesterov momentum (0.9), weight decay added to the
+* ``"sgd"``: SGD with momentum (0.9; Nesterov's unless ``config.nesterov`` is
+  false), weight decay added to the
   gradient (coupled, as in PyTorch's ``SGD(weight_decay=...)``) but for
   kernels only: unlike the paper code's PyTorch SGD, which decays every
   parameter, batch-norm scales/offsets and biases are not decayed;
@@ -16,12 +17,20 @@ parameters.
 All use linear warm-up followed by cosine decay to zero over the run. The
 base learning rate is scaled by ``global_batch_size / 256`` when
 ``config.lr_scaling == "linear"``.
+
+``config.predictor_fixed_lr`` (SimSiam's option, Chen & He 2021, Sec. 4.4:
+"the predictor's learning rate is fixed"): the predictor head's parameters
+(the top-level ``"predictor"`` entry of the parameters) are updated by the
+same optimiser at the constant peak rate instead of the schedule; the rest
+of the network follows the schedule.
 """
 
 from __future__ import annotations
 
 import jax
 import optax
+
+from gca_jax import models
 
 
 def learning_rate(config, global_batch_size: int) -> float:
@@ -46,13 +55,28 @@ def _is_kernel(params):
   return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
+def _predictor_labels(params):
+  """``"fixed"`` for every leaf of the predictor head, ``"scheduled"`` elsewhere."""
+  return {name: jax.tree.map(lambda _, n=name: "fixed" if n == models.PREDICTOR else "scheduled",
+                             subtree)
+          for name, subtree in params.items()}
+
+
 def make_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:
-  schedule = make_schedule(config, steps_per_epoch)
+  """The optimiser of ``config`` (module docstring) over ``steps_per_epoch``."""
+  scheduled = _optimizer(config, make_schedule(config, steps_per_epoch))
+  if not config.predictor_fixed_lr:
+    return scheduled
+  fixed = _optimizer(config, learning_rate(config, config.batch_size))
+  return optax.multi_transform({"scheduled": scheduled, "fixed": fixed}, _predictor_labels)
+
+
+def _optimizer(config, schedule) -> optax.GradientTransformation:
   name, wd = config.optimizer, config.weight_decay
   if name == "sgd":
     return optax.chain(
         optax.add_decayed_weights(wd, mask=_is_kernel),
-        optax.sgd(schedule, momentum=config.momentum, nesterov=True))
+        optax.sgd(schedule, momentum=config.momentum, nesterov=config.nesterov))
   if name == "adam":
     return optax.adamw(schedule, weight_decay=wd, mask=_is_kernel)
   if name == "lars":

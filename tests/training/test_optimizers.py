@@ -56,3 +56,49 @@ def test_sgd_is_nesterov_momentum_on_the_decayed_gradient():
     update, ours = tx.update(grads, ours, params)
     expected, want = reference.update(grads, want, params)
     np.testing.assert_allclose(update["kernel"], expected["kernel"], rtol=1e-6)
+
+
+def test_sgd_without_nesterov_is_plain_momentum():
+  from gca_jax.training import optimizers
+  config = _config(weight_decay=0.0, warmup_epochs=0.0, momentum=0.9, nesterov=False)
+  tx = optimizers.make_optimizer(config, steps_per_epoch=10)
+  reference = optax.sgd(optimizers.make_schedule(config, 10), momentum=0.9, nesterov=False)
+  nesterov = optimizers.make_optimizer(_config(weight_decay=0.0, warmup_epochs=0.0), 10)
+  params, grads = {"kernel": jnp.ones((2, 2))}, {"kernel": jnp.full((2, 2), 0.5)}
+  ours, want, other = tx.init(params), reference.init(params), nesterov.init(params)
+  for _ in range(3):
+    update, ours = tx.update(grads, ours, params)
+    expected, want = reference.update(grads, want, params)
+    nesterov_update, other = nesterov.update(grads, other, params)
+    np.testing.assert_allclose(update["kernel"], expected["kernel"], rtol=1e-6)
+  assert not np.allclose(update["kernel"], nesterov_update["kernel"])
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "lars"])
+def test_fixed_predictor_lr_keeps_the_peak_rate_for_the_predictor_only(name):
+  from gca_jax.training import optimizers
+  config = _config(optimizer=name, weight_decay=0.0, warmup_epochs=0.0, momentum=0.0,
+                   predictor_fixed_lr=True)
+  steps_per_epoch = 10
+  tx = optimizers.make_optimizer(config, steps_per_epoch)
+  params = {"encoder": {"kernel": jnp.ones((2, 2))}, "predictor": {"kernel": jnp.ones((2, 2))}}
+  grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
+  state = tx.init(params)
+  sizes = []
+  for _ in range(80):  # 80 of 100 steps: the schedule is well below its peak
+    update, state = tx.update(grads, state, params)
+    sizes.append({k: float(jnp.abs(v["kernel"]).max()) for k, v in update.items()})
+  schedule = optimizers.make_schedule(config, steps_per_epoch)
+  assert float(schedule(79)) < 0.25 * float(schedule(0))
+  # The predictor's step stays the first one's; the encoder's follows the schedule.
+  np.testing.assert_allclose(sizes[-1]["predictor"], sizes[0]["predictor"], rtol=1e-5)
+  assert sizes[-1]["encoder"] < 0.25 * sizes[0]["encoder"]
+  np.testing.assert_allclose(sizes[0]["encoder"], sizes[0]["predictor"], rtol=1e-6)
+
+
+def test_fixed_predictor_lr_needs_a_predictor_loss():
+  from gca_jax.training import objectives
+  from gca_jax.training.config import ConfigError
+  with pytest.raises(ConfigError, match="predictor_fixed_lr"):
+    objectives.make_objective(_config(loss="gca_uot", predictor_fixed_lr=True))
+  assert objectives.make_objective(_config(loss="simsiam", predictor_fixed_lr=True))

@@ -86,6 +86,7 @@ def test_paper_preset_is_the_published_recipe():
   assert (config.loss, config.optimizer, config.momentum) == ("simsiam", "sgd", 0.9)
   assert (config.learning_rate, config.lr_scaling) == (0.03, "linear")
   assert (config.weight_decay, config.batch_size) == (5e-4, 512)
+  assert config.nesterov is False and config.warmup_epochs == 0.0
 
 
 @pytest.mark.slow
@@ -105,3 +106,27 @@ def test_trains_on_digits_without_collapse_and_beats_random_init(tmp_path):
   # A collapsed SimSiam maps everything to one point (std 0); a spread one
   # has per-dimension std near 1/sqrt(dim).
   assert z.std(axis=0).mean() > 0.1 / np.sqrt(dim), z.std(axis=0)
+
+
+def test_fixed_predictor_lr_trains_the_real_model():
+  """SimSiam's option on the model's own parameter tree: a step runs, the
+  predictor's labels are the only fixed ones, and every part moves."""
+  from gca_jax import sharding, training
+  from gca_jax.training import optimizers
+  config = tiny_config(loss="simsiam", predictor_fixed_lr=True)
+  images = random_images(config.batch_size)
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  run = training.setup(config, _digits_like(config.batch_size), mesh)
+  state = run.initial_state()
+  labels = optimizers._predictor_labels(state.params)  # pylint: disable=protected-access
+  assert set(jax.tree.leaves(labels["predictor"])) == {"fixed"}
+  assert {v for k, tree in labels.items() if k != "predictor"
+          for v in jax.tree.leaves(tree)} == {"scheduled"}
+  batch = {"image": sharding.global_array(images, sharding.replicated(mesh))}
+  before = jax.tree.map(np.asarray, state.params)  # the step donates its state
+  new_state, metrics = run.train_step(state, batch)
+  assert np.isfinite(float(metrics["loss"]))
+  for part in before:
+    moved = max(float(np.abs(np.asarray(a) - b).max()) for a, b in zip(
+        jax.tree.leaves(new_state.params[part]), jax.tree.leaves(before[part])))
+    assert moved > 0, part

@@ -24,11 +24,11 @@ finished runs are skipped, interrupted ones continue), and
 ``<out>/small_scale.json`` and ``<out>/small_scale.md`` are rewritten after
 every run, so an interrupted table is simply run again.
 
-Sizing: one GCA-UOT run of the default (``EPOCHS`` = 8 epochs of 22 steps
-at batch 64, 8 kNN evaluations, two 200-step probes) took 90 s wall (39 s
-of CPU) on the 2 shared CPU cores at a load average of 9; GCA-UOT is among
-the costliest losses (Sinkhorn iterations), so the 30 runs take about 40
-minutes (less on an idle machine).
+Sizing: the default (``EPOCHS`` = 8 epochs of 22 steps at batch 64, 8 kNN
+evaluations, two 200-step probes per run) ran all 30 runs in 8.5 minutes
+of wall time on an otherwise idle 2-core CPU machine, most of it
+compilation; with the two cores shared (load average 9) one GCA-UOT run took
+90 s instead, so allow about 40 minutes on a busy machine.
 
     python -m experiments.small_scale --seeds=0,1,2 --root=runs/small_scale
     python -m experiments.small_scale --smoke --root=/tmp/small_scale_smoke
@@ -54,12 +54,13 @@ PROBE_STEPS = 200
 RESULTS_JSON = "small_scale.json"
 RESULTS_MD = "small_scale.md"
 # Column -> (metrics.json key of the trained encoder, of the random-init one).
+PROBE_KEY, WDM_KEY = "linear_probe_acc", "wdm_lower_bound"
 COLUMNS = {
-    "linear probe": ("linear_probe_acc", "random_init_linear_probe_acc"),
+    "linear probe": (PROBE_KEY, "random_init_linear_probe_acc"),
     "kNN": ("knn_acc", "random_init_knn_acc"),
     "alignment": ("final_alignment", None),
     "uniformity": ("final_uniformity", None),
-    "WDM bound": ("wdm_lower_bound", "random_init_wdm_lower_bound"),
+    "WDM bound": (WDM_KEY, "random_init_wdm_lower_bound"),
 }
 
 
@@ -138,13 +139,27 @@ def summarise(results: dict) -> dict:
                     for seed, r in by_seed.items()}
   rows[RANDOM_INIT] = {c: _mean_std([m.get(key) for m in random_by_seed.values()])
                        if key else _mean_std([]) for c, (_, key) in COLUMNS.items()}
-  across_runs = spearman([r["metrics"].get("wdm_lower_bound", math.nan) for r in all_runs],
-                         [r["metrics"].get("linear_probe_acc", math.nan) for r in all_runs])
   per_run = [spearman([e["wdm"] for e in r["epochs"]], [e["knn_acc"] for e in r["epochs"]])
              for r in all_runs]
   per_run = [v for v in per_run if math.isfinite(v)]
-  return {"rows": rows, "spearman_wdm_probe_across_runs": _finite(across_runs),
+  # For comparison, every other column's correlation with the probe across
+  # runs, and the bound's across the methods of each seed (the seed, through
+  # the initialisation and the augmentations, moves every method's bound).
+  across = {c: _probe_correlation(all_runs, key) for c, (key, _) in COLUMNS.items()
+            if key != PROBE_KEY}
+  within_seed = {seed: _probe_correlation(
+      [by_seed[seed] for by_seed in results.values() if seed in by_seed], WDM_KEY)
+      for seed in random_by_seed}
+  return {"rows": rows, "spearman_wdm_probe_across_runs": across["WDM bound"],
+          "spearman_probe_across_runs": across,
+          "spearman_wdm_probe_within_seed": within_seed,
           "spearman_wdm_knn_across_epochs": _mean_std(per_run)}
+
+
+def _probe_correlation(some_runs, key: str):
+  """Spearman's rho of ``key`` with the linear probe over ``some_runs`` (None if undefined)."""
+  return _finite(spearman([r["metrics"].get(key, math.nan) for r in some_runs],
+                          [r["metrics"].get(PROBE_KEY, math.nan) for r in some_runs]))
 
 
 def _finite(value):
@@ -170,11 +185,21 @@ def markdown(summary: dict, *, seeds, epochs: int) -> str:
     lines.append(f"| {label} | " + " | ".join(cells) + " |")
   across = summary["spearman_wdm_probe_across_runs"]
   epochs_stat = summary["spearman_wdm_knn_across_epochs"]
+  others = ", ".join(f"{c} {_rho(v)}" for c, v in summary["spearman_probe_across_runs"].items()
+                     if c != "WDM bound")
+  seeds_text = ", ".join(f"seed {k} {_rho(v)}"
+                         for k, v in summary["spearman_wdm_probe_within_seed"].items())
   lines += ["", "Spearman rank correlation of the WDM bound with accuracy: across all "
-            f"runs (final bound vs linear probe) {'-' if across is None else f'{across:.3f}'}; "
+            f"runs (final bound vs linear probe) {_rho(across)}; "
             f"across each run's epochs (bound vs kNN) {_cell(epochs_stat, False)} "
-            f"(mean ± std over {epochs_stat['n']} runs).", ""]
+            f"(mean ± std over {epochs_stat['n']} runs); across the methods of one seed "
+            f"{seeds_text}. For comparison, across all runs with the linear probe: {others}.",
+            ""]
   return "\n".join(lines)
+
+
+def _rho(value) -> str:
+  return "-" if value is None else f"{value:.3f}"
 
 
 def define_flags(flag_values: flags.FlagValues, argv) -> None:

@@ -41,9 +41,11 @@ RUN_CONTROL_FIELDS = frozenset({
 })
 # Fields of what a run trains whose default turns their feature off, i.e.
 # is exactly what a run stored before the field existed computed: the full
-# train split, the plain positive-pair target.
+# train split, the plain positive-pair target, Nesterov's SGD momentum and a
+# scheduled predictor learning rate.
 FEATURE_OFF_DEFAULTS = frozenset({"train_examples", "target", "target_alpha",
-                                  "target_beta", "target_alphas"})
+                                  "target_beta", "target_alphas", "nesterov",
+                                  "predictor_fixed_lr"})
 SMALL = "small"
 VARIANTS = (SMALL,)
 TARGETS = ("pairs", "domain", "class", "hierarchical")

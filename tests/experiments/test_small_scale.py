@@ -45,3 +45,31 @@ def test_smoke_writes_the_table_and_skips_finished_runs(tmp_path):
 def test_unknown_method_is_one_line():
   line = run_entry_point("small_scale", "--methods=NOPE", expect_failure=True)
   assert "unknown methods NOPE" in line
+
+
+def test_summary_correlates_the_bound_across_runs_and_within_each_seed():
+  from experiments import small_scale
+  results = {}
+  # Three methods x three seeds: the probe rises with the bound within each
+  # seed, and the seeds' levels cross (seed 2's runs have the largest bound
+  # and the lowest probe), so across all runs the correlation is not 1.
+  for m, method in enumerate(("A", "B", "C")):
+    for seed, (bound, probe) in enumerate([(0.1, 0.6), (0.2, 0.7), (0.5, 0.4)]):
+      probe += 0.1 * m
+      metrics = {"linear_probe_acc": probe, "wdm_lower_bound": bound + 0.01 * m,
+                 "knn_acc": probe, "final_alignment": 1.0 - probe,
+                 "final_uniformity": -probe, "random_init_linear_probe_acc": 0.3,
+                 "random_init_knn_acc": 0.2, "random_init_wdm_lower_bound": 0.0}
+      epochs = [{"epoch": e, "knn_acc": probe * e, "wdm": bound * e} for e in (1, 2, 3)]
+      results.setdefault(method, {})[str(seed)] = {"metrics": metrics, "epochs": epochs}
+  summary = small_scale.summarise(results)
+  assert summary["spearman_wdm_probe_within_seed"] == {"0": 1.0, "1": 1.0, "2": 1.0}
+  assert summary["spearman_wdm_knn_across_epochs"]["mean"] == 1.0
+  assert summary["spearman_wdm_knn_across_epochs"]["n"] == 9
+  across = summary["spearman_probe_across_runs"]
+  assert across["WDM bound"] == summary["spearman_wdm_probe_across_runs"]
+  assert across["WDM bound"] < 0.5
+  assert across["alignment"] < 0 < across["kNN"]
+  assert summary["rows"]["random init"]["linear probe"]["mean"] == 0.3
+  text = small_scale.markdown(summary, seeds=[0, 1, 2], epochs=3)
+  assert "seed 0 1.000, seed 1 1.000, seed 2 1.000" in text and "kNN 1.000" in text

@@ -102,3 +102,17 @@ def test_fixed_predictor_lr_needs_a_predictor_loss():
   with pytest.raises(ConfigError, match="predictor_fixed_lr"):
     objectives.make_objective(_config(loss="gca_uot", predictor_fixed_lr=True))
   assert objectives.make_objective(_config(loss="simsiam", predictor_fixed_lr=True))
+
+
+def test_a_run_stored_before_the_momentum_fields_reads_as_nesterov_and_scheduled():
+  """Runs written before ``nesterov`` and ``predictor_fixed_lr`` existed used
+  Nesterov's momentum and a scheduled predictor: they continue as that."""
+  from gca_jax.training import checkpoint
+  from gca_jax.training import config as config_lib
+  stored = checkpoint.config_to_json(config_lib.get_config())
+  del stored["nesterov"], stored["predictor_fixed_lr"]
+  filled, names = config_lib.fill_later_fields(stored)
+  assert sorted(names) == ["nesterov", "predictor_fixed_lr"]
+  assert (filled["nesterov"], filled["predictor_fixed_lr"]) == (True, False)
+  assert not checkpoint.differing_fields(filled, checkpoint.config_to_json(
+      config_lib.get_config()))

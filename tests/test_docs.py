@@ -196,6 +196,6 @@ def test_method_table_lists_the_functions_defaults_with_eps_the_temperature():
     for name, value in params.items():
       assert name in signature.parameters, f"{label}: {function} has no {name}"
       assert signature.parameters[name].default == value, f"{label}: {function}({name})"
-    if function not in ("byol", "simsiam"):  # the regressions have no temperature
+    if function != "byol":
       assert params["eps"] == 0.5, label
       assert preset in reference.NAMES, label

@@ -45,12 +45,18 @@ def read_json(path: Path) -> dict | None:
     return None
 
 
-def write_json(path: Path, value: dict) -> None:
-  """Writes atomically (a killed process never leaves half a file), creating
+def write_json(path: Path, value) -> None:
+  """Writes ``value`` as JSON atomically (a killed process never leaves half a file), creating
   the folder."""
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   trainer.write_json(path, value)
+
+
+def write_rows(path, rows: list) -> None:
+  """A benchmark's rows as JSON (`write_json`), and a line saying so."""
+  write_json(path, rows)
+  print(f"\nwrote {len(rows)} rows to {path}", flush=True)
 
 
 def finished_metrics(workdir: Path, required: str = "linear_probe_acc") -> dict | None:

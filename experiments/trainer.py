@@ -57,7 +57,7 @@ def check_workdir(workdir: Path, config) -> None:
     checkpoint.check_run_identity(Path(workdir), config)
 
 
-def write_json(path: Path, value: dict) -> None:
+def write_json(path: Path, value) -> None:
   """The library's atomic JSON write (a killed process never leaves half a file)."""
   from gca_jax.training import checkpoint  # pylint: disable=g-import-not-at-top
   checkpoint.write_json(Path(path), value)

@@ -24,7 +24,6 @@ Rows (images/s, where an image yields two views) go to ``--out`` as JSON.
 
 from __future__ import annotations
 
-import json
 import math
 import platform
 import random
@@ -35,7 +34,7 @@ import numpy as np
 from absl import flags
 from PIL import Image, ImageEnhance
 
-from experiments import entry
+from experiments import entry, runs
 from gca_jax import training
 from gca_jax.data import augment
 from gca_jax.training import config as config_lib, feeds
@@ -177,9 +176,7 @@ def benchmark(args) -> list[dict]:
   seconds = time.perf_counter() - start
   record("pillow", seconds, len(pil_images), note="per image, one process")
 
-  with open(args.out, "w") as f:
-    json.dump(rows, f, indent=2)
-  print(f"wrote {args.out}")
+  runs.write_rows(args.out, rows)
   return rows
 
 

@@ -18,7 +18,6 @@ same cross-entropy on its plan. Embeddings are ``(B, D)`` per view with
 from __future__ import annotations
 
 import functools
-import json
 import statistics
 import time
 
@@ -26,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from absl import flags
 
-from experiments import entry
+from experiments import entry, runs
 from gca_jax import losses, reference
 
 
@@ -134,9 +133,7 @@ def benchmark(args) -> list[dict]:
                           eps=args.eps, ms=ms, ratio_to_infonce=ratio,
                           device=device.device_kind,
                           backend=jax.default_backend()))
-  with open(args.out, "w") as f:
-    json.dump(results, f, indent=1)
-  print(f"\nwrote {len(results)} rows to {args.out}")
+  runs.write_rows(args.out, results)
   return results
 
 

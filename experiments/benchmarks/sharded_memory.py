@@ -26,7 +26,6 @@ reported as compile only), or never with ``--no_time``.
 
 from __future__ import annotations
 
-import json
 import os
 
 import jax
@@ -36,7 +35,7 @@ from jax import lax
 from absl import flags
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from experiments import entry
+from experiments import entry, runs
 from experiments.benchmarks.losses import median_ms
 from gca_jax import losses
 from gca_jax.losses import sharded
@@ -165,9 +164,7 @@ def benchmark(args) -> list[dict]:
       results.append(dict(n=n, scope=scope, devices=devices, ms=ms,
                           ratio_to_global=ratio, backend=jax.default_backend(),
                           **memory, **params, dim=args.dim))
-  with open(args.out, "w") as f:
-    json.dump(results, f, indent=1)
-  print(f"\nwrote {len(results)} rows to {args.out}")
+  runs.write_rows(args.out, results)
   return results
 
 

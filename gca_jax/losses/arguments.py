@@ -41,7 +41,7 @@ Target = Any  # "pairs" or an (N, N) array
 #: Options that shape the traced program (Python ints, bools and strings):
 #: under :func:`jax.jit` they must be static arguments.
 STATIC_OPTIONS = ("iters", "final_row_step", "rince_kernel", "pairing", "self_mask",
-                  "grad_mode", "form", "return_aux", "axis_name")
+                  "grad_mode", "form", "tile_size", "return_aux", "axis_name")
 #: Names users give the temperature; the losses call it ``eps``.
 TEMPERATURE_ALIASES = ("temperature", "tau", "t", "temp")
 

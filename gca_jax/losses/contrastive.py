@@ -51,7 +51,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from gca_jax.losses import arguments, collectives, projections, signatures, terms
+from gca_jax.losses import (
+    arguments, collectives, projections, signatures, terms, tiled)
 from gca_jax.losses.arguments import Target
 from gca_jax.losses.geometry import batch_geometry, check_pair, compute_dtype, l2_normalize
 from gca_jax.losses.signatures import LossSpec, build, lookup
@@ -87,6 +88,7 @@ def _align(
     target: Target = "pairs",
     grad_mode: str = "unroll",
     form: str = "auto",
+    tile_size: int | None = None,
     return_aux: bool = False,
     axis_name=None,
 ):
@@ -118,11 +120,26 @@ def _align(
         "balanced plan: the term depends on the potentials' free additive "
         "constant, which only the unrolled iterations fix. Use "
         "grad_mode='unroll' or 'detach'.")
-  geometry = batch_geometry(z1, z2, pairing=pairing, self_mask=self_mask,
-                            similarity_floor=similarity_floor,
-                            axis_name=axis_name)
-  dtype = geometry.cost.dtype
-  rows, cols = geometry.cost.shape  # this device's rows, all columns
+  if tile_size is not None:
+    tile_size = tiled.check_tile_size(tile_size)
+    if form == "scaling":
+      raise ValueError(
+          "form='scaling' holds the N x N kernel, which tile_size avoids; use "
+          "form='auto' or 'log' with tile_size, or tile_size=None.")
+    arguments.check_choice("form", form, arguments.FORMS)
+    kernel = tiled.tiled_kernel(z1, z2, eps, pairing=pairing,
+                                self_mask=self_mask,
+                                similarity_floor=similarity_floor,
+                                axis_name=axis_name)
+    geometry = None
+    dtype = kernel.rows.dtype
+    rows, cols = kernel.rows.shape[0], kernel.cols.shape[0]
+  else:
+    geometry = batch_geometry(z1, z2, pairing=pairing, self_mask=self_mask,
+                              similarity_floor=similarity_floor,
+                              axis_name=axis_name)
+    dtype = geometry.cost.dtype
+    rows, cols = geometry.cost.shape  # this device's rows, all columns
   all_rows = (rows if axis_name is None
               else rows * collectives.axis_size(axis_name))
   similarity_kernel = rince_kernel == "similarity"
@@ -138,7 +155,10 @@ def _align(
         axis_name)
   if init_log_v is not None:
     init_log_v = jnp.broadcast_to(jnp.asarray(init_log_v, dtype), (cols,))
-  target = arguments.normalized_target(target, geometry)
+  if geometry is None:
+    target = tiled.tile_target(target, kernel, pairing, axis_name)
+  else:
+    target = arguments.normalized_target(target, geometry)
 
   # The kernel exp(s) = c exp(M), c = exp(1/eps). A balanced projection of
   # c K has the potentials of K with alpha lowered by log c, so K is
@@ -148,11 +168,19 @@ def _align(
   # Those potentials reach 1/eps further, which the form's bound includes.
   log_scale = 1.0 / eps if similarity_kernel else 0.0
   shifted_marginals = similarity_kernel and not balanced
+  if shifted_marginals:
+    log_a, log_b = log_a - log_scale, log_b - log_scale
+  if geometry is None:
+    return _tiled_terms(
+        kernel, log_a, log_b, target, iters=iters, tau_a=tau_a, tau_b=tau_b,
+        init_log_v=init_log_v, final_row_step=final_row_step,
+        grad_mode=grad_mode, tile_size=tile_size, axis_name=axis_name,
+        weights=(w_ce, w_rince, w_plan, lambda_p), lam=lam, q=q,
+        log_scale=log_scale, shifted_marginals=shifted_marginals,
+        return_aux=return_aux)
   cost_bound = geometry.cost_bound + (1.0 if shifted_marginals else 0.0)
   form = arguments.select_form(form, cost_bound, eps, dtype)
   log_kernel = geometry.log_kernel(eps)
-  if shifted_marginals:
-    log_a, log_b = log_a - log_scale, log_b - log_scale
 
   projection = projections.sinkhorn(
       log_kernel, log_a, log_b, iters=iters, tau_a=tau_a, tau_b=tau_b,
@@ -194,16 +222,61 @@ def _align(
                             projection.marginal_error, axis_name)
 
 
+def _tiled_terms(kernel, log_a, log_b, target, *, iters, tau_a, tau_b,
+                 init_log_v, final_row_step, grad_mode, tile_size, axis_name,
+                 weights, lam, q, log_scale, shifted_marginals, return_aux):
+  """The projection and the terms of :func:`gca_loss` on the tiled kernel
+  (the same formulas as the materialised path above, by
+  :mod:`gca_jax.losses.tiled`)."""
+  w_ce, w_rince, w_plan, lambda_p = weights
+  options = dict(tile_size=tile_size, axis_name=axis_name)
+
+  def make_ops(kernel, axis_name):
+    return tiled.kernel_ops(kernel, axis_name, tile_size=tile_size)
+
+  projection = projections.project(
+      make_ops, kernel, log_a, log_b, iters=iters, tau_a=tau_a, tau_b=tau_b,
+      init_log_v=init_log_v, final_row_step=final_row_step,
+      grad_mode=grad_mode, axis_name=axis_name)
+  log_u, log_v = projection.log_u, projection.log_v
+  # u (c K) v: with shifted marginals the potentials are those of c K.
+  plan_log_u = log_u + log_scale if shifted_marginals else log_u
+  loss = jnp.zeros((), log_u.dtype)
+  row_lse = None
+  if not arguments.is_zero(w_ce) or not arguments.is_zero(lambda_p):
+    row_lse = make_ops(kernel, axis_name).row_lse(log_v)
+  if not arguments.is_zero(w_ce):
+    loss += w_ce * tiled.alignment_cross_entropy(kernel, log_v, row_lse,
+                                                 target, **options)
+  if not arguments.is_zero(w_rince):
+    # Potentials of the kernel c K (see _align).
+    robust_log_u = log_u if shifted_marginals else log_u - log_scale
+    loss += w_rince * tiled.robust_term(kernel, robust_log_u, log_v, target,
+                                        lam=lam, q=q,
+                                        log_kernel_scale=log_scale, **options)
+  if not arguments.is_zero(w_plan):
+    loss += w_plan * tiled.plan_log_likelihood(kernel, plan_log_u, log_v,
+                                               target, **options)
+  if not arguments.is_zero(lambda_p):
+    loss += lambda_p * tiled.uniform_negatives_kl(
+        kernel, plan_log_u, log_v, row_lse, axis_name=axis_name)
+  if not return_aux:
+    return loss
+  return loss, tiled.diagnostics(kernel, plan_log_u, log_v, target,
+                                 projection.marginal_error, **options)
+
 
 def _infonce(z1, z2, *, eps, pairing, self_mask, similarity_floor, target,
-             return_aux, axis_name=None):
-  if axis_name is not None:
-    # Sharded rows: a single row projection with marginals 1 (hs_ince, equal
-    # to InfoNCE by Theorem 1) has the collectives the rows need.
+             tile_size, return_aux, axis_name=None):
+  if axis_name is not None or tile_size is not None:
+    # Sharded rows or tiles: a single row projection with marginals 1
+    # (hs_ince, equal to InfoNCE by Theorem 1) has the collectives the rows
+    # need and the tiled kernel's operators.
     return _with_exact_row_marginals(_align(
         z1, z2, eps=eps, **_HS_INCE, marginals="ones", pairing=pairing,
         self_mask=self_mask, similarity_floor=similarity_floor, target=target,
-        return_aux=return_aux, axis_name=axis_name), return_aux)
+        tile_size=tile_size, return_aux=return_aux, axis_name=axis_name),
+        return_aux)
   eps = arguments.check_eps(eps)
   geometry = batch_geometry(z1, z2, pairing=pairing, self_mask=self_mask,
                             similarity_floor=similarity_floor)
@@ -219,13 +292,14 @@ def _infonce(z1, z2, *, eps, pairing, self_mask, similarity_floor, target,
 
 
 def _rince(z1, z2, *, eps, lam, q, pairing, self_mask, similarity_floor,
-           return_aux, axis_name=None):
-  if axis_name is not None:
-    # Sharded rows: hs_rince, equal to RINCE by Theorem 2.
+           tile_size, return_aux, axis_name=None):
+  if axis_name is not None or tile_size is not None:
+    # Sharded rows or tiles: hs_rince, equal to RINCE by Theorem 2.
     return _with_exact_row_marginals(_align(
         z1, z2, eps=eps, **_HS_RINCE, marginals="ones", lam=lam, q=q,
         pairing=pairing, self_mask=self_mask, similarity_floor=similarity_floor,
-        return_aux=return_aux, axis_name=axis_name), return_aux)
+        tile_size=tile_size, return_aux=return_aux, axis_name=axis_name),
+        return_aux)
   eps = arguments.check_eps(eps)
   q = arguments.check_q(q)
   lam = arguments.check_nonnegative("lam", lam)
@@ -293,7 +367,7 @@ cross-entropy between the target rows and the row-normalised kernel, i.e.
 GCA-INCE with no projection (Theorem 1). Computed directly from the logits
 (no projection code), so ``gca_ince(iters=0) == infonce`` is a real check.
 """, _infonce, _derived(("eps", "pairing", "self_mask", "similarity_floor",
-                             "target", "return_aux")), "2.7496"),
+                             "target", "tile_size", "return_aux")), "2.7496"),
     _preset("gca_ince", """GCA-INCE: InfoNCE on the balanced Sinkhorn plan (paper Sec. 3.2).
 
 ``-mean_i log P̄_{i,t(i)}`` with ``P`` after ``iters`` balanced iterations
@@ -313,7 +387,7 @@ Computed directly from the logits; ``gca_rince(iters=0)`` equals it
 (Theorem 2). The loss grows like ``exp(q / eps)``: an ``eps`` at which it
 overflows the dtype is refused, with the smallest allowed ``eps``.
 """, _rince, _derived(("eps", "lam", "q", "pairing", "self_mask",
-                           "similarity_floor", "return_aux")), "-1.1908"),
+                           "similarity_floor", "tile_size", "return_aux")), "-1.1908"),
     _preset("gca_rince", """GCA-RINCE, paper eq. (13).
 
 ``v`` from ``iters`` balanced iterations on the kernel ``exp(s)`` with all

@@ -258,50 +258,83 @@ def sinkhorn(
   check_relaxation("tau_b", tau_b)
   log_kernel, log_a, log_b, init_log_v = _check_shapes(
       log_kernel, log_a, log_b, init_log_v)
+
+  def make_ops(log_kernel, axis_name):
+    return kernel_ops(log_kernel, form, axis_name)
+
+  # The log form's residuals are N x N per iteration; recomputing them in
+  # the backward pass makes memory independent of ``iters``.
+  return project(make_ops, log_kernel, log_a, log_b, iters=iters,
+                 tau_a=tau_a, tau_b=tau_b, init_log_v=init_log_v,
+                 final_row_step=final_row_step, grad_mode=grad_mode,
+                 checkpoint=form == "log", axis_name=axis_name)
+
+
+def project(make_ops, kernel, log_a, log_b, *, iters: int, tau_a, tau_b,
+            init_log_v=None, final_row_step: bool = False,
+            grad_mode: str = "unroll", checkpoint: bool = False,
+            axis_name=None) -> ProjectionOutput:
+  """The iterations of :func:`sinkhorn` on any kernel that has the two
+  operators of :class:`KernelOps`.
+
+  ``make_ops(kernel, axis_name)`` builds the operators from ``kernel``, a
+  pytree of arrays (the log-kernel of the materialised forms, the
+  embeddings of :class:`gca_jax.losses.tiled.TiledKernel`): the implicit
+  gradient differentiates the fixed point with respect to that pytree.
+  ``checkpoint``: recompute each iteration in the backward pass (for a
+  kernel whose operators keep ``N x N`` residuals). Arguments are trusted
+  (:func:`sinkhorn` checks them).
+  """
+  dtype = log_a.dtype
   if init_log_v is None:
-    init_log_v = jnp.zeros(log_kernel.shape[1], log_kernel.dtype)
-  log_u0 = jnp.zeros(log_kernel.shape[0], log_kernel.dtype)
+    init_log_v = jnp.zeros(log_b.shape[0], dtype)
+  log_u0 = jnp.zeros(log_a.shape[0], dtype)
   iterate = functools.partial(_iterate, iters=iters, tau_a=tau_a,
-                              tau_b=tau_b, checkpoint=form == "log",
+                              tau_b=tau_b, checkpoint=checkpoint,
                               axis_name=axis_name)
 
   if grad_mode == "implicit" and iters > 0:
     # The relaxations are primal inputs, not static ones: a traced tau (a
     # jitted or vmapped eps or rho) must not leak out of the custom_vjp.
-    dtype = log_kernel.dtype
     log_u, log_v, errors = _implicit_iterate(
-        form, iters, axis_name, jnp.asarray(tau_a, dtype),
-        jnp.asarray(tau_b, dtype), log_kernel, log_a, log_b, init_log_v)
+        make_ops, iters, axis_name, jnp.asarray(tau_a, dtype),
+        jnp.asarray(tau_b, dtype), kernel, log_a, log_b, init_log_v)
   else:
-    ops = kernel_ops(log_kernel, form, axis_name)
+    ops = make_ops(kernel, axis_name)
     log_u, log_v, errors = iterate(ops, log_a, log_b, log_u0, init_log_v)
     if grad_mode == "detach":
       log_u, log_v = jax.lax.stop_gradient((log_u, log_v))
   if final_row_step:
-    ops = kernel_ops(log_kernel, form, axis_name)
+    ops = make_ops(kernel, axis_name)
     log_u = _row_step(ops, log_v, log_a, tau_a)
   return ProjectionOutput(log_u, log_v, jax.lax.stop_gradient(errors))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _implicit_iterate(form, iters, axis_name, tau_a, tau_b, log_kernel, log_a,
+def _implicit_iterate(make_ops, iters, axis_name, tau_a, tau_b, kernel, log_a,
                       log_b, init_log_v):
-  ops = kernel_ops(log_kernel, form, axis_name)
-  log_u0 = jnp.zeros(log_kernel.shape[0], log_kernel.dtype)
+  ops = make_ops(kernel, axis_name)
+  log_u0 = jnp.zeros(log_a.shape[0], log_a.dtype)
   return _iterate(ops, log_a, log_b, log_u0, init_log_v, iters=iters,
                   tau_a=tau_a, tau_b=tau_b, checkpoint=False,
                   axis_name=axis_name)
 
 
-def _implicit_fwd(form, iters, axis_name, tau_a, tau_b, log_kernel, log_a,
+def _implicit_fwd(make_ops, iters, axis_name, tau_a, tau_b, kernel, log_a,
                   log_b, init_log_v):
-  out = _implicit_iterate(form, iters, axis_name, tau_a, tau_b, log_kernel,
+  out = _implicit_iterate(make_ops, iters, axis_name, tau_a, tau_b, kernel,
                           log_a, log_b, init_log_v)
   _, log_v, _ = out
-  return out, (tau_a, tau_b, log_kernel, log_a, log_b, log_v, init_log_v)
+  return out, (tau_a, tau_b, kernel, log_a, log_b, log_v, init_log_v)
 
 
-def _implicit_bwd(form, iters, axis_name, residuals, cotangents):
+def _add_cotangents(first, second):
+  """Sum of two cotangent pytrees (integer leaves have ``float0`` ones)."""
+  return jax.tree.map(
+      lambda a, b: a if a.dtype == jax.dtypes.float0 else a + b, first, second)
+
+
+def _implicit_bwd(make_ops, iters, axis_name, residuals, cotangents):
   """Adjoint of the fixed point ``beta* = F(beta*)``, ``F = col ∘ row``.
 
   With ``alpha* = R(beta*)``, the loss's cotangents ``(ᾱ, β̄)`` give
@@ -320,20 +353,21 @@ def _implicit_bwd(form, iters, axis_name, residuals, cotangents):
   The relaxations ``tau_a, tau_b`` are differentiated like the marginals
   (``rho`` and ``eps`` reach the gradient through them as well).
   """
-  tau_a, tau_b, log_kernel, log_a, log_b, log_v, init_log_v = residuals
+  tau_a, tau_b, kernel, log_a, log_b, log_v, init_log_v = residuals
   log_u_bar, log_v_bar, _ = cotangents
 
-  def row(beta, log_kernel, log_a, tau_a):
-    return _row_step(kernel_ops(log_kernel, form), beta, log_a, tau_a)
+  def row(beta, kernel, log_a, tau_a):
+    # The row step is local to a device's rows: no collective.
+    return _row_step(make_ops(kernel, None), beta, log_a, tau_a)
 
-  def fixed_point_map(beta, log_kernel, log_a, log_b, tau_a, tau_b):
-    ops = kernel_ops(log_kernel, form, axis_name)
+  def fixed_point_map(beta, kernel, log_a, log_b, tau_a, tau_b):
+    ops = make_ops(kernel, axis_name)
     return _col_step(ops, _row_step(ops, beta, log_a, tau_a), log_b, tau_b)
 
-  _, row_vjp = jax.vjp(row, log_v, log_kernel, log_a, tau_a)
+  _, row_vjp = jax.vjp(row, log_v, kernel, log_a, tau_a)
   beta_bar, kernel_bar, log_a_bar, row_tau_a_bar = row_vjp(log_u_bar)
   rhs = log_v_bar + beta_bar
-  _, map_vjp = jax.vjp(fixed_point_map, log_v, log_kernel, log_a, log_b,
+  _, map_vjp = jax.vjp(fixed_point_map, log_v, kernel, log_a, log_b,
                        tau_a, tau_b)
 
   def neumann_step(w, _):
@@ -341,7 +375,8 @@ def _implicit_bwd(form, iters, axis_name, residuals, cotangents):
 
   w, _ = jax.lax.scan(neumann_step, rhs, None, length=iters)
   _, map_kernel_bar, map_a_bar, map_b_bar, tau_a_bar, tau_b_bar = map_vjp(w)
-  return (row_tau_a_bar + tau_a_bar, tau_b_bar, kernel_bar + map_kernel_bar,
+  return (row_tau_a_bar + tau_a_bar, tau_b_bar,
+          _add_cotangents(kernel_bar, map_kernel_bar),
           log_a_bar + map_a_bar, map_b_bar, jnp.zeros_like(init_log_v))
 
 

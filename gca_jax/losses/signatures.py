@@ -69,6 +69,10 @@ _ARGS = {
                  "the fixed point) or ``\"detach\"`` (potentials held constant).",
     "form": "``\"auto\"`` (the scaling form when safe, else log), ``\"log\"`` or "
             "``\"scaling\"`` (refused where the static bound calls it unsafe).",
+    "tile_size": "``None`` (the ``N x N`` kernel is materialised) or an int "
+                 ">= 1: the kernel is recomputed ``tile_size`` rows at a time "
+                 "in the forward and backward passes, memory linear in ``N`` "
+                 "(:mod:`gca_jax.losses.tiled`; static under ``jax.jit``).",
     "return_aux": "also return a :class:`~gca_jax.losses.LossAux` of the plan.",
     "axis_name": "``None`` (one device), or, inside :func:`jax.shard_map`, the "
                  "mesh axis the batch's rows are sharded over (see "

@@ -26,6 +26,48 @@ from gca_jax.losses.arguments import concrete
 from gca_jax.losses.geometry import PAIRINGS, sharded_layout
 
 
+class LabelTarget(NamedTuple):
+  """A block target plan kept as the labels it is built from.
+
+  The plan of :func:`hierarchical_target` (``domain_target`` and
+  ``class_target`` are its one-level cases), never materialised: a loss
+  rebuilds its entries from the labels where it needs them, tile by tile
+  with ``tile_size``, so the target costs ``O(B)`` memory. Built by the
+  builders with ``as_labels=True``; every loss takes it as ``target=``.
+  With rows sharded over a mesh axis, ``levels`` holds this device's
+  samples (the loss gathers the others').
+
+  Attributes:
+    levels: ``(L, B)`` integer labels of each sample, finest level first.
+    weights: ``(L,)`` weight ``alpha_l`` of pairs whose finest shared level
+      is ``l``.
+    beta: weight of pairs that share no level.
+  """
+
+  levels: jax.Array
+  weights: jax.Array
+  beta: jax.Array
+
+  def matrix(self, *, pairing: str, dtype=None, axis_name=None) -> jax.Array:
+    """The ``(N, N)`` plan (this device's rows with ``axis_name``)."""
+    return _hierarchical_target(list(self.levels), list(self.weights),
+                                beta=self.beta, pairing=pairing, dtype=dtype,
+                                axis_name=axis_name)
+
+
+def label_target(labels_per_level, weights, *, beta) -> LabelTarget:
+  """:class:`LabelTarget` of :func:`hierarchical_target`'s arguments, checked."""
+  levels, weights = _levels_and_weights(labels_per_level, weights)
+  _check_weight("beta", beta)
+  for level in levels:
+    if not jnp.issubdtype(level.dtype, jnp.integer):
+      raise TypeError(
+          f"labels must be integer arrays, got dtype {level.dtype}.")
+  dtype = _float_dtype(None, *weights, beta)
+  return LabelTarget(jnp.stack(levels), jnp.asarray(weights, dtype),
+                     jnp.asarray(beta, dtype))
+
+
 def _rows_of_plan(per_sample: jax.Array, pairing: str) -> jax.Array:
   """Per-sample values laid out along the rows of the plan."""
   if pairing not in PAIRINGS:
@@ -99,7 +141,8 @@ def _check_weight(name: str, value) -> None:
 
 
 def domain_target(domains: jax.Array, alpha: float, beta: float, *,
-                  pairing: str = "joint", dtype=None) -> jax.Array:
+                  pairing: str = "joint", dtype=None,
+                  as_labels: bool = False) -> jax.Array | LabelTarget:
   """Domain-block target plan (paper Sec. 3.4, Fig. 1(A)).
 
   ``T_ij = 1`` on positive pairs, ``alpha`` for other pairs within the same
@@ -113,9 +156,13 @@ def domain_target(domains: jax.Array, alpha: float, beta: float, *,
     beta: weight of cross-domain pairs (finite, >= 0; may be traced).
     pairing: the loss's pairing (``"joint"`` gives ``(2B, 2B)``).
     dtype: float dtype of the result (default: see the module docstring).
+    as_labels: return the target as its labels (a :class:`LabelTarget`,
+      ``O(B)`` memory: what the losses' ``tile_size`` path takes) instead
+      of the ``(N, N)`` matrix.
 
   Returns:
-    The ``(N, N)`` target (self pairs of the joint layout are 0).
+    The ``(N, N)`` target (self pairs of the joint layout are 0), or with
+    ``as_labels=True`` its :class:`LabelTarget`.
 
   Examples:
     >>> import jax.numpy as jnp
@@ -126,6 +173,8 @@ def domain_target(domains: jax.Array, alpha: float, beta: float, *,
            [0.5, 1. , 0.1],
            [0.1, 0.1, 1. ]], dtype=float32)
   """
+  if as_labels:
+    return label_target([domains], [alpha], beta=beta)
   return _domain_target(domains, alpha, beta, pairing=pairing, dtype=dtype,
                         axis_name=None)
 
@@ -147,7 +196,7 @@ def _domain_target(domains, alpha, beta, *, pairing, dtype, axis_name):
 
 
 def class_target(labels: jax.Array, *, pairing: str = "joint",
-                 dtype=None) -> jax.Array:
+                 dtype=None, as_labels: bool = False) -> jax.Array | LabelTarget:
   """Supervised target plan: 1 between samples of the same class, else 0.
 
   Positive pairs always share their class, so they are included; self pairs
@@ -160,9 +209,12 @@ def class_target(labels: jax.Array, *, pairing: str = "joint",
       (``(B, B)``, rows of ``z1`` against columns of ``z2``), as the loss.
     dtype: float dtype of the result (default: the enabled precision,
       float64 with x64 else float32).
+    as_labels: return the target as its labels (a :class:`LabelTarget`,
+      what the losses' ``tile_size`` path takes) instead of the matrix.
 
   Returns:
-    The ``(N, N)`` target plan.
+    The ``(N, N)`` target plan, or with ``as_labels=True`` its
+    :class:`LabelTarget`.
 
   Examples:
     >>> import jax.numpy as jnp
@@ -173,6 +225,8 @@ def class_target(labels: jax.Array, *, pairing: str = "joint",
            [1., 0., 0., 0.],
            [0., 1., 0., 0.]], dtype=float32)
   """
+  if as_labels:
+    return label_target([labels], [1.0], beta=0.0)
   return _class_target(labels, pairing=pairing, dtype=dtype, axis_name=None)
 
 
@@ -188,7 +242,8 @@ def _class_target(labels, *, pairing, dtype, axis_name):
 
 
 def hierarchical_target(labels_per_level, weights, *, beta: float,
-                        pairing: str = "joint", dtype=None) -> jax.Array:
+                        pairing: str = "joint", dtype=None,
+                        as_labels: bool = False) -> jax.Array | LabelTarget:
   r"""Target plan of a label hierarchy: nested blocks of decreasing weight.
 
   With ``L`` levels of labels, finest first (e.g. class, then super-class,
@@ -219,9 +274,12 @@ def hierarchical_target(labels_per_level, weights, *, beta: float,
     beta: weight of pairs that share no level (finite, >= 0; may be traced).
     pairing: the loss's pairing (``"joint"`` gives ``(2B, 2B)``).
     dtype: float dtype of the result (default: see the module docstring).
+    as_labels: return the target as its labels (a :class:`LabelTarget`,
+      what the losses' ``tile_size`` path takes) instead of the matrix.
 
   Returns:
-    The ``(N, N)`` target (self pairs of the joint layout are 0).
+    The ``(N, N)`` target (self pairs of the joint layout are 0), or with
+    ``as_labels=True`` its :class:`LabelTarget`.
 
   Examples:
     >>> import jax.numpy as jnp
@@ -233,6 +291,8 @@ def hierarchical_target(labels_per_level, weights, *, beta: float,
            [0.25, 1.  , 0.  ],
            [0.  , 0.  , 1.  ]], dtype=float32)
   """
+  if as_labels:
+    return label_target(labels_per_level, weights, beta=beta)
   return _hierarchical_target(labels_per_level, weights, beta=beta,
                               pairing=pairing, dtype=dtype, axis_name=None)
 

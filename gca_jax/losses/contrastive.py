@@ -56,6 +56,7 @@ from gca_jax.losses import (
 from gca_jax.losses.arguments import Target
 from gca_jax.losses.geometry import batch_geometry, check_pair, compute_dtype, l2_normalize
 from gca_jax.losses.signatures import LossSpec, build, lookup
+from gca_jax.losses.targets import LabelTarget
 from gca_jax.losses.terms import LossAux
 
 __all__ = [
@@ -158,7 +159,8 @@ def _align(
   if geometry is None:
     target = tiled.tile_target(target, kernel, pairing, axis_name)
   else:
-    target = arguments.normalized_target(target, geometry)
+    target = arguments.normalized_target(
+        _target_matrix(target, pairing, dtype, axis_name), geometry)
 
   # The kernel exp(s) = c exp(M), c = exp(1/eps). A balanced projection of
   # c K has the potentials of K with alpha lowered by log c, so K is
@@ -222,6 +224,14 @@ def _align(
                             projection.marginal_error, axis_name)
 
 
+def _target_matrix(target, pairing, dtype, axis_name=None):
+  """A :class:`~gca_jax.losses.targets.LabelTarget` as the matrix the
+  materialised kernel takes (this device's rows with ``axis_name``)."""
+  if isinstance(target, LabelTarget):
+    return target.matrix(pairing=pairing, dtype=dtype, axis_name=axis_name)
+  return target
+
+
 def _tiled_terms(kernel, log_a, log_b, target, *, iters, tau_a, tau_b,
                  init_log_v, final_row_step, grad_mode, tile_size, axis_name,
                  weights, lam, q, log_scale, shifted_marginals, return_aux):
@@ -280,7 +290,8 @@ def _infonce(z1, z2, *, eps, pairing, self_mask, similarity_floor, target,
   eps = arguments.check_eps(eps)
   geometry = batch_geometry(z1, z2, pairing=pairing, self_mask=self_mask,
                             similarity_floor=similarity_floor)
-  target = arguments.normalized_target(target, geometry)
+  target = arguments.normalized_target(
+      _target_matrix(target, pairing, geometry.cost.dtype), geometry)
   log_softmax = jax.nn.log_softmax(geometry.log_kernel(eps), axis=1)
   if target is None:
     loss = -jnp.mean(terms.at_positives(log_softmax, geometry.positives))

@@ -77,12 +77,12 @@ def gca_loss(z1: jax.Array, z2: jax.Array, *, eps: float = 0.5, iters: int = 10,
              similarity_floor: float | None = None, target: Target = "pairs",
              grad_mode: str = "unroll", form: str = "auto", return_aux: bool = False,
              axis_name=None):
-  """Generalized Contrastive Alignment (Chen et al. 2024): project, then align.
+  """Generalized Contrastive Alignment: project the kernel, align the plan.
 
   ``loss = w_ce * CE(T̄, P̄) + w_rince * RINCE(x, y) + w_plan * (-log P at T)
   + lambda_p * KL(Q || P)``, each term as in :mod:`gca_jax.losses.terms`, with
   ``P = u K v`` the plan after ``iters`` projections of a kernel ``K`` onto
-  the (relaxed) marginal constraints ``a`` and ``b``.
+  the (relaxed) marginal constraints ``a`` and ``b`` (Chen et al. 2024).
 
   The kernel is ``exp(M) = exp(-C / eps)`` (``rince_kernel="cost"``) or
   ``exp(s) = exp(1 / eps) exp(M)`` (``"similarity"``, eq. (13)). A balanced
@@ -259,11 +259,12 @@ def gca_ince(z1: jax.Array, z2: jax.Array, *, eps: float = 0.5, iters: int = 10,
              similarity_floor: float | None = None, target: Target = "pairs",
              grad_mode: str = "unroll", form: str = "auto", return_aux: bool = False,
              axis_name=None):
-  """GCA-INCE: InfoNCE on the balanced Sinkhorn plan (Chen et al. 2024, Sec. 3.2).
+  """GCA-INCE: InfoNCE on the balanced Sinkhorn plan.
 
-  ``-mean_i log P̄_{i,t(i)}`` with ``P`` after ``iters`` balanced iterations
-  (uniform marginals by default; ``marginals="ones"`` is the published
-  code's choice). ``iters=0`` is exactly :func:`infonce` (Theorem 1).
+  Chen et al. 2024, Section 3.2: ``-mean_i log P̄_{i,t(i)}`` with ``P`` after
+  ``iters`` balanced iterations (uniform marginals by default;
+  ``marginals="ones"`` is the published code's choice). ``iters=0`` is exactly
+  :func:`infonce` (Theorem 1).
 
   Args:
     z1, z2: ``(B, D)`` embeddings of the two views, row ``k`` of each from sample
@@ -415,13 +416,13 @@ def hs_ince(z1: jax.Array, z2: jax.Array, *, eps: float = 0.5, tau_a: float = 1.
 def rince(z1: jax.Array, z2: jax.Array, *, eps: float = 0.5, lam: float = 0.01, q: float = 0.6,
           pairing: str = "joint", self_mask: str = "exclude",
           similarity_floor: float | None = None, return_aux: bool = False, axis_name=None):
-  """Robust InfoNCE (Chuang et al. 2022; Chen et al. 2024, eq. (2)).
+  """Robust InfoNCE, RINCE (Chuang et al. 2022).
 
-  Per anchor, with ``s = S / eps``:
-  ``-(1/q) exp(q s_{i,t(i)}) + (1/q) (lam * sum_{j != i} exp(s_ij))^q``.
-  Computed directly from the logits; ``gca_rince(iters=0)`` equals it
-  (Theorem 2). The loss grows like ``exp(q / eps)``: an ``eps`` at which it
-  overflows the dtype is refused, with the smallest allowed ``eps``.
+  Chen et al. 2024, eq. (2); per anchor, with ``s = S / eps``: ``-(1/q) exp(q
+  s_{i,t(i)}) + (1/q) (lam * sum_{j != i} exp(s_ij))^q``. Computed directly
+  from the logits; ``gca_rince(iters=0)`` equals it (Theorem 2). The loss
+  grows like ``exp(q / eps)``: an ``eps`` at which it overflows the dtype is
+  refused, with the smallest allowed ``eps``.
 
   Args:
     z1, z2: ``(B, D)`` embeddings of the two views, row ``k`` of each from sample
@@ -486,14 +487,14 @@ def gca_rince(z1: jax.Array, z2: jax.Array, *, eps: float = 0.5, iters: int = 10
               self_mask: str = "exclude", similarity_floor: float | None = None,
               target: Target = "pairs", grad_mode: str = "unroll", form: str = "auto",
               return_aux: bool = False, axis_name=None):
-  """GCA-RINCE (Chen et al. 2024, eq. (13)).
+  """GCA-RINCE: RINCE on the Sinkhorn plan of the kernel ``exp(s)``.
 
-  ``v`` from ``iters`` balanced iterations on the kernel ``exp(s)`` with all
-  marginals 1, then one row projection gives ``u``; ``x_i = exp(s_{i,t(i)})
-  v_{t(i)}``, ``y_i = lam / u_i = lam sum_{j != i} exp(s_ij) v_j``, loss
-  ``mean_i (-(x_i^q) + y_i^q) / q``. ``iters=0`` equals :func:`rince`
-  (Theorem 2). With ``tau_a``/``tau_b`` < 1 the iterations (and the final
-  row step) are the relaxed ones on the same kernel ``exp(s)``, e.g.
+  Chen et al. 2024, eq. (13): ``v`` from ``iters`` balanced iterations on the
+  kernel ``exp(s)`` with all marginals 1, then one row projection gives ``u``;
+  ``x_i = exp(s_{i,t(i)}) v_{t(i)}``, ``y_i = lam / u_i = lam sum_{j != i}
+  exp(s_ij) v_j``, loss ``mean_i (-(x_i^q) + y_i^q) / q``. ``iters=0`` equals
+  :func:`rince` (Theorem 2). With ``tau_a``/``tau_b`` < 1 the iterations (and
+  the final row step) are the relaxed ones on the same kernel ``exp(s)``, e.g.
   ``u = (1 / (exp(s) v))^tau_a``. ``eps`` must keep ``exp(q / eps)`` inside
   the dtype (refused otherwise, with the smallest allowed ``eps``).
 
@@ -638,15 +639,15 @@ def gca_uot(z1: jax.Array, z2: jax.Array, *, eps: float = 0.5, iters: int = 10,
             similarity_floor: float | None = None, target: Target = "pairs",
             grad_mode: str = "unroll", form: str = "auto", return_aux: bool = False,
             axis_name=None):
-  """GCA-UOT: alignment with an unbalanced (KL-relaxed) plan (Chen et al. 2024, Sec. 3.3).
+  """GCA-UOT: alignment with an unbalanced (KL-relaxed) plan.
 
-  ``iters`` unbalanced iterations with ``tau_a = rho_a / (rho_a + eps)``,
-  ``tau_b = rho_b / (rho_b + eps)`` on ``K = exp(-C / eps)`` with uniform
-  marginals ``1/N`` (the scale of the published code). The loss is
-  ``w_ce * (-mean_i log P̄_{i,t(i)}) + w_rince * mean_i (-(x_i^q) + y_i^q)/q``
-  with ``x_i = P_{i,t(i)} / u_i = K_{i,t(i)} v_{t(i)}`` and
-  ``y_i = lam / u_i``, ``u, v`` the scalings of the last iteration. Defaults
-  are the paper's (Chen et al. 2024): relaxations 0.2, CE weight 1, RINCE weight 0.02.
+  Chen et al. 2024, Section 3.3: ``iters`` unbalanced iterations with ``tau_a
+  = rho_a / (rho_a + eps)``, ``tau_b = rho_b / (rho_b + eps)`` on ``K = exp(-C
+  / eps)`` with uniform marginals ``1/N`` (the scale of the published code).
+  The loss is ``w_ce * (-mean_i log P̄_{i,t(i)}) + w_rince * mean_i (-(x_i^q)
+  + y_i^q)/q`` with ``x_i = P_{i,t(i)} / u_i = K_{i,t(i)} v_{t(i)}`` and ``y_i
+  = lam / u_i``, ``u, v`` the scalings of the last iteration. Defaults are the
+  paper's (Chen et al. 2024): relaxations 0.2, CE weight 1, RINCE weight 0.02.
   ``rho = inf`` is a hard (balanced) marginal, ``tau = 1``.
 
   Args:

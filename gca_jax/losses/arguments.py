@@ -1,4 +1,11 @@
-"""Trace-time checks of the losses' arguments, and their inputs as arrays.
+"""Trace-time checks of the losses' arguments, and the numerics policy.
+
+The scalar checks (``eps``, ``iters``, relaxations, weights, choices), the
+public face of a loss written as a function (:func:`public_loss`: its
+keywords checked, one clear ``TypeError`` for a wrong one), and the
+numerics policy (which numerical form of a projection is safe, which ``eps``
+the robust term allows). The marginals and the target are built from their
+arguments in :mod:`gca_jax.losses.problem`.
 
 Every check runs while a loss is traced, so a bad concrete argument fails at
 once with one line naming it and its allowed values, and nothing runs inside
@@ -19,24 +26,19 @@ Examples:
 from __future__ import annotations
 
 import difflib
+import functools
+import inspect
 import math
 import operator
-from typing import TYPE_CHECKING, Any
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gca_jax.losses import collectives
-
-if TYPE_CHECKING:  # geometry checks its own arguments with this module
-  from gca_jax.losses.geometry import BatchGeometry
-
 FORMS = ("auto", "log", "scaling")
 GRAD_MODES = ("unroll", "implicit", "detach")
-MARGINALS = ("uniform", "ones")
 RINCE_KERNELS = ("cost", "similarity")
-Target = Any  # "pairs" or an (N, N) array
 
 #: Options that shape the traced program (Python ints, bools and strings):
 #: under :func:`jax.jit` they must be static arguments.
@@ -65,7 +67,8 @@ def check_keywords(function: str, given, accepted) -> None:
   """Refuses keywords of ``given`` that ``function`` does not take (TypeError).
 
   The message lists the accepted keywords and suggests ``eps`` for a
-  temperature under another name, or the closest accepted name.
+  temperature under another name, the sharded loss for ``axis_name``, or the
+  closest accepted name.
   """
   unknown = [name for name in given if name not in accepted]
   if not unknown:
@@ -74,6 +77,8 @@ def check_keywords(function: str, given, accepted) -> None:
   for name in unknown:
     if name in TEMPERATURE_ALIASES and "eps" in accepted:
       hints.append(f"use eps for {name}: eps is the temperature")
+    elif name == "axis_name":
+      hints.append(f"rows sharded over a mesh axis: gca_jax.losses.sharded.{function}")
     else:
       close = difflib.get_close_matches(name, accepted, n=1)
       if close:
@@ -93,6 +98,54 @@ def check_static(function: str, options: dict, static: tuple[str, ...]) -> None:
           f"{function}: {name} is traced, but it shapes the program; under "
           f"jax.jit pass it as static, e.g. jax.jit({function}, "
           f"static_argnames=({names})).")
+
+
+def with_checked_keywords(function: Callable, signature: inspect.Signature):
+  """``function(z1, z2, **options)`` behind ``signature``, keywords checked.
+
+  The result shows ``signature`` (``inspect.signature``, ``help``, autodoc,
+  ``jax.jit(static_argnames=...)``) and refuses, with one line, a keyword
+  that ``signature`` does not list (:func:`check_keywords`) and a traced
+  option that must be static under :func:`jax.jit` (:func:`check_static`);
+  then it calls ``function``. Its name, docstring and module are
+  ``function``'s.
+  """
+  name = function.__name__
+  accepted = tuple(signature.parameters)[2:]
+
+  @functools.wraps(function)
+  def checked(z1, z2, **options):
+    check_keywords(name, options, accepted)
+    check_static(name, options, accepted)
+    return function(z1, z2, **options)
+
+  # The signature is ``signature``, which may list less than ``function``
+  # takes: not the one ``inspect`` would find by following ``__wrapped__``.
+  del checked.__wrapped__
+  checked.__signature__ = signature
+  checked.__doc__ = inspect.getdoc(function)  # dedented, as help() shows it
+  return checked
+
+
+def public_loss(loss: Callable | None = None, *, axis_name_public: bool = False):
+  """Decorator: the public face of a loss written as a function.
+
+  The loss is written ``def name(z1, z2, *, options..., axis_name=None)``
+  with its docstring. The public function takes ``z1, z2`` and the options
+  (its signature is the written one without ``axis_name``, unless
+  ``axis_name_public``), with the keyword checks of
+  :func:`with_checked_keywords`. The written function, which also takes
+  ``axis_name``, stays reachable as ``public.with_axis_name``: the
+  row-sharded losses of :mod:`gca_jax.losses.sharded` call it.
+  """
+  if loss is None:
+    return functools.partial(public_loss, axis_name_public=axis_name_public)
+  written = inspect.signature(loss)
+  parameters = [p for p in written.parameters.values()
+                if axis_name_public or p.name != "axis_name"]
+  public = with_checked_keywords(loss, written.replace(parameters=parameters))
+  public.with_axis_name = loss
+  return public
 
 
 def check_iters(iters) -> int:
@@ -294,129 +347,11 @@ def check_robust_range(eps, q, lam, rows: int, dtype) -> None:
       f"lam={lam}, N={rows}), or enable float64 (jax_enable_x64).")
 
 
-def log_marginal(marginal, size: int, dtype, name: str,
-                 total: int | None = None) -> jax.Array:
-  """``"uniform"`` (``1/N``), ``"ones"`` or a positive ``(size,)`` array.
-
-  ``total``: the global ``N`` of a uniform marginal when these are one
-  device's ``size`` entries of it (default ``size``). A concrete array must
-  be finite and > 0; a traced one is not checked, but an entry that is not
-  (negative, zero, NaN or inf) becomes NaN, so the loss is not finite
-  instead of silently wrong.
-  """
-  if isinstance(marginal, str):
-    if marginal == "uniform":
-      return jnp.full(size, -math.log(total or size), dtype)
-    if marginal == "ones":
-      return jnp.zeros(size, dtype)
+def lookup(registry: dict, name: str, what: str, hint: str = ""):
+  """``registry[name]``, or one line naming ``what`` and the choices."""
+  try:
+    return registry[name]
+  except KeyError:
     raise ValueError(
-        f"{name} must be one of {MARGINALS} or a ({size},) array, got "
-        f"{marginal!r}.")
-  if not isinstance(marginal, jax.core.Tracer):
-    values = np.asarray(marginal)
-    if values.dtype.kind not in "biuf":
-      raise TypeError(f"{name} must be a real array, got dtype {values.dtype}.")
-    if values.shape == (size,) and not np.all(
-        (values > 0) & np.isfinite(values)):
-      raise ValueError(f"{name} must be finite and > 0 everywhere.")
-  marginal = jnp.asarray(marginal, dtype)
-  if marginal.shape != (size,):
-    raise ValueError(
-        f"{name} must have shape ({size},), got {marginal.shape}.")
-  valid = (marginal > 0) & (marginal < jnp.inf)
-  return jnp.where(valid, jnp.log(jnp.where(valid, marginal, 1.0)), jnp.nan)
-
-
-def _static_mass(marginal, size: int):
-  """Total mass of a marginal known at trace time, else ``None``."""
-  if isinstance(marginal, str):
-    return 1.0 if marginal == "uniform" else float(size)
-  if isinstance(marginal, jax.core.Tracer):
-    return None
-  return float(np.sum(np.asarray(marginal, np.float64)))
-
-
-def check_balanced_masses(log_a, log_b, marginals, tau_a, tau_b, rows: int,
-                          axis_name=None):
-  """``(log_a, log_b)``, checked against each other for a balanced plan.
-
-  A plan with both marginals hard (``tau_a = tau_b = 1``) exists only if
-  ``sum a = sum b``; otherwise each iteration moves the potentials by the
-  log of the ratio and they leave the float range after some iterations.
-  Concrete marginals of a balanced plan with unequal masses are refused;
-  when a marginal or a relaxation is traced, both become NaN instead (at
-  once, not after the drift; ``log_b`` too because it reaches the loss
-  without passing an ``exp``, which XLA's CPU kernels do not always keep
-  NaN through). The masses may differ by the square root
-  of the dtype's resolution (sums computed in a different order). ``rows``:
-  the global number of rows; ``marginals``: the pair as given.
-  """
-  if not all(concrete(tau) in (None, 1.0) for tau in (tau_a, tau_b)):
-    return log_a, log_b  # a relaxed side absorbs any difference of mass
-  rtol = float(np.sqrt(jnp.finfo(log_a.dtype).eps))
-  mass_a = _static_mass(marginals[0], rows) if axis_name is None or isinstance(
-      marginals[0], str) else None
-  mass_b = _static_mass(marginals[1], log_b.shape[0])
-  if None not in (mass_a, mass_b, concrete(tau_a), concrete(tau_b)):
-    if not math.isclose(mass_a, mass_b, rel_tol=rtol):
-      raise ValueError(
-          f"marginals of a balanced plan (tau_a = tau_b = 1) must have equal "
-          f"total mass, got sum a = {mass_a:.6g} and sum b = {mass_b:.6g}; "
-          f"rescale one, or relax a side (tau < 1).")
-    return log_a, log_b
-  row_mass = (jnp.sum(jnp.exp(log_a)) if axis_name is None
-              else collectives.total(jnp.exp(log_a), axis_name))
-  column_mass = jnp.sum(jnp.exp(log_b))
-  equal = jnp.abs(row_mass - column_mass) <= rtol * jnp.maximum(row_mass,
-                                                                column_mass)
-  relaxed = (jnp.asarray(tau_a) != 1) | (jnp.asarray(tau_b) != 1)
-  valid = equal | relaxed
-  return nan_unless(valid, log_a), nan_unless(valid, log_b)
-
-
-def _check_target_values(target, has_excluded_self_pairs: bool) -> None:
-  """A concrete target: real, finite, >= 0, every row naming some pair."""
-  values = np.asarray(target)
-  if values.dtype.kind not in "biuf":
-    raise TypeError(f"target must be a real matrix, got dtype {values.dtype}.")
-  if not np.all(np.isfinite(values)):
-    raise ValueError("target must be finite (it holds NaN or inf).")
-  if np.any(values < 0):
-    raise ValueError(
-        f"target must be >= 0 everywhere (min {values.min()}).")
-  if has_excluded_self_pairs:  # the only exclusions a geometry makes
-    values = np.where(np.eye(*values.shape, dtype=bool), 0, values)
-  empty = np.flatnonzero(values.sum(axis=1) <= 0)
-  if empty.size:
-    raise ValueError(
-        f"every row of target needs a positive entry off the excluded self "
-        f"pairs; rows {empty[:5].tolist()}{' ...' if empty.size > 5 else ''} "
-        f"({empty.size} of {values.shape[0]}) have none.")
-
-
-def normalized_target(target: Target, geometry: BatchGeometry):
-  """``None`` for ``"pairs"``, else ``T̄``: row-normalised, exclusions at 0."""
-  if isinstance(target, str):
-    if target != "pairs":
-      raise ValueError(
-          f"target must be 'pairs' or an (N, N) matrix from domain_target / "
-          f"class_target, got {target!r}.")
-    return None
-  if jnp.shape(target) != geometry.cost.shape:
-    raise ValueError(
-        f"target must have shape {geometry.cost.shape} for this pairing, "
-        f"got {jnp.shape(target)}.")
-  if not isinstance(target, jax.core.Tracer):
-    # Sharded rows: the self pairs sit at traced columns, so an empty row
-    # is not checked here (it becomes NaN below, as in a traced target).
-    _check_target_values(target, geometry.excluded is not None
-                         and geometry.row_index is None)
-  target = jnp.asarray(target, geometry.cost.dtype)
-  # A traced target is not checked; a negative entry, NaN, inf or an empty
-  # row becomes NaN here (fused into the normalisation), and the terms below
-  # propagate NaN weights, so a bad target gives a non-finite loss.
-  target = jnp.where(target >= 0, target, jnp.nan)
-  if geometry.excluded is not None:
-    target = jnp.where(geometry.excluded, 0.0, target)
-  row_sum = jnp.sum(target, axis=1, keepdims=True)
-  return target / jnp.where(row_sum > 0, row_sum, jnp.nan)
+        f"unknown {what} name {name!r}; choose one of {sorted(registry)}{hint}."
+    ) from None

@@ -61,8 +61,20 @@ class BatchGeometry(NamedTuple):
   cost_bound: float
   row_index: jax.Array | None = None
 
+  @property
+  def shape(self) -> tuple[int, int]:
+    """``(n, N)``: this device's rows, all columns."""
+    return self.cost.shape
+
+  @property
+  def dtype(self):
+    return self.cost.dtype
+
   def log_kernel(self, eps) -> jax.Array:
-    """``M = -C / eps``, with ``-inf`` on excluded pairs."""
+    """``M = -C / eps``, with ``-inf`` on excluded pairs.
+
+    (:class:`gca_jax.losses.tiled.TiledKernel` is the same kernel, never
+    formed.)"""
     log_kernel = -self.cost / eps
     if self.excluded is not None:
       log_kernel = jnp.where(self.excluded, -jnp.inf, log_kernel)

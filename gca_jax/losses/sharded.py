@@ -48,8 +48,7 @@ from __future__ import annotations
 
 import inspect
 
-from gca_jax.losses import collectives, contrastive, targets
-from gca_jax.losses.signatures import lookup
+from gca_jax.losses import arguments, collectives, contrastive, targets
 
 __all__ = [
     "SHARDED_LOSSES", "class_target", "domain_target", "gca_ince", "gca_loss",
@@ -67,30 +66,305 @@ def _check_axis(axis_name) -> None:
   collectives.axis_size(axis_name)
 
 
-# Every single-device loss, its row-sharded variant: the same declaration,
-# so the same defaults and checks, with ``axis_name`` required.
-_BY_NAME = {spec.name: contrastive.build(spec, check_axis=_check_axis)
-            for spec in contrastive.SPECS}
-gca_loss = _BY_NAME["gca_loss"]
-infonce = _BY_NAME["infonce"]
-gca_ince = _BY_NAME["gca_ince"]
-hs_ince = _BY_NAME["hs_ince"]
-rince = _BY_NAME["rince"]
-gca_rince = _BY_NAME["gca_rince"]
-hs_rince = _BY_NAME["hs_rince"]
-gca_uot = _BY_NAME["gca_uot"]
-iot = _BY_NAME["iot"]
-iot_uni = _BY_NAME["iot_uni"]
+def _rows_sharded(loss):
+  """Decorator of the sharded form of the single-device ``loss``: its
+  signature is ``loss``'s with a required ``axis_name`` after ``z1, z2``
+  (the same defaults, written once, in ``loss``), its keywords checked as
+  ``loss``'s are."""
+  z1, z2, *options = (parameter for parameter in inspect.signature(loss).parameters.values()
+                      if parameter.name != "axis_name")
+  axis_name = inspect.Parameter("axis_name", inspect.Parameter.KEYWORD_ONLY)
+  signature = inspect.Signature([z1, z2, axis_name, *options])
+  return lambda sharded: arguments.with_checked_keywords(sharded, signature)
+
+
+@_rows_sharded(contrastive.gca_loss)
+def gca_loss(z1, z2, *, axis_name, **options):
+  """:func:`gca_jax.losses.gca_loss` with the plan's rows sharded over ``axis_name``.
+
+  Takes the keyword parameters of :func:`gca_jax.losses.gca_loss`, with its
+  defaults and checks, and a required ``axis_name``; gives the value of that
+  function on the global batch (the devices' rows in device order).
+
+  Args:
+    z1, z2: this device's ``(b, D)`` rows of the two views' embeddings.
+    axis_name: the mesh axis the batch is sharded over (inside
+      :func:`jax.shard_map`); required.
+
+  Returns:
+    The loss of the global batch (the same on every device), or
+    ``(loss, aux)`` with ``return_aux=True`` (``aux.log_plan``: this
+    device's rows).
+
+  Raises:
+    ValueError: for ``axis_name=None`` or an axis not bound here, and as
+      :func:`gca_jax.losses.gca_loss`.
+    TypeError: as :func:`gca_jax.losses.gca_loss`.
+  """
+  _check_axis(axis_name)
+  return contrastive.gca_loss.with_axis_name(z1, z2, axis_name=axis_name, **options)
+
+
+@_rows_sharded(contrastive.infonce)
+def infonce(z1, z2, *, axis_name, **options):
+  """:func:`gca_jax.losses.infonce` with the plan's rows sharded over ``axis_name``.
+
+  Takes the keyword parameters of :func:`gca_jax.losses.infonce`, with its
+  defaults and checks, and a required ``axis_name``; gives the value of that
+  function on the global batch (the devices' rows in device order). Computed
+  as :func:`gca_jax.losses.hs_ince` with marginals 1 (equal to InfoNCE by
+  Theorem 1), whose projection has the collectives the rows need; its
+  diagnostics report the exact row marginals of InfoNCE's plan.
+
+  Args:
+    z1, z2: this device's ``(b, D)`` rows of the two views' embeddings.
+    axis_name: the mesh axis the batch is sharded over (inside
+      :func:`jax.shard_map`); required.
+
+  Returns:
+    The loss of the global batch (the same on every device), or
+    ``(loss, aux)`` with ``return_aux=True`` (``aux.log_plan``: this
+    device's rows).
+
+  Raises:
+    ValueError: for ``axis_name=None`` or an axis not bound here, and as
+      :func:`gca_jax.losses.infonce`.
+    TypeError: as :func:`gca_jax.losses.infonce`.
+  """
+  _check_axis(axis_name)
+  return contrastive.infonce.with_axis_name(z1, z2, axis_name=axis_name, **options)
+
+
+@_rows_sharded(contrastive.gca_ince)
+def gca_ince(z1, z2, *, axis_name, **options):
+  """:func:`gca_jax.losses.gca_ince` with the plan's rows sharded over ``axis_name``.
+
+  Takes the keyword parameters of :func:`gca_jax.losses.gca_ince`, with its
+  defaults and checks, and a required ``axis_name``; gives the value of that
+  function on the global batch (the devices' rows in device order).
+
+  Args:
+    z1, z2: this device's ``(b, D)`` rows of the two views' embeddings.
+    axis_name: the mesh axis the batch is sharded over (inside
+      :func:`jax.shard_map`); required.
+
+  Returns:
+    The loss of the global batch (the same on every device), or
+    ``(loss, aux)`` with ``return_aux=True`` (``aux.log_plan``: this
+    device's rows).
+
+  Raises:
+    ValueError: for ``axis_name=None`` or an axis not bound here, and as
+      :func:`gca_jax.losses.gca_ince`.
+    TypeError: as :func:`gca_jax.losses.gca_ince`.
+  """
+  _check_axis(axis_name)
+  return contrastive.gca_ince.with_axis_name(z1, z2, axis_name=axis_name, **options)
+
+
+@_rows_sharded(contrastive.hs_ince)
+def hs_ince(z1, z2, *, axis_name, **options):
+  """:func:`gca_jax.losses.hs_ince` with the plan's rows sharded over ``axis_name``.
+
+  Takes the keyword parameters of :func:`gca_jax.losses.hs_ince`, with its
+  defaults and checks, and a required ``axis_name``; gives the value of that
+  function on the global batch (the devices' rows in device order).
+
+  Args:
+    z1, z2: this device's ``(b, D)`` rows of the two views' embeddings.
+    axis_name: the mesh axis the batch is sharded over (inside
+      :func:`jax.shard_map`); required.
+
+  Returns:
+    The loss of the global batch (the same on every device), or
+    ``(loss, aux)`` with ``return_aux=True`` (``aux.log_plan``: this
+    device's rows).
+
+  Raises:
+    ValueError: for ``axis_name=None`` or an axis not bound here, and as
+      :func:`gca_jax.losses.hs_ince`.
+    TypeError: as :func:`gca_jax.losses.hs_ince`.
+  """
+  _check_axis(axis_name)
+  return contrastive.hs_ince.with_axis_name(z1, z2, axis_name=axis_name, **options)
+
+
+@_rows_sharded(contrastive.rince)
+def rince(z1, z2, *, axis_name, **options):
+  """:func:`gca_jax.losses.rince` with the plan's rows sharded over ``axis_name``.
+
+  Takes the keyword parameters of :func:`gca_jax.losses.rince`, with its
+  defaults and checks, and a required ``axis_name``; gives the value of that
+  function on the global batch (the devices' rows in device order). Computed
+  as :func:`gca_jax.losses.hs_rince` with marginals 1 (equal to RINCE by
+  Theorem 2); its diagnostics report the exact row marginals of RINCE's plan.
+
+  Args:
+    z1, z2: this device's ``(b, D)`` rows of the two views' embeddings.
+    axis_name: the mesh axis the batch is sharded over (inside
+      :func:`jax.shard_map`); required.
+
+  Returns:
+    The loss of the global batch (the same on every device), or
+    ``(loss, aux)`` with ``return_aux=True`` (``aux.log_plan``: this
+    device's rows).
+
+  Raises:
+    ValueError: for ``axis_name=None`` or an axis not bound here, and as
+      :func:`gca_jax.losses.rince`.
+    TypeError: as :func:`gca_jax.losses.rince`.
+  """
+  _check_axis(axis_name)
+  return contrastive.rince.with_axis_name(z1, z2, axis_name=axis_name, **options)
+
+
+@_rows_sharded(contrastive.gca_rince)
+def gca_rince(z1, z2, *, axis_name, **options):
+  """:func:`gca_jax.losses.gca_rince` with the plan's rows sharded over ``axis_name``.
+
+  Takes the keyword parameters of :func:`gca_jax.losses.gca_rince`, with its
+  defaults and checks, and a required ``axis_name``; gives the value of that
+  function on the global batch (the devices' rows in device order).
+
+  Args:
+    z1, z2: this device's ``(b, D)`` rows of the two views' embeddings.
+    axis_name: the mesh axis the batch is sharded over (inside
+      :func:`jax.shard_map`); required.
+
+  Returns:
+    The loss of the global batch (the same on every device), or
+    ``(loss, aux)`` with ``return_aux=True`` (``aux.log_plan``: this
+    device's rows).
+
+  Raises:
+    ValueError: for ``axis_name=None`` or an axis not bound here, and as
+      :func:`gca_jax.losses.gca_rince`.
+    TypeError: as :func:`gca_jax.losses.gca_rince`.
+  """
+  _check_axis(axis_name)
+  return contrastive.gca_rince.with_axis_name(z1, z2, axis_name=axis_name, **options)
+
+
+@_rows_sharded(contrastive.hs_rince)
+def hs_rince(z1, z2, *, axis_name, **options):
+  """:func:`gca_jax.losses.hs_rince` with the plan's rows sharded over ``axis_name``.
+
+  Takes the keyword parameters of :func:`gca_jax.losses.hs_rince`, with its
+  defaults and checks, and a required ``axis_name``; gives the value of that
+  function on the global batch (the devices' rows in device order).
+
+  Args:
+    z1, z2: this device's ``(b, D)`` rows of the two views' embeddings.
+    axis_name: the mesh axis the batch is sharded over (inside
+      :func:`jax.shard_map`); required.
+
+  Returns:
+    The loss of the global batch (the same on every device), or
+    ``(loss, aux)`` with ``return_aux=True`` (``aux.log_plan``: this
+    device's rows).
+
+  Raises:
+    ValueError: for ``axis_name=None`` or an axis not bound here, and as
+      :func:`gca_jax.losses.hs_rince`.
+    TypeError: as :func:`gca_jax.losses.hs_rince`.
+  """
+  _check_axis(axis_name)
+  return contrastive.hs_rince.with_axis_name(z1, z2, axis_name=axis_name, **options)
+
+
+@_rows_sharded(contrastive.gca_uot)
+def gca_uot(z1, z2, *, axis_name, **options):
+  """:func:`gca_jax.losses.gca_uot` with the plan's rows sharded over ``axis_name``.
+
+  Takes the keyword parameters of :func:`gca_jax.losses.gca_uot`, with its
+  defaults and checks, and a required ``axis_name``; gives the value of that
+  function on the global batch (the devices' rows in device order).
+
+  Args:
+    z1, z2: this device's ``(b, D)`` rows of the two views' embeddings.
+    axis_name: the mesh axis the batch is sharded over (inside
+      :func:`jax.shard_map`); required.
+
+  Returns:
+    The loss of the global batch (the same on every device), or
+    ``(loss, aux)`` with ``return_aux=True`` (``aux.log_plan``: this
+    device's rows).
+
+  Raises:
+    ValueError: for ``axis_name=None`` or an axis not bound here, and as
+      :func:`gca_jax.losses.gca_uot`.
+    TypeError: as :func:`gca_jax.losses.gca_uot`.
+  """
+  _check_axis(axis_name)
+  return contrastive.gca_uot.with_axis_name(z1, z2, axis_name=axis_name, **options)
+
+
+@_rows_sharded(contrastive.iot)
+def iot(z1, z2, *, axis_name, **options):
+  """:func:`gca_jax.losses.iot` with the plan's rows sharded over ``axis_name``.
+
+  Takes the keyword parameters of :func:`gca_jax.losses.iot`, with its
+  defaults and checks, and a required ``axis_name``; gives the value of that
+  function on the global batch (the devices' rows in device order).
+
+  Args:
+    z1, z2: this device's ``(b, D)`` rows of the two views' embeddings.
+    axis_name: the mesh axis the batch is sharded over (inside
+      :func:`jax.shard_map`); required.
+
+  Returns:
+    The loss of the global batch (the same on every device), or
+    ``(loss, aux)`` with ``return_aux=True`` (``aux.log_plan``: this
+    device's rows).
+
+  Raises:
+    ValueError: for ``axis_name=None`` or an axis not bound here, and as
+      :func:`gca_jax.losses.iot`.
+    TypeError: as :func:`gca_jax.losses.iot`.
+  """
+  _check_axis(axis_name)
+  return contrastive.iot.with_axis_name(z1, z2, axis_name=axis_name, **options)
+
+
+@_rows_sharded(contrastive.iot_uni)
+def iot_uni(z1, z2, *, axis_name, **options):
+  """:func:`gca_jax.losses.iot_uni` with the plan's rows sharded over ``axis_name``.
+
+  Takes the keyword parameters of :func:`gca_jax.losses.iot_uni`, with its
+  defaults and checks, and a required ``axis_name``; gives the value of that
+  function on the global batch (the devices' rows in device order). The
+  diagonal of ``KL(Q || P)`` is the global one; its sums add up every device's
+  rows.
+
+  Args:
+    z1, z2: this device's ``(b, D)`` rows of the two views' embeddings.
+    axis_name: the mesh axis the batch is sharded over (inside
+      :func:`jax.shard_map`); required.
+
+  Returns:
+    The loss of the global batch (the same on every device), or
+    ``(loss, aux)`` with ``return_aux=True`` (``aux.log_plan``: this
+    device's rows).
+
+  Raises:
+    ValueError: for ``axis_name=None`` or an axis not bound here, and as
+      :func:`gca_jax.losses.iot_uni`.
+    TypeError: as :func:`gca_jax.losses.iot_uni`.
+  """
+  _check_axis(axis_name)
+  return contrastive.iot_uni.with_axis_name(z1, z2, axis_name=axis_name, **options)
+
 
 #: Sharded contrastive losses selectable by name, each
 #: ``fn(z1, z2, *, axis_name, **params)`` with the parameters of the
 #: single-device loss of that name.
-SHARDED_LOSSES = {name: _BY_NAME[name] for name in contrastive.CONTRASTIVE_LOSSES}
+SHARDED_LOSSES = {loss.__name__: loss for loss in (
+    infonce, gca_ince, hs_ince, rince, gca_rince, hs_rince, gca_uot, iot, iot_uni)}
 
 
 def get(name: str):
   """The sharded contrastive loss called ``name`` (see :data:`SHARDED_LOSSES`)."""
-  return lookup(SHARDED_LOSSES, name, "sharded loss")
+  return arguments.lookup(SHARDED_LOSSES, name, "sharded loss")
 
 
 def _sharded_target(name: str):
@@ -109,7 +383,12 @@ def _sharded_target(name: str):
     _check_axis(axis_name)
     bound = signature.bind(*args, axis_name=axis_name, **options)
     bound.apply_defaults()
-    return rows_of(**bound.arguments)
+    arguments_ = dict(bound.arguments)
+    if arguments_.pop("as_labels"):
+      # Labels are laid out by the loss, which gathers the other devices'.
+      del arguments_["axis_name"]
+      return public(**arguments_, as_labels=True)
+    return rows_of(**arguments_)
 
   target.__name__ = target.__qualname__ = name
   target.__signature__ = signature
@@ -120,8 +399,9 @@ def _sharded_target(name: str):
       f"axis the batch is sharded over.\n  Others: as "
       f":func:`gca_jax.losses.{name}`.\n\nReturns:\n  The ``(n, N)`` rows of "
       f"the global target that this device's rows of the sharded loss see "
-      f"(``n = 2b``, ``N = 2B`` in the joint pairing); pass it as ``target=`` "
-      f"to a sharded loss.\n")
+      f"(``n = 2b``, ``N = 2B`` in the joint pairing), or with "
+      f"``as_labels=True`` the labels of this device's samples; pass it as "
+      f"``target=`` to a sharded loss.\n")
   return target
 
 

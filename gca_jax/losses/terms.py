@@ -16,15 +16,21 @@ positive of anchor ``i``, ``P = u K v`` the plan with ``u = exp(alpha)``,
 
 Every reduction over rows takes an ``axis_name`` (``None``: the rows are the
 whole batch) and adds up the rows of every device when they are sharded.
+:func:`assemble` adds up a loss's weighted terms from its projection and
+returns the diagnostics of its plan (:class:`LossAux`).
 """
 
 from __future__ import annotations
+
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import struct
 
-from gca_jax.losses import collectives
+from gca_jax.losses import arguments, collectives, projections
+from gca_jax.losses.geometry import BatchGeometry
+from gca_jax.losses.problem import Problem
 
 
 @struct.dataclass
@@ -168,3 +174,98 @@ def row_normalized_kernel_aux(log_softmax, geometry, target) -> LossAux:
   rows normalised (one row projection), whose row marginals are exact."""
   exact = jnp.zeros((1,), log_softmax.dtype)
   return diagnostics(log_softmax, geometry.positives, target, exact)
+
+
+class Terms(NamedTuple):
+  """The terms of a GCA loss: their weights (a zero weight drops its term)
+  and the robust term's options, as :func:`check_terms` returns them."""
+
+  w_ce: Any
+  w_rince: Any
+  w_plan: Any
+  lambda_p: Any
+  lam: Any
+  q: Any
+  rince_kernel: str
+
+  @property
+  def has_ce(self) -> bool:
+    return not arguments.is_zero(self.w_ce)
+
+  @property
+  def has_rince(self) -> bool:
+    return not arguments.is_zero(self.w_rince)
+
+  @property
+  def has_plan(self) -> bool:
+    return not arguments.is_zero(self.w_plan)
+
+  @property
+  def has_uniform(self) -> bool:
+    return not arguments.is_zero(self.lambda_p)
+
+  @property
+  def similarity_kernel(self) -> bool:
+    """Whether the robust term uses the kernel ``exp(s)`` (eq. (13))."""
+    return self.rince_kernel == "similarity"
+
+
+def check_terms(*, w_ce, w_rince, w_plan, lambda_p, lam, q, rince_kernel) -> Terms:
+  """The terms' arguments, checked (a traced one out of range becomes NaN).
+
+  ``q`` and ``lam`` are checked only when the robust term is on.
+  """
+  w_ce, w_rince, w_plan, lambda_p = (
+      arguments.check_nonnegative(name, weight)
+      for name, weight in (("w_ce", w_ce), ("w_rince", w_rince),
+                           ("w_plan", w_plan), ("lambda_p", lambda_p)))
+  if not arguments.is_zero(w_rince):
+    q = arguments.check_q(q)
+    lam = arguments.check_nonnegative("lam", lam)
+  arguments.check_choice("rince_kernel", rince_kernel, arguments.RINCE_KERNELS)
+  return Terms(w_ce, w_rince, w_plan, lambda_p, lam, q, rince_kernel)
+
+
+def assemble(terms: Terms, log_kernel, form: str, projection, geometry: BatchGeometry,
+             problem: Problem, *, return_aux: bool = False, axis_name=None):
+  """``w_ce CE + w_rince RINCE + w_plan (-log P) + lambda_p KL(Q || P)``.
+
+  Each term with a non-zero weight, from the potentials of ``projection``
+  (:func:`gca_jax.losses.sinkhorn` on ``log_kernel`` in ``form``) and the
+  ``problem``'s target; with ``return_aux``, also the plan's
+  :class:`LossAux`.
+  """
+  log_u, log_v = projection.log_u, projection.log_v
+  ops = projections.kernel_ops(log_kernel, form)
+  positives, target = geometry.positives, problem.target
+  log_scale = problem.log_kernel_scale
+
+  loss = jnp.zeros((), geometry.cost.dtype)
+  if terms.has_ce:
+    # Row normalisation removes any constant factor of the kernel.
+    row_lse = ops.row_lse(log_v)
+    loss += terms.w_ce * alignment_cross_entropy(log_kernel, log_v, row_lse,
+                                                 positives, target, axis_name)
+  if terms.has_rince:
+    # Potentials of the kernel c K (see problem.alignment_problem).
+    robust_log_u = log_u if problem.shifted_marginals else log_u - log_scale
+    loss += terms.w_rince * robust_term(log_kernel, robust_log_u, log_v, positives,
+                                        target, lam=terms.lam, q=terms.q,
+                                        log_kernel_scale=log_scale,
+                                        axis_name=axis_name,
+                                        row_index=geometry.row_index)
+  log_plan = None
+  if terms.has_plan or terms.has_uniform or return_aux:
+    # u (c K) v: with shifted marginals the potentials are those of c K.
+    log_plan = projection.log_plan(log_kernel)
+    if problem.shifted_marginals:
+      log_plan = log_plan + log_scale
+  if terms.has_plan:
+    loss += terms.w_plan * plan_log_likelihood(log_plan, positives, target, axis_name)
+  if terms.has_uniform:
+    loss += terms.lambda_p * uniform_negatives_kl(log_plan, axis_name,
+                                                  geometry.row_index)
+  if not return_aux:
+    return loss
+  return loss, diagnostics(log_plan, positives, target,
+                           projection.marginal_error, axis_name)

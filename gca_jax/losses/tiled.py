@@ -42,7 +42,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gca_jax.losses import collectives
+from gca_jax.losses import arguments, collectives, geometry, projections
+from gca_jax.losses.terms import LossAux, Terms, mean_over_rows
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -77,6 +78,15 @@ class TiledKernel(NamedTuple):
   positives: jax.Array
   self_columns: jax.Array | None
   row_index: jax.Array | None
+
+  @property
+  def shape(self) -> tuple[int, int]:
+    """``(n, N)``: this device's rows, all columns (as ``BatchGeometry``)."""
+    return self.rows.shape[0], self.cols.shape[0]
+
+  @property
+  def dtype(self):
+    return self.rows.dtype
 
 
 # ----------------------------------------------------------------------------
@@ -212,8 +222,9 @@ _row_logsumexp.defvjp(_row_logsumexp_fwd, _row_logsumexp_bwd)
 # ----------------------------------------------------------------------------
 # The kernel of a batch, and its projection operators.
 
-def check_tile_size(tile_size) -> int:
-  """``tile_size`` as a Python int >= 1 (static under :func:`jax.jit`)."""
+def check_tile_size(tile_size, form: str = "auto") -> int:
+  """``tile_size`` as a Python int >= 1 (static under :func:`jax.jit`), with
+  a ``form`` that does not hold the kernel (``"auto"`` or ``"log"``)."""
   if isinstance(tile_size, jax.core.Tracer):
     raise TypeError(
         "tile_size is traced, but it shapes the program; under jax.jit pass "
@@ -223,6 +234,11 @@ def check_tile_size(tile_size) -> int:
     raise ValueError(
         f"tile_size must be None (the materialised kernel) or an int >= 1 "
         f"(rows per tile), got {tile_size!r}.")
+  if form == "scaling":
+    raise ValueError(
+        "form='scaling' holds the N x N kernel, which tile_size avoids; use "
+        "form='auto' or 'log' with tile_size, or tile_size=None.")
+  arguments.check_choice("form", form, arguments.FORMS)
   return tile_size
 
 
@@ -236,9 +252,6 @@ def tiled_kernel(z1, z2, eps, *, pairing: str = "joint",
   pairing's self pairs excluded (``self_mask="exclude"``) and no
   ``similarity_floor``; anything else is refused with one line.
   """
-  # Imported here: geometry imports this module's users, not the reverse.
-  from gca_jax.losses import geometry
-
   geometry.check_pair(z1, z2, min_rows=2 if axis_name is None else 1)
   if pairing not in geometry.PAIRINGS:
     raise ValueError(
@@ -298,8 +311,6 @@ def kernel_ops(kernel: TiledKernel, axis_name=None, *, tile_size: int):
   rows of ``Mᵀ`` against the gathered ``alpha`` and gathered in turn, so
   only ``N``-vectors cross devices.
   """
-  from gca_jax.losses.projections import KernelOps
-
   def row_lse(beta):
     return row_logsumexp(kernel.rows, kernel.cols, beta, kernel.eps,
                          kernel.self_columns, tile_size=tile_size)
@@ -310,7 +321,7 @@ def kernel_ops(kernel: TiledKernel, axis_name=None, *, tile_size: int):
                         kernel.self_columns, tile_size=tile_size)
     return _to_global(lse, kernel, axis_name)
 
-  return KernelOps(row_lse, col_lse)
+  return projections.KernelOps(row_lse, col_lse)
 
 
 def positive_log_kernel(kernel: TiledKernel) -> jax.Array:
@@ -322,27 +333,7 @@ def positive_log_kernel(kernel: TiledKernel) -> jax.Array:
 # ----------------------------------------------------------------------------
 # Block targets given by labels, rebuilt inside each tile.
 
-class TileTarget(NamedTuple):
-  """A label target laid out on this device's rows and all columns.
-
-  ``T_ij``: 1 at the positive, ``weights[l]`` where ``l`` is the finest
-  level whose labels agree, else ``beta``; 0 on self pairs (the loss
-  row-normalises it).
-
-  Attributes:
-    row_labels: ``(n, L)`` labels of this device's rows, finest first.
-    col_labels: ``(N, L)`` labels of the columns.
-    weights: ``(L,)`` weight of each level.
-    beta: weight of pairs that share no level.
-  """
-
-  row_labels: jax.Array
-  col_labels: jax.Array
-  weights: jax.Array
-  beta: jax.Array
-
-
-def _tile_target(target: TileTarget, row_labels, positives, self_tile,
+def _tile_target(target, row_labels, positives, self_tile,
                  num_cols: int):
   """``T`` on one tile of rows, ``(b, N)``."""
   weights = jnp.broadcast_to(target.beta, (row_labels.shape[0], num_cols))
@@ -370,14 +361,14 @@ def _map_tiles(one_tile, per_row, tile_size: int, fills=None):
   return jax.tree.map(lambda tiles_out: _unpad_rows(tiles_out, rows), out)
 
 
-def _target_tiles(kernel: TiledKernel, target: TileTarget):
+def _target_tiles(kernel: TiledKernel, target):
   # Padding rows: positive column 0 (weight 1, a finite row sum) and no
   # self pair; their results are dropped.
   return ((kernel.rows, target.row_labels, kernel.positives,
            kernel.self_columns), (0, 0, 0, -1))
 
 
-def target_weighted_kernel(kernel: TiledKernel, target: TileTarget, beta,
+def target_weighted_kernel(kernel: TiledKernel, target, beta,
                            *, tile_size: int):
   """``sum_j T̄_ij (M_ij + beta_j)`` with ``T̄`` the row-normalised target
   (the linear part of the alignment cross-entropy and of IOT's loss)."""
@@ -394,7 +385,7 @@ def target_weighted_kernel(kernel: TiledKernel, target: TileTarget, beta,
   return _map_tiles(one_tile, per_row, tile_size, fills)
 
 
-def target_logsumexp(kernel: TiledKernel, target: TileTarget, beta, column_bias,
+def target_logsumexp(kernel: TiledKernel, target, beta, column_bias,
                      *, tile_size: int):
   """``(LSE_j(log T̄_ij + M_ij + beta_j), LSE_j(log T̄_ij + column_bias_j))``
   (the robust term's ``x`` and ``y`` against a target)."""
@@ -430,7 +421,6 @@ def _total(values, axis_name):
 def alignment_cross_entropy(kernel: TiledKernel, log_v, row_lse, target, *,
                             tile_size: int, axis_name=None):
   """``-mean_i sum_j T̄_ij log P̄_ij`` with ``log P̄ = M + beta - row_lse``."""
-  from gca_jax.losses.terms import mean_over_rows
   if target is None:
     linear = positive_log_kernel(kernel) + log_v[kernel.positives]
   else:
@@ -442,7 +432,6 @@ def robust_term(kernel: TiledKernel, log_u, log_v, target, *, lam, q,
                 log_kernel_scale, tile_size: int, axis_name=None):
   """``mean_i (-(x_i^q) + y_i^q) / q`` (GCA-RINCE), ``x, y`` as in
   :func:`gca_jax.losses.terms.robust_term`."""
-  from gca_jax.losses.terms import mean_over_rows
   if target is None:
     log_x = positive_log_kernel(kernel) + log_v[kernel.positives]
     log_y = jnp.log(lam) - log_u
@@ -460,7 +449,6 @@ def plan_log_likelihood(kernel: TiledKernel, log_u, log_v, target, *,
                         tile_size: int, axis_name=None):
   """``-mean_i sum_j T̄_ij log P_ij`` (IOT's loss), ``log_u`` the plan's row
   potential (any constant scale of the kernel included)."""
-  from gca_jax.losses.terms import mean_over_rows
   if target is None:
     linear = positive_log_kernel(kernel) + log_v[kernel.positives]
   else:
@@ -509,7 +497,6 @@ def diagnostics(kernel: TiledKernel, log_u, log_v, target, marginal_error, *,
                 tile_size: int, axis_name=None):
   """:class:`~gca_jax.losses.LossAux` of the plan ``exp(log_u + log_v + M)``
   without its ``(N, N)`` log-plan (``log_plan=None``)."""
-  from gca_jax.losses.terms import LossAux
   row_lse = row_logsumexp(kernel.rows, kernel.cols, log_v, kernel.eps,
                           kernel.self_columns, tile_size=tile_size)
   row_log_mass = log_u + row_lse
@@ -540,39 +527,50 @@ def diagnostics(kernel: TiledKernel, log_u, log_v, target, marginal_error, *,
                  _total(on_positives, axis_name), None)
 
 
-def tile_target(target, kernel: TiledKernel, pairing: str, axis_name=None):
-  """``None`` for ``"pairs"``, else the :class:`TileTarget` of a
-  :class:`~gca_jax.losses.targets.LabelTarget`; a matrix is refused (it is
-  the ``N x N`` array that ``tile_size`` avoids)."""
-  from gca_jax.losses.targets import LabelTarget
-  if isinstance(target, str):
-    if target != "pairs":
-      raise ValueError(
-          f"target must be 'pairs' or a LabelTarget (a target builder with "
-          f"as_labels=True), got {target!r}.")
-    return None
-  if not isinstance(target, LabelTarget):
-    raise ValueError(
-        "a matrix target is not available with tile_size (it is the N x N "
-        "array tiles avoid); build it from labels: domain_target(..., "
-        "as_labels=True), class_target(..., as_labels=True) or "
-        "hierarchical_target(..., as_labels=True).")
-  levels = jnp.asarray(target.levels)
-  batch = kernel.rows.shape[0] // (2 if pairing == "joint" else 1)
-  if levels.ndim != 2 or levels.shape[1] != batch:
-    raise ValueError(
-        f"target labels must have shape (L, {batch}) for this batch, got "
-        f"{levels.shape}.")
-  dtype = kernel.rows.dtype
-  # A traced negative weight (a checked concrete one never is) makes the
-  # loss NaN, as a negative entry of a matrix target does.
-  weights, beta = (jnp.asarray(value, dtype) for value in (target.weights,
-                                                          target.beta))
-  weights = jnp.where(weights >= 0, weights, jnp.nan)
-  beta = jnp.where(beta >= 0, beta, jnp.nan)
-  columns = levels if axis_name is None else collectives.gather(
-      levels.T, axis_name).T
-  if pairing == "joint":
-    levels = jnp.concatenate([levels, levels], axis=1)
-    columns = jnp.concatenate([columns, columns], axis=1)
-  return TileTarget(levels.T, columns.T, weights, beta)
+
+def align(loss_terms: Terms, kernel: TiledKernel, problem, *, iters: int,
+          final_row_step: bool, grad_mode: str, tile_size: int,
+          return_aux: bool = False, axis_name=None):
+  """The projection and the terms of :func:`gca_jax.losses.gca_loss` on the
+  tiled kernel: what :func:`gca_jax.losses.terms.assemble` computes on the
+  materialised one, term by term, never forming an ``N x N`` array.
+
+  ``problem``: the loss's :class:`~gca_jax.losses.problem.Problem` (its
+  target a :class:`~gca_jax.losses.problem.TileTarget` or ``None``).
+  """
+  options = dict(tile_size=tile_size, axis_name=axis_name)
+
+  def make_ops(kernel, axis_name):
+    return kernel_ops(kernel, axis_name, tile_size=tile_size)
+
+  projection = projections.project(
+      make_ops, kernel, problem.log_a, problem.log_b, iters=iters,
+      tau_a=problem.tau_a, tau_b=problem.tau_b, init_log_v=problem.init_log_v,
+      final_row_step=final_row_step, grad_mode=grad_mode, axis_name=axis_name)
+  log_u, log_v = projection.log_u, projection.log_v
+  log_scale, target = problem.log_kernel_scale, problem.target
+  # u (c K) v: with shifted marginals the potentials are those of c K.
+  plan_log_u = log_u + log_scale if problem.shifted_marginals else log_u
+  loss = jnp.zeros((), kernel.dtype)
+  row_lse = None
+  if loss_terms.has_ce or loss_terms.has_uniform:
+    row_lse = make_ops(kernel, axis_name).row_lse(log_v)
+  if loss_terms.has_ce:
+    loss += loss_terms.w_ce * alignment_cross_entropy(kernel, log_v, row_lse, target,
+                                                      **options)
+  if loss_terms.has_rince:
+    # Potentials of the kernel c K (see problem.alignment_problem).
+    robust_log_u = log_u if problem.shifted_marginals else log_u - log_scale
+    loss += loss_terms.w_rince * robust_term(
+        kernel, robust_log_u, log_v, target, lam=loss_terms.lam, q=loss_terms.q,
+        log_kernel_scale=log_scale, **options)
+  if loss_terms.has_plan:
+    loss += loss_terms.w_plan * plan_log_likelihood(kernel, plan_log_u, log_v, target,
+                                                    **options)
+  if loss_terms.has_uniform:
+    loss += loss_terms.lambda_p * uniform_negatives_kl(kernel, plan_log_u, log_v,
+                                                       row_lse, axis_name=axis_name)
+  if not return_aux:
+    return loss
+  return loss, diagnostics(kernel, plan_log_u, log_v, target,
+                           projection.marginal_error, **options)

@@ -14,6 +14,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import gca_jax  # noqa: E402
+from docutils import nodes  # noqa: E402
+from sphinx import addnodes  # noqa: E402
 
 project = "gca_jax"
 author = "gca_jax authors"
@@ -21,6 +23,7 @@ release = version = gca_jax.__version__
 
 extensions = [
     "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",  # the summary table atop each API page
     "sphinx.ext.napoleon",
     "sphinx.ext.viewcode",
     "myst_nb",  # MyST Markdown pages and notebooks
@@ -48,6 +51,9 @@ nb_execution_mode = "off"
 exclude_patterns = ["_build", "README.md", "examples", "notebooks/.ipynb_checkpoints"]
 
 html_theme = "alabaster"
+# Wide enough for 72-column code (docs/examples) without horizontal
+# scrolling: a code block then shows about 80 columns.
+html_theme_options = {"page_width": "1080px"}
 html_title = "gca_jax"
 
 
@@ -60,5 +66,24 @@ def _skip_named_tuple_fields(app, what, name, obj, skip, options):
   return skip
 
 
+def _link_method_table(app, doctree):
+  """The paper-to-function table names each function as code (it is the
+  README's, which GitHub renders too); on the methods page each name in its
+  function column links to the function's entry."""
+  if app.env.docname != "api/methods":
+    return
+  for table in doctree.findall(nodes.table):
+    for body in table.findall(nodes.tbody):
+      for row in body.findall(nodes.row):
+        function_cell = row.children[1]
+        for literal in list(function_cell.findall(nodes.literal)):
+          reference = addnodes.pending_xref(
+              "", refdomain="py", reftype="func", reftarget=f"gca_jax.{literal.astext()}",
+              refdoc=app.env.docname, refexplicit=True, refwarn=True)
+          reference += literal.deepcopy()
+          literal.replace_self(reference)
+
+
 def setup(app):
   app.connect("autodoc-skip-member", _skip_named_tuple_fields)
+  app.connect("doctree-read", _link_method_table)

@@ -1,8 +1,8 @@
 """A GCA loss in your own Flax/optax training loop.
 
-A small MLP encoder learns 8x8 handwritten digits (scikit-learn's bundled
-copy, no download) from two augmented views of each image, with
-`gca_jax.gca_uot` as the loss and `optax.adam` as the optimiser:
+A small MLP encoder learns 8x8 handwritten digits (scikit-learn's
+bundled copy, no download) from two augmented views of each image,
+with `gca_jax.gca_uot` as the loss and `optax.adam` as the optimiser:
 
     python docs/examples/own_training_loop.py
 """
@@ -35,19 +35,22 @@ def augment(key, images):
   a random brightness scale and Gaussian noise."""
   drop_key, scale_key, noise_key = jax.random.split(key, 3)
   keep = jax.random.bernoulli(drop_key, 0.8, images.shape)
-  scale = jax.random.uniform(scale_key, (images.shape[0], 1), minval=0.7, maxval=1.3)
+  scale = jax.random.uniform(
+      scale_key, (images.shape[0], 1), minval=0.7, maxval=1.3)
   noise = 0.1 * jax.random.normal(noise_key, images.shape)
   return images * keep * scale + noise
 
 
 def make_train_step(model, optimizer):
-  """A jitted step: two views, their embeddings, GCA-UOT, one Adam update."""
+  """A jitted step: two views, their embeddings, GCA-UOT, one Adam
+  update."""
 
   def loss_fn(params, key, images):
     key1, key2 = jax.random.split(key)
     z1 = model.apply(params, augment(key1, images))
     z2 = model.apply(params, augment(key2, images))
-    return gca_jax.gca_uot(z1, z2, eps=0.5, iters=10)  # eps: the temperature
+    # eps is the temperature.
+    return gca_jax.gca_uot(z1, z2, eps=0.5, iters=10)
 
   @jax.jit
   def train_step(params, opt_state, key, images):
@@ -58,9 +61,11 @@ def make_train_step(model, optimizer):
   return train_step
 
 
-def train(steps: int = 60, batch_size: int = 256, seed: int = 0) -> list[float]:
-  """Trains the encoder for ``steps`` steps; returns the loss of each step."""
-  images = jnp.asarray(load_digits().data / 16.0, jnp.float32)  # (1797, 64)
+def train(steps: int = 60, batch_size: int = 256,
+          seed: int = 0) -> list[float]:
+  """Trains the encoder ``steps`` steps; returns each step's loss."""
+  # (1797, 64) images in [0, 1].
+  images = jnp.asarray(load_digits().data / 16.0, jnp.float32)
   model = Encoder()
   optimizer = optax.adam(1e-3)
   key, init_key = jax.random.split(jax.random.PRNGKey(seed))
@@ -72,11 +77,13 @@ def train(steps: int = 60, batch_size: int = 256, seed: int = 0) -> list[float]:
   for _ in range(steps):
     batch = images[rng.choice(len(images), batch_size, replace=False)]
     key, step_key = jax.random.split(key)
-    params, opt_state, loss = train_step(params, opt_state, step_key, batch)
+    params, opt_state, loss = train_step(
+        params, opt_state, step_key, batch)
     losses.append(float(loss))
   return losses
 
 
 if __name__ == "__main__":
   losses = train()
-  print(f"loss: first step {losses[0]:.4f}, last step {losses[-1]:.4f}")
+  print(f"loss: first step {losses[0]:.4f}, "
+        f"last step {losses[-1]:.4f}")

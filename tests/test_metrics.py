@@ -348,15 +348,15 @@ def _mean_estimates(n, rho, draws=16):
 @pytest.mark.parametrize("rho", [1.0, 0.5])
 def test_wdm_sinkhorn_is_biased_low_and_the_bound_is_half_the_wdm(rho):
   """On the channel law (known WDM): ``wdm_sinkhorn`` underestimates by a
-  third or more at ``N <= 64`` and less at larger ``N`` (the table of
+  fifth or more at ``N <= 128`` and less at larger ``N`` (the table of
   docs/metrics.md); ``wdm_lower_bound`` estimates its population value,
   exactly half the WDM here, without bias."""
   wdm = _channel_wdm(rho)
-  (sinkhorn_16, bound_16), (sinkhorn_64, bound_64) = (_mean_estimates(n, rho) for n in (16, 64))
-  assert sinkhorn_16 < sinkhorn_64 < 0.75 * wdm, (sinkhorn_16, sinkhorn_64, wdm)
-  assert sinkhorn_16 > 0.25 * wdm
+  (sinkhorn_32, bound_32), (sinkhorn_128, bound_128) = (_mean_estimates(n, rho)
+                                                        for n in (32, 128))
+  assert 0.2 * wdm < sinkhorn_32 < sinkhorn_128 < 0.8 * wdm, (sinkhorn_32, sinkhorn_128, wdm)
   # 16 draws: the standard error of the bound's mean is about 0.01.
-  np.testing.assert_allclose([bound_16, bound_64], wdm / 2, atol=0.04)
+  np.testing.assert_allclose([bound_32, bound_128], wdm / 2, atol=0.04)
 
 
 def test_rotating_one_view_moves_the_bound_but_not_the_sinkhorn_estimate(x64):
@@ -390,7 +390,7 @@ def test_wdm_lower_bound_is_about_half_the_exact_w1_of_identical_views(x64):
 # Inputs the metrics do not take, non-finite inputs and small batches.
 
 _KEY = jax.random.PRNGKey(0)
-_Z = jax.random.normal(jax.random.PRNGKey(9), (16, 3))
+_Z = jax.random.normal(jax.random.PRNGKey(9), (32, 3))
 
 
 @pytest.mark.parametrize("call, message", [
@@ -454,9 +454,19 @@ def test_wdm_estimates_are_nan_for_non_finite_inputs(spoil):
   assert np.isnan(metrics.wdm_lower_bound(z1, z2))
 
 
-@pytest.mark.parametrize("n", [2, 3, 15])
+@pytest.mark.parametrize("n", [2, 16, 31])
 def test_wdm_sinkhorn_refuses_batches_too_small_to_estimate(n):
   z = _Z[:n]
-  with pytest.raises(ValueError, match=f"need at least 16 rows for wdm_sinkhorn, got N = {n}"):
+  with pytest.raises(ValueError, match=f"need at least 32 rows for wdm_sinkhorn, got N = {n}"):
     metrics.wdm_sinkhorn(z, z, key=_KEY)
   assert np.isfinite(metrics.wdm_lower_bound(z, z))  # the bound takes them
+
+
+def test_too_few_iterations_under_estimate_each_entropic_cost(x64):
+  """Each ``OT_eps`` is the dual objective at the current potentials, a lower
+  bound of ``OT_eps`` at any potentials (weak duality), which the
+  iterations (block coordinate ascent) only raise."""
+  x, y = jax.random.normal(jax.random.PRNGKey(0), (2, 24, 3))
+  cost = jnp.linalg.norm(x[:, None] - y[None], axis=-1)
+  values = [float(metrics._entropic_cost(cost, 0.05, iters)) for iters in (1, 3, 10, 2000)]
+  assert np.all(np.diff(values) > 0), values

@@ -297,8 +297,8 @@ def _null_offset(n, eps, iters, draws=8):
 def test_wdm_sinkhorn_null_offset_shrinks_like_one_over_n_at_large_eps(x64):
   """At large ``eps`` the divergence is about half a squared MMD, a
   V-statistic whose mean between two samples of one law is ``c / N``: 4x the
-  pairs, a quarter of the offset (3.70x measured here, 4.07x from N = 128 to
-  512, recorded in experiments/RESULTS.md)."""
+  pairs, a quarter of the offset (3.80x and 3.96x from N = 32 to 128 to 512
+  with 100 iterations in experiments/RESULTS.md)."""
   small, large = _null_offset(32, 10.0, 20), _null_offset(128, 10.0, 20)
   assert 0 < large < small
   assert 3.2 < small / large < 4.8, (small, large)
@@ -348,13 +348,16 @@ def _mean_estimates(n, rho, draws=16):
 @pytest.mark.parametrize("rho", [1.0, 0.5])
 def test_wdm_sinkhorn_is_biased_low_and_the_bound_is_half_the_wdm(rho):
   """On the channel law (known WDM): ``wdm_sinkhorn`` underestimates by a
-  fifth or more at ``N <= 128`` and less at larger ``N`` (the table of
-  docs/metrics.md); ``wdm_lower_bound`` estimates its population value,
-  exactly half the WDM here, without bias."""
+  fifth or more at ``N <= 128`` (the table of docs/metrics.md: less at
+  larger ``N``); ``wdm_lower_bound`` estimates its population value, exactly
+  half the WDM here, without bias."""
   wdm = _channel_wdm(rho)
   (sinkhorn_32, bound_32), (sinkhorn_128, bound_128) = (_mean_estimates(n, rho)
                                                         for n in (32, 128))
-  assert 0.2 * wdm < sinkhorn_32 < sinkhorn_128 < 0.8 * wdm, (sinkhorn_32, sinkhorn_128, wdm)
+  for estimate in (sinkhorn_32, sinkhorn_128):
+    assert 0.2 * wdm < estimate < 0.8 * wdm, (sinkhorn_32, sinkhorn_128, wdm)
+  if rho == 1.0:  # with rho = 1/2 the step from N = 32 to 128 is within the
+    assert sinkhorn_32 < sinkhorn_128  # noise of 16 draws (0.43 and 0.52 of the WDM)
   # 16 draws: the standard error of the bound's mean is about 0.01.
   np.testing.assert_allclose([bound_32, bound_128], wdm / 2, atol=0.04)
 

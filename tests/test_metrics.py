@@ -253,21 +253,21 @@ def _half_energy_distance(x, y):
 def test_wdm_sinkhorn_tends_to_the_clouds_w1_as_eps_goes_to_0(x64):
   """``S_eps -> W1`` as ``eps -> 0``: the estimate becomes the difference of
   the exact ``W1`` of its two pairs of clouds (linear programming)."""
-  z, noise = jax.random.normal(jax.random.PRNGKey(3), (2, 16, 3))
+  z, noise = jax.random.normal(jax.random.PRNGKey(3), (2, 32, 3))
   z1, z2, key = z, z + 0.5 * noise, jax.random.PRNGKey(4)
   joint, p, q, r = _shuffled_clouds(z1, z2, key)
   exact = _exact_w1(joint, p) - _exact_w1(q, r)
   errors = [abs(float(metrics.wdm_sinkhorn(z1, z2, key=key, eps=eps, iters=iters)) - exact)
-            for eps, iters in ((0.1, 200), (0.01, 2000), (0.002, 8000))]
+            for eps, iters in ((0.1, 200), (0.01, 2000), (5e-4, 30000))]
   assert errors[2] < 1e-4 * abs(exact), (errors, exact)
-  assert errors[0] > 10 * errors[2]  # the limit is approached, not the value at any eps
+  assert errors[0] > 100 * errors[2]  # the limit is approached, not the value at any eps
 
 
 def test_wdm_sinkhorn_tends_to_half_the_energy_distance_as_eps_grows(x64):
   """``OT_eps`` tends to ``E_{α⊗β} C`` (the plan to the product) as
   ``eps -> inf``, so ``S_eps`` to half the energy distance, with an ``O(1/eps)``
   error."""
-  z, noise = jax.random.normal(jax.random.PRNGKey(3), (2, 16, 3))
+  z, noise = jax.random.normal(jax.random.PRNGKey(3), (2, 32, 3))
   z1, z2, key = z, z + 0.5 * noise, jax.random.PRNGKey(4)
   joint, p, q, r = _shuffled_clouds(z1, z2, key)
   energy = _half_energy_distance(joint, p) - _half_energy_distance(q, r)

@@ -246,8 +246,11 @@ def hierarchical_target(labels_per_level, weights, *, beta: float,
                         as_labels: bool = False) -> jax.Array | LabelTarget:
   r"""Target plan of a label hierarchy: nested blocks of decreasing weight.
 
-  With ``L`` levels of labels, finest first (e.g. class, then super-class,
-  then domain), and weights ``alpha_1, ..., alpha_L``:
+  The library's extension of the paper's one-level target (its Sec. 3.4,
+  :func:`domain_target`) to several levels of labels; the multi-level rule
+  below is this library's, not the paper's. With ``L`` levels of labels,
+  finest first (e.g. class, then super-class, then domain), and weights
+  ``alpha_1, ..., alpha_L``:
 
   .. math::
 

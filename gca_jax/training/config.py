@@ -102,6 +102,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
       "w_ce": config_dict.placeholder(float),
       "w_rince": config_dict.placeholder(float),
       "lambda_p": config_dict.placeholder(float),
+      # Rows per tile of the memory-linear (tiled) kernel; unset: materialised.
+      "tile_size": config_dict.placeholder(int),
   })
   # global: every device computes the plan of the whole global batch (from
   # the all-gathered embeddings); sharded: the same plan and loss, each

@@ -140,10 +140,13 @@ def _check_param_names(config, params: dict) -> None:
 
 def scalar_diagnostics(aux) -> dict[str, jax.Array]:
   """The scalar fields of a loss's aux (vectors: their last entry, e.g. the
-  marginal error after the final Sinkhorn iteration); matrices are dropped."""
+  marginal error after the final Sinkhorn iteration); matrices, and fields a
+  loss leaves out (the tiled losses' ``log_plan``), are dropped."""
   fields = dataclasses.asdict(aux) if dataclasses.is_dataclass(aux) else dict(aux)
   out = {}
   for name, value in fields.items():
+    if value is None:
+      continue
     value = jnp.asarray(value)
     if value.ndim <= 1 and value.size:
       out[name] = value.reshape(-1)[-1].astype(jnp.float32)
@@ -175,11 +178,15 @@ def make_loss_fn(config, params: dict) -> Callable[..., tuple[jax.Array, dict]]:
 
 
 def hierarchical_target_fn(alphas, beta: float, *, pairing: str,
-                           axis_name: str | None) -> Callable:
+                           axis_name: str | None, as_labels: bool = False) -> Callable:
   """``target_fn(levels) -> plan`` of `gca_jax.losses.targets.hierarchical_target`
   (``levels``: the ``(B,)`` label arrays, finest first); with ``axis_name``
-  (inside shard_map, the sharded scope) this device's rows of the plan."""
+  (inside shard_map, the sharded scope) this device's rows of the plan; with
+  ``as_labels`` (the tiled losses) the labels, whatever the scope."""
   weights = [float(a) for a in alphas]
+  if as_labels:
+    return lambda levels: targets.hierarchical_target(list(levels), weights, beta=beta,
+                                                      as_labels=True)
   if axis_name is None:
     return lambda levels: targets.hierarchical_target(list(levels), weights, beta=beta,
                                                       pairing=pairing)
@@ -198,6 +205,10 @@ def make_target_fn(config, params: dict) -> Callable[[jax.Array], jax.Array] | N
   builders = sharded if is_sharded(config) else losses
   if is_sharded(config):
     kwargs["axis_name"] = DATA_AXIS
+  # The tiled losses take a block target as its labels, never as a matrix.
+  as_labels = params.get("tile_size") is not None
+  if as_labels:
+    kwargs["as_labels"] = True
   if config.target == "domain":
     alpha, beta = float(config.target_alpha), float(config.target_beta)
     return lambda ids: builders.domain_target(ids, alpha, beta, **kwargs)
@@ -206,7 +217,7 @@ def make_target_fn(config, params: dict) -> Callable[[jax.Array], jax.Array] | N
   if config.target == "hierarchical":
     return hierarchical_target_fn(config.target_alphas, float(config.target_beta),
                                   pairing=kwargs["pairing"],
-                                  axis_name=kwargs.get("axis_name"))
+                                  axis_name=kwargs.get("axis_name"), as_labels=as_labels)
   return None
 
 

@@ -93,3 +93,16 @@ def test_host_fed_domain_target_equals_device_fed(pacs_root, lazy_pacs, tmp_path
   pairs = training.train_and_evaluate(host_config(pacs_root, epochs=1),
                                       tmp_path / "pairs").metrics
   assert abs(pairs["final_loss"] - device["final_loss"]) > 1e-3
+
+
+@pytest.mark.parametrize("target", ["pairs", "domain"])
+@pytest.mark.slow
+def test_a_tiled_run_takes_one_config_field_and_trains_the_same_objective(target):
+  # config.loss_params.tile_size: the same loss, its kernel in tiles (and a
+  # block target given as labels); float32 round-off apart.
+  overrides = {"target": target, "target_alpha": 0.5, "target_beta": 0.1}
+  ids = DOMAINS if target == "domain" else None
+  materialised = _loss(_config(**overrides), ids)
+  tiled = _loss(_config(**overrides, **{"loss_params.tile_size": 5}), ids)
+  assert np.isfinite(tiled)
+  assert abs(tiled - materialised) <= 1e-5 * abs(materialised)

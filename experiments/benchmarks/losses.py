@@ -6,13 +6,19 @@ device named in the output.
 
     python -m experiments.benchmarks.losses                # N in 256, 1024, 4096
     python -m experiments.benchmarks.losses --sizes=1024,4096 --out=losses.json
+    python -m experiments.benchmarks.losses --rows=gca_uot --skip_ott \
+        --sizes=1024,4096,16384 --tile_size=512   # materialised beside tiled
 
 Rows: every loss of ``gca_jax.losses`` (``iters`` iterations where it has
 them) and the published-code presets of ``gca_jax.reference`` for the GCA
 losses; then ott-jax's Sinkhorn on the same cosine cost with the same
 iterations (balanced and unbalanced, unrolled and implicit), followed by the
-same cross-entropy on its plan. Embeddings are ``(B, D)`` per view with
-``N = 2B`` rows in the joint plan.
+same cross-entropy on its plan; then the tiled (memory-linear) forms of
+``gca_uot`` and ``gca_ince`` (``tile_size`` rows per tile, unrolled and
+implicit). Embeddings are ``(B, D)`` per view with ``N = 2B`` rows in the
+joint plan. Each row also reports the compiled program's temporary memory
+(XLA's ``memory_analysis``), the memory the forward+backward pass needs
+besides its inputs and outputs.
 """
 
 from __future__ import annotations
@@ -66,7 +72,7 @@ def ott_loss(z1, z2, *, eps, iters, tau, implicit):
   return -jnp.mean(jnp.log(row_normalized[jnp.arange(n), positives]))
 
 
-def _rows(eps: float, iters: int):
+def _rows(eps: float, iters: int, tile_size: int):
   """``(name, loss_fn)`` pairs, each ``loss_fn(z1, z2) -> scalar``."""
   rows = []
   # infonce first: every ratio is taken against it.
@@ -87,6 +93,12 @@ def _rows(eps: float, iters: int):
     rows.append((f"reference/{name}",
                  functools.partial(reference.loss, name, eps=eps,
                                    iters=iters)))
+  for name, grad_mode in (("gca_uot", "unroll"), ("gca_uot", "implicit"),
+                          ("gca_ince", "unroll")):
+    rows.append((f"{name} (tiled {tile_size}"
+                 + (", implicit)" if grad_mode == "implicit" else ")"),
+                 functools.partial(losses.get(name), eps=eps, iters=iters,
+                                   grad_mode=grad_mode, tile_size=tile_size)))
   tau_uot = 0.2 / (0.2 + eps)
   for label, tau in (("balanced", 1.0), ("unbalanced", tau_uot)):
     for implicit in (False, True):
@@ -107,6 +119,10 @@ def define_flags(flag_values: flags.FlagValues, argv) -> None:
   flags.DEFINE_float("eps", 0.5, "Temperature and entropic regularisation.", **define)
   flags.DEFINE_integer("repeats", 10, "Timed calls per row (the median is kept).", **define)
   flags.DEFINE_bool("skip_ott", False, "Leave out the ott-jax rows.", **define)
+  flags.DEFINE_integer("tile_size", 512, "Rows per tile of the tiled rows.", **define)
+  flags.DEFINE_list("rows", [], "Only the rows whose name starts with one of these "
+                    "(infonce, the baseline, is always timed); empty: every row.",
+                    **define)
   flags.DEFINE_string("out", "loss_benchmark.json", "JSON file of the rows.", **define)
 
 
@@ -120,18 +136,22 @@ def benchmark(args) -> list[dict]:
   for n in args.sizes:
     z1, z2 = jax.random.normal(jax.random.PRNGKey(n), (2, n // 2, args.dim))
     baseline = None
-    print(f"\nN = {n}\n{'loss':36s} {'ms':>10s} {'x infonce':>10s}")
-    for name, fn in _rows(args.eps, args.iters):
+    print(f"\nN = {n}\n{'loss':36s} {'ms':>10s} {'x infonce':>10s} "
+          f"{'temp MiB':>10s}")
+    for name, fn in _rows(args.eps, args.iters, args.tile_size):
       if args.skip_ott and name.startswith("ott"):
         continue
+      if args.rows and name != "infonce" and not name.startswith(tuple(args.rows)):
+        continue
       step = jax.jit(jax.value_and_grad(fn, argnums=(0, 1)))
+      temp = step.lower(z1, z2).compile().memory_analysis().temp_size_in_bytes
       ms = median_ms(step, z1, z2, repeats=args.repeats)
       baseline = ms if name == "infonce" else baseline
       ratio = ms / baseline
-      print(f"{name:36s} {ms:10.3f} {ratio:10.2f}", flush=True)
+      print(f"{name:36s} {ms:10.3f} {ratio:10.2f} {temp / 2**20:10.1f}", flush=True)
       results.append(dict(loss=name, n=n, dim=args.dim, iters=args.iters,
                           eps=args.eps, ms=ms, ratio_to_infonce=ratio,
-                          device=device.device_kind,
+                          temp_bytes=temp, device=device.device_kind,
                           backend=jax.default_backend()))
   runs.write_rows(args.out, results)
   return results

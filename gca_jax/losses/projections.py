@@ -296,9 +296,19 @@ def project(make_ops, kernel, log_a, log_b, *, iters: int, tau_a, tau_b,
   if grad_mode == "implicit" and iters > 0:
     # The relaxations are primal inputs, not static ones: a traced tau (a
     # jitted or vmapped eps or rho) must not leak out of the custom_vjp.
-    log_u, log_v, errors = _implicit_iterate(
-        make_ops, iters, axis_name, jnp.asarray(tau_a, dtype),
-        jnp.asarray(tau_b, dtype), kernel, log_a, log_b, init_log_v)
+    try:
+      log_u, log_v, errors = _implicit_iterate(
+          make_ops, iters, axis_name, jnp.asarray(tau_a, dtype),
+          jnp.asarray(tau_b, dtype), kernel, log_a, log_b, init_log_v)
+    except TypeError as error:
+      if "forward-mode" not in str(error):
+        raise
+      # The adjoint is a reverse-mode rule (a custom_vjp): jax.jvp,
+      # jax.jacfwd and jax.hessian have no rule to call.
+      raise TypeError(
+          "grad_mode='implicit' supports reverse-mode differentiation only "
+          "(jax.grad, jax.vjp, jax.jacrev); for jax.jvp, jax.jacfwd or "
+          "jax.hessian use grad_mode='unroll'.") from None
   else:
     ops = make_ops(kernel, axis_name)
     log_u, log_v, errors = iterate(ops, log_a, log_b, log_u0, init_log_v)

@@ -36,6 +36,7 @@ sharded over a mesh axis).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import NamedTuple
 
@@ -167,7 +168,23 @@ def row_logsumexp(rows, cols, bias, eps, self_columns=None, *,
     True
   """
   eps = jnp.asarray(eps, rows.dtype)
-  return _row_logsumexp(tile_size, rows, cols, bias, eps, self_columns)
+  with _reverse_mode_only():
+    return _row_logsumexp(tile_size, rows, cols, bias, eps, self_columns)
+
+
+@contextlib.contextmanager
+def _reverse_mode_only():
+  """Turns JAX's error for forward-mode autodiff of a custom_vjp (the tiles'
+  backward pass is a reverse-mode rule) into one line naming the way out."""
+  try:
+    yield
+  except TypeError as error:
+    if "forward-mode" not in str(error):
+      raise
+    raise TypeError(
+        "tile_size supports reverse-mode differentiation only (jax.grad, "
+        "jax.vjp, jax.jacrev); for jax.jvp, jax.jacfwd or jax.hessian use "
+        "tile_size=None.") from None
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -543,10 +560,11 @@ def align(loss_terms: Terms, kernel: TiledKernel, problem, *, iters: int,
   def make_ops(kernel, axis_name):
     return kernel_ops(kernel, axis_name, tile_size=tile_size)
 
-  projection = projections.project(
-      make_ops, kernel, problem.log_a, problem.log_b, iters=iters,
-      tau_a=problem.tau_a, tau_b=problem.tau_b, init_log_v=problem.init_log_v,
-      final_row_step=final_row_step, grad_mode=grad_mode, axis_name=axis_name)
+  with _reverse_mode_only():  # the error surfaces from the scan's JVP rule
+    projection = projections.project(
+        make_ops, kernel, problem.log_a, problem.log_b, iters=iters,
+        tau_a=problem.tau_a, tau_b=problem.tau_b, init_log_v=problem.init_log_v,
+        final_row_step=final_row_step, grad_mode=grad_mode, axis_name=axis_name)
   log_u, log_v = projection.log_u, projection.log_v
   log_scale, target = problem.log_kernel_scale, problem.target
   # u (c K) v: with shifted marginals the potentials are those of c K.

@@ -371,3 +371,20 @@ def test_label_targets_on_the_materialised_path_are_their_matrices():
     by_matrix = gca_jax.gca_uot(z1, z2, target=build(), w_rince=0.3)
     by_labels = gca_jax.gca_uot(z1, z2, target=build(as_labels=True), w_rince=0.3)
     assert by_matrix == by_labels, name
+
+
+@pytest.mark.parametrize("options,message", [
+    (dict(tile_size=4), "tile_size supports reverse-mode differentiation only"),
+    (dict(grad_mode="implicit"), "grad_mode='implicit' supports reverse-mode"),
+])
+def test_forward_mode_is_refused_with_the_alternative(options, message):
+  z1, z2 = _views(jnp.float32)
+  loss = lambda z: gca_jax.gca_uot(z, z2, **options)
+  for transform in (lambda: jax.jvp(loss, (z1,), (z1,)),
+                    lambda: jax.hessian(loss)(z1)):
+    with pytest.raises(TypeError, match=message) as error:
+      transform()
+    assert "\n" not in str(error.value)
+  # Reverse mode works, and forward mode works with the defaults.
+  assert np.all(np.isfinite(jax.grad(loss)(z1)))
+  assert np.all(np.isfinite(jax.hessian(lambda z: gca_jax.gca_uot(z, z2))(z1)))

@@ -44,13 +44,54 @@ class LossAux:
       a non-zero error that reflects the mass the relaxation lets it keep.
     plan_entropy: entropy of the plan normalised to total mass 1.
     positive_mass: fraction of the plan's mass on the target's positives.
-    log_plan: the ``(N, N)`` log-plan ``log P`` (``-inf`` on excluded pairs).
+    log_plan: the ``(N, N)`` log-plan ``log P`` (``-inf`` on excluded pairs),
+      or ``None`` from the tiled losses (``tile_size``), which never form it.
+    marginal_mass: ``sum a``, the mass of the row marginal the error is
+      measured against (1 for ``"uniform"``, ``N`` for ``"ones"``).
+
+  Convergence: :attr:`relative_marginal_error` is the error per unit of
+  mass, and :meth:`converged` says whether the last iteration moved it by
+  at most a tolerance. A balanced plan converges to error 0; a relaxed
+  (unbalanced) plan to a fixed, non-zero error, so the change, not the
+  error, is what tells a fixed point in both cases. Both can be logged
+  inside a jitted step (they are arrays)::
+
+    loss, aux = gca_jax.gca_uot(z1, z2, return_aux=True)
+    aux.relative_marginal_error[-1], aux.converged()   # e.g. to TensorBoard
   """
 
   marginal_error: jax.Array
   plan_entropy: jax.Array
   positive_mass: jax.Array
-  log_plan: jax.Array
+  log_plan: jax.Array | None
+  marginal_mass: jax.Array | None = None
+
+  @property
+  def relative_marginal_error(self) -> jax.Array:
+    """``|P 1 - a|_1 / sum a`` before the projection and after each iteration."""
+    return self.marginal_error / self.marginal_mass[..., None]
+
+  def converged(self, tol: float = 1e-3) -> jax.Array:
+    """Whether the last iteration changed :attr:`relative_marginal_error` by at
+    most ``tol`` (with no iteration: whether the error itself is at most
+    ``tol``); a boolean array (one per problem under :func:`jax.vmap`).
+
+    ``1e-3`` is a change of 0.1% of the marginal's mass: the plan's rows then
+    move by less than that per further iteration (Sinkhorn's iterations
+    contract linearly, so the remaining distance to the fixed point is of
+    the order of the last step's).
+    """
+    relative = self.relative_marginal_error
+    if relative.shape[-1] == 1:
+      return relative[..., -1] <= tol
+    return jnp.abs(relative[..., -1] - relative[..., -2]) <= tol
+
+
+def marginal_mass(log_a: jax.Array, axis_name=None) -> jax.Array:
+  """``sum a`` over the rows of every device."""
+  if axis_name is None:
+    return jnp.sum(jnp.exp(log_a))
+  return collectives.total(jnp.exp(log_a), axis_name)
 
 
 def mean_over_rows(values: jax.Array, axis_name) -> jax.Array:
@@ -150,7 +191,7 @@ def uniform_negatives_kl(log_plan, axis_name=None, row_index=None):
   return total(divergence) / (size * size)
 
 
-def diagnostics(log_plan, positives, target, marginal_error,
+def diagnostics(log_plan, positives, target, marginal_error, mass,
                  axis_name=None) -> LossAux:
   """Plan diagnostics; with sharded rows the sums and the plan's mass add up
   every device's rows (``log_plan`` stays this device's rows)."""
@@ -166,14 +207,15 @@ def diagnostics(log_plan, positives, target, marginal_error,
     on_positives = total(at_positives(plan, positives))
   else:
     on_positives = total(jnp.where(target > 0, plan, 0.0))
-  return LossAux(marginal_error, entropy, on_positives, log_plan)
+  return LossAux(marginal_error, entropy, on_positives, log_plan, mass)
 
 
 def row_normalized_kernel_aux(log_softmax, geometry, target) -> LossAux:
   """Diagnostics of the un-projected losses: their plan is the kernel with
   rows normalised (one row projection), whose row marginals are exact."""
   exact = jnp.zeros((1,), log_softmax.dtype)
-  return diagnostics(log_softmax, geometry.positives, target, exact)
+  ones = jnp.asarray(log_softmax.shape[0], log_softmax.dtype)  # marginals 1
+  return diagnostics(log_softmax, geometry.positives, target, exact, ones)
 
 
 class Terms(NamedTuple):
@@ -267,5 +309,5 @@ def assemble(terms: Terms, log_kernel, form: str, projection, geometry: BatchGeo
                                                   geometry.row_index)
   if not return_aux:
     return loss
-  return loss, diagnostics(log_plan, positives, target,
-                           projection.marginal_error, axis_name)
+  return loss, diagnostics(log_plan, positives, target, projection.marginal_error,
+                           marginal_mass(problem.log_a, axis_name), axis_name)

@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 
 from gca_jax.losses import arguments, collectives, geometry, projections
-from gca_jax.losses.terms import LossAux, Terms, mean_over_rows
+from gca_jax.losses.terms import LossAux, Terms, marginal_mass, mean_over_rows
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -510,8 +510,8 @@ def uniform_negatives_kl(kernel: TiledKernel, log_u, log_v, row_lse, *,
   return (pairs * mean * jnp.log(mean) - mean * total_log_plan) / size**2
 
 
-def diagnostics(kernel: TiledKernel, log_u, log_v, target, marginal_error, *,
-                tile_size: int, axis_name=None):
+def diagnostics(kernel: TiledKernel, log_u, log_v, target, marginal_error, mass,
+                *, tile_size: int, axis_name=None):
   """:class:`~gca_jax.losses.LossAux` of the plan ``exp(log_u + log_v + M)``
   without its ``(N, N)`` log-plan (``log_plan=None``)."""
   row_lse = row_logsumexp(kernel.rows, kernel.cols, log_v, kernel.eps,
@@ -541,7 +541,7 @@ def diagnostics(kernel: TiledKernel, log_u, log_v, target, marginal_error, *,
   else:
     entropy, on_positives = out
   return LossAux(marginal_error, _total(entropy, axis_name),
-                 _total(on_positives, axis_name), None)
+                 _total(on_positives, axis_name), None, mass)
 
 
 
@@ -590,5 +590,5 @@ def align(loss_terms: Terms, kernel: TiledKernel, problem, *, iters: int,
                                                        row_lse, axis_name=axis_name)
   if not return_aux:
     return loss
-  return loss, diagnostics(kernel, plan_log_u, log_v, target,
-                           projection.marginal_error, **options)
+  return loss, diagnostics(kernel, plan_log_u, log_v, target, projection.marginal_error,
+                           marginal_mass(problem.log_a, axis_name), **options)

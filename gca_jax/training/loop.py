@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gca_jax import evaluation
-from gca_jax.training import checkpoint, feeds, reporting
+from gca_jax.training import checkpoint, feeds, reporting, summary
 from gca_jax.training import interrupts as interrupts_lib
 from gca_jax.training.interrupts import Interrupted, continue_command
 from gca_jax.training.restore import restore_state
@@ -196,6 +196,7 @@ def _run(config, objective, workdir: Path, checkpointer, latest: int | None,
   # Phase 2: data, setup, state.
   dataset = feeds.load_data(config) if dataset is None else dataset
   run = setup(config, dataset, objective=objective)
+  summary.announce(run, workdir)
   if latest is None:  # the run's identity, once its data and model are set up
     checkpoint.write_config_json(workdir, config)
     state = run.initial_state()

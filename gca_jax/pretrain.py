@@ -25,12 +25,14 @@ infinite loss) with status 1; an interrupted one with status 130.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from gca_jax import stopping
 from gca_jax.cli import (  # noqa: F401 (EXIT_* are this command's statuses too)
     CONFIG_LOAD_ERRORS, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_USAGE, FLAGS,
     define_distributed_flags, error_text, fail, initialize_distributed, one_line_errors,
@@ -92,7 +94,7 @@ def main(argv) -> None:
   initialize_distributed()
   # Imported after distributed init: nothing may touch the backend before it.
   from gca_jax import training  # pylint: disable=g-import-not-at-top
-  from gca_jax.training import checkpoint, reporting  # pylint: disable=g-import-not-at-top
+  from gca_jax.training import checkpoint  # pylint: disable=g-import-not-at-top
 
   try:
     FLAGS.config.get("loss")  # a config file that failed to load raises here
@@ -105,6 +107,14 @@ def main(argv) -> None:
   print(f"workdir: {workdir}", flush=True)
   with one_line_errors():
     result = training.train_and_evaluate(config, workdir, resume=FLAGS.resume).metrics
+  with _stop_on_signal(lambda name: f"stopped by {name} after the run ended; its results "
+                       f"are in {workdir}"):
+    _report(result, config, workdir)
+
+
+def _report(result: dict, config, workdir: Path) -> None:
+  """The closing lines of a run: its results, where they are, what to run next."""
+  from gca_jax.training import reporting  # pylint: disable=g-import-not-at-top
   if not result.get("already_complete"):  # else train_and_evaluate said so
     print(f"epochs {result.get('epochs')}  final loss "
           f"{_number(result.get('final_loss'), '.4f')}  "
@@ -126,11 +136,25 @@ def _number(value, spec: str) -> str:
 
 
 def run() -> None:
-  try:  # config_flags applies --config.* overrides while defining the flag
-    define_flags()
-  except (AttributeError, KeyError, TypeError, ValueError, flags.Error) as e:
-    fail(f"invalid --config or --config.<field> flag: {error_text(e)}")
-  app.run(main, flags_parser=parse_flags)
+  # A signal at any point ends in one line (`gca_jax.stopping`): here, before
+  # the run has a workdir, nothing is saved yet.
+  with _stop_on_signal(lambda name: f"stopped by {name} while starting; nothing new was saved"):
+    try:  # config_flags applies --config.* overrides while defining the flag
+      define_flags()
+    except (AttributeError, KeyError, TypeError, ValueError, flags.Error) as e:
+      fail(f"invalid --config or --config.<field> flag: {error_text(e)}")
+    app.run(main, flags_parser=parse_flags)
+
+
+@contextlib.contextmanager
+def _stop_on_signal(message):
+  """`gca_jax.stopping.stops_at_once` with ``message``, its `Interrupted`
+  (or an inner one) printed as the command's last line (exit status 130)."""
+  try:
+    with stopping.stops_at_once(message):
+      yield
+  except stopping.Interrupted as e:
+    stopping.exit_interrupted(e)
 
 
 if __name__ == "__main__":

@@ -82,6 +82,27 @@ def resolve_config(workdir: Path):
   return resumed
 
 
+def apply_recipe_of_selected_loss(config) -> dict:
+  """A loss selected by ``--config.loss`` brings its method's own published
+  settings (`gca_jax.training.config.METHOD_RECIPES`: SimSiam's optimiser),
+  except for the fields set by flags too; says which, and returns them."""
+  from gca_jax.training import config as config_lib  # pylint: disable=g-import-not-at-top
+  from gca_jax.training import objectives  # pylint: disable=g-import-not-at-top
+  overrides = config_flags.get_override_values(FLAGS["config"])
+  if "loss" not in overrides:
+    return {}
+  try:
+    loss = objectives.canonical_loss(config.loss)
+  except config_lib.ConfigError:
+    return {}  # the run's validation names the loss
+  applied = config_lib.apply_method_recipe(config, loss, given=overrides)
+  if applied:
+    settings = " ".join(f"--config.{k}={v}" for k, v in applied.items())
+    print(f"{loss}: using its published recipe's {settings} (set any of them to choose "
+          "otherwise)", flush=True)
+  return applied
+
+
 def default_workdir(config) -> Path:
   loss = config.loss.replace("/", "_")
   return Path("runs") / f"{config.dataset}-{loss}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -104,6 +125,8 @@ def main(argv) -> None:
     fail(str(e))
   except CONFIG_LOAD_ERRORS as e:
     fail(f"cannot load --config: {type(e).__name__}: {error_text(e)}")
+  if config is FLAGS.config:  # a new run (a stored one keeps its settings)
+    apply_recipe_of_selected_loss(config)
   print(f"workdir: {workdir}", flush=True)
   with one_line_errors():
     result = training.train_and_evaluate(config, workdir, resume=FLAGS.resume).metrics

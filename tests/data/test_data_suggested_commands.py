@@ -8,7 +8,7 @@ import tomllib
 import numpy as np
 import pytest
 
-from gca_jax.data import prepare, tfds_sources
+from gca_jax.data import prepare
 from tests.conftest import REPO_ROOT, one_line_error, run_module
 
 # The failing command of a new user without the prepared data (the seconds-long

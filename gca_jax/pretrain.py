@@ -11,8 +11,12 @@ latest checkpoint: flags are needed only to change run-control fields (e.g.
 ``--config.log_every_steps=50``); a changed field that alters what the run
 computes is refused, naming the fields. ``epochs`` is such a field (the
 learning-rate schedule depends on it), so a finished run is not extended.
-SIGTERM or Ctrl-C saves the current step and stops; the same command
-continues.
+SIGTERM or Ctrl-C, once or twice, in any phase, ends in one line: while
+training, the current step is saved (a save under way always completes)
+and the same command continues; before the first step nothing is saved (a
+new workdir is removed again); after training, the rerun does what is left.
+``--config.loss=simsiam`` brings SimSiam's published optimiser settings
+(`gca_jax.training.config.METHOD_RECIPES`) unless flags set them too.
 
 Uses every device of the host (or of all hosts: pass ``--coordinator_address``,
 ``--num_processes`` and ``--process_id``, or ``--distributed`` to let JAX

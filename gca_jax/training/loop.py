@@ -190,12 +190,14 @@ def train_and_evaluate(config, workdir: str | Path, *, resume: bool = False,
         try:
           return _run(config, objective, workdir, checkpointer, latest, dataset)
         finally:
-          checkpointer.close()
+          with stopping.deferred():  # closing is never cut short by a signal
+            checkpointer.close()
       finally:
         lock.release()
     except BaseException as e:
       if not isinstance(e, TrainingDiverged):
-        _remove_failed_start(workdir, created, was_empty)
+        with stopping.deferred():
+          _remove_failed_start(workdir, created, was_empty)
       raise
 
 
@@ -274,7 +276,8 @@ def _run(config, objective, workdir: Path, checkpointer, latest: int | None,
       if int(state.step) == config.epochs * run.steps_per_epoch and config.linear_probe:
         metrics = _final_evaluation(run, state, outputs)
   finally:
-    outputs.tensorboard.close()
+    with stopping.deferred():  # a signal never interrupts tensorboardX's writer thread
+      outputs.tensorboard.close()
   return TrainResult(state, metrics)
 
 

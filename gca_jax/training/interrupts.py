@@ -24,9 +24,13 @@ def continue_command(workdir) -> str:
 
 def unchanged_since_start(workdir, saved_step: int | None = None) -> str:
   """What a stop before the first new step leaves: the run saved at
-  ``saved_step`` (continued by `continue_command`), or nothing (the same
-  command starts it again)."""
+  ``saved_step`` (continued by `continue_command`), or, with ``saved_step``
+  not known, the run the workdir holds or nothing (the same command starts
+  or continues it)."""
   if saved_step is None:
+    from gca_jax.training import checkpoint  # pylint: disable=g-import-not-at-top
+    if checkpoint.holds_checkpoint(workdir):  # not known yet: the workdir says
+      return "nothing new was saved; run the same command again to continue the run"
     return "nothing was saved; run the same command again to start the run"
   return (f"nothing new to save (the run is saved at step {saved_step}). Continue with: "
           f"{continue_command(workdir)}")

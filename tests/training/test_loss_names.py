@@ -2,6 +2,8 @@
 paper name or its function's, and one-line errors that list them all or
 point a temperature to ``eps`` as the Python API does."""
 
+import re
+
 import jax.numpy as jnp
 import pytest
 
@@ -71,7 +73,7 @@ def test_command_line_takes_method_names_and_lists_them_all(tmp_path):
 def _python_hint() -> str:
   with pytest.raises(TypeError) as error:
     gca_jax.infonce(jnp.eye(4), jnp.eye(4), temperature=0.1)  # pylint: disable=unexpected-keyword-arg
-  return str(error.value).split("(")[1].split(")")[0]
+  return re.search(r" \(([^()]*)\);", str(error.value))[1]  # the hint in parentheses
 
 
 @pytest.mark.slow

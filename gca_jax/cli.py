@@ -53,9 +53,10 @@ def error_text(error: BaseException) -> str:
   flattens a config file's traceback into the message of its error."""
   if error.args and isinstance(error.args[0], BaseException):
     return error_text(error.args[0])
-  if isinstance(error, KeyError) and error.args:
-    return str(error.args[0])
-  text = str(error) or repr(error)
+  text = str(error.args[0]) if isinstance(error, KeyError) and error.args else (
+      str(error) or repr(error))
+  if isinstance(error, (KeyError, AttributeError)) and re.fullmatch(r"'?\w+'?", text):
+    return _unknown_field_text(text.strip("'")) or text
   if _TRACEBACK_MARKER in text:
     head, _, trace = text.partition(_TRACEBACK_MARKER)
     return head + _last_exception_line(trace)
@@ -63,6 +64,38 @@ def error_text(error: BaseException) -> str:
   if group:
     return _group_flag_text(*group.groups())
   return text
+
+
+def _unknown_field_text(name: str) -> str | None:
+  """The advice for ``--<flag>.<group>.<name>=...`` where the group has no
+  field ``name``: the fields it has, and for ``loss_params`` the losses' own
+  pointer (a temperature is ``eps``). None if no such flag was given."""
+  for arg in sys.argv[1:]:
+    match = re.match(rf"--(\w+)\.([\w.]+)\.{name}(=|$)", arg)
+    if match:
+      break
+  else:
+    return None
+  flag, group = match[1], match[2]
+  try:
+    node = FLAGS[flag].value
+  except Exception:  # pylint: disable=broad-except  # the flag failed while being defined
+    node = None
+  if node is None:  # not loaded: the fields of the config every config file starts from
+    from gca_jax.training.config import get_config  # pylint: disable=g-import-not-at-top
+    node = get_config()
+  try:
+    for part in group.split("."):
+      node = node[part]
+    fields = tuple(node.keys())
+  except Exception:  # pylint: disable=broad-except  # the group itself is unknown
+    return None
+  hint = ""
+  if group == "loss_params":
+    from gca_jax.training.objectives import keyword_hint  # pylint: disable=g-import-not-at-top
+    hint = keyword_hint(name, fields)
+  return (f"{arg}: {flag}.{group} has no field {name!r}{hint}; its fields: "
+          f"{', '.join(fields)}")
 
 
 def _group_flag_text(flag: str, field: str, value: str) -> str:

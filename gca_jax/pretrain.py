@@ -11,8 +11,12 @@ latest checkpoint: flags are needed only to change run-control fields (e.g.
 ``--config.log_every_steps=50``); a changed field that alters what the run
 computes is refused, naming the fields. ``epochs`` is such a field (the
 learning-rate schedule depends on it), so a finished run is not extended.
-SIGTERM or Ctrl-C saves the current step and stops; the same command
-continues.
+SIGTERM or Ctrl-C, once or twice, in any phase, ends in one line: while
+training, the current step is saved (a save under way always completes)
+and the same command continues; before the first step nothing is saved (a
+new workdir is removed again); after training, the rerun does what is left.
+``--config.loss=simsiam`` brings SimSiam's published optimiser settings
+(`gca_jax.training.config.METHOD_RECIPES`) unless flags set them too.
 
 Uses every device of the host (or of all hosts: pass ``--coordinator_address``,
 ``--num_processes`` and ``--process_id``, or ``--distributed`` to let JAX
@@ -25,12 +29,14 @@ infinite loss) with status 1; an interrupted one with status 130.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from gca_jax import stopping
 from gca_jax.cli import (  # noqa: F401 (EXIT_* are this command's statuses too)
     CONFIG_LOAD_ERRORS, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_USAGE, FLAGS,
     define_distributed_flags, error_text, fail, initialize_distributed, one_line_errors,
@@ -80,6 +86,27 @@ def resolve_config(workdir: Path):
   return resumed
 
 
+def apply_recipe_of_selected_loss(config) -> dict:
+  """A loss selected by ``--config.loss`` brings its method's own published
+  settings (`gca_jax.training.config.METHOD_RECIPES`: SimSiam's optimiser),
+  except for the fields set by flags too; says which, and returns them."""
+  from gca_jax.training import config as config_lib  # pylint: disable=g-import-not-at-top
+  from gca_jax.training import objectives  # pylint: disable=g-import-not-at-top
+  overrides = config_flags.get_override_values(FLAGS["config"])
+  if "loss" not in overrides:
+    return {}
+  try:
+    loss = objectives.canonical_loss(config.loss)
+  except config_lib.ConfigError:
+    return {}  # the run's validation names the loss
+  applied = config_lib.apply_method_recipe(config, loss, given=overrides)
+  if applied:
+    settings = " ".join(f"--config.{k}={v}" for k, v in applied.items())
+    print(f"{loss}: using its published recipe's {settings} (set any of them to choose "
+          "otherwise)", flush=True)
+  return applied
+
+
 def default_workdir(config) -> Path:
   loss = config.loss.replace("/", "_")
   return Path("runs") / f"{config.dataset}-{loss}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -92,7 +119,7 @@ def main(argv) -> None:
   initialize_distributed()
   # Imported after distributed init: nothing may touch the backend before it.
   from gca_jax import training  # pylint: disable=g-import-not-at-top
-  from gca_jax.training import checkpoint, reporting  # pylint: disable=g-import-not-at-top
+  from gca_jax.training import checkpoint  # pylint: disable=g-import-not-at-top
 
   try:
     FLAGS.config.get("loss")  # a config file that failed to load raises here
@@ -102,9 +129,19 @@ def main(argv) -> None:
     fail(str(e))
   except CONFIG_LOAD_ERRORS as e:
     fail(f"cannot load --config: {type(e).__name__}: {error_text(e)}")
+  if config is FLAGS.config:  # a new run (a stored one keeps its settings)
+    apply_recipe_of_selected_loss(config)
   print(f"workdir: {workdir}", flush=True)
   with one_line_errors():
     result = training.train_and_evaluate(config, workdir, resume=FLAGS.resume).metrics
+  with _stop_on_signal(lambda name: f"stopped by {name} after the run ended; its results "
+                       f"are in {workdir}"):
+    _report(result, config, workdir)
+
+
+def _report(result: dict, config, workdir: Path) -> None:
+  """The closing lines of a run: its results, where they are, what to run next."""
+  from gca_jax.training import reporting  # pylint: disable=g-import-not-at-top
   if not result.get("already_complete"):  # else train_and_evaluate said so
     print(f"epochs {result.get('epochs')}  final loss "
           f"{_number(result.get('final_loss'), '.4f')}  "
@@ -126,11 +163,25 @@ def _number(value, spec: str) -> str:
 
 
 def run() -> None:
-  try:  # config_flags applies --config.* overrides while defining the flag
-    define_flags()
-  except (AttributeError, KeyError, TypeError, ValueError, flags.Error) as e:
-    fail(f"invalid --config or --config.<field> flag: {error_text(e)}")
-  app.run(main, flags_parser=parse_flags)
+  # A signal at any point ends in one line (`gca_jax.stopping`): here, before
+  # the run has a workdir, nothing is saved yet.
+  with _stop_on_signal(lambda name: f"stopped by {name} while starting; nothing new was saved"):
+    try:  # config_flags applies --config.* overrides while defining the flag
+      define_flags()
+    except (AttributeError, KeyError, TypeError, ValueError, flags.Error) as e:
+      fail(f"invalid --config or --config.<field> flag: {error_text(e)}")
+    app.run(main, flags_parser=parse_flags)
+
+
+@contextlib.contextmanager
+def _stop_on_signal(message):
+  """`gca_jax.stopping.stops_at_once` with ``message``, its `Interrupted`
+  (or an inner one) printed as the command's last line (exit status 130)."""
+  try:
+    with stopping.stops_at_once(message):
+      yield
+  except stopping.Interrupted as e:
+    stopping.exit_interrupted(e)
 
 
 if __name__ == "__main__":

@@ -282,7 +282,8 @@ def find_pacs_root(data_dir: str | os.PathLike | None) -> Path:
     raise DatasetError(
         "PACS is not in tensorflow-datasets and is not bundled: download it "
         "(e.g. the 'kfold' image folders of PACS), unpack it so that "
-        "<root>/photo/dog/*.jpg exists, and pass data_dir=<root>.")
+        "<root>/photo/dog/*.jpg exists, and pass data_dir=<root> "
+        "(--config.data_dir=<root>).")
   base = Path(data_dir)
   for candidate in (base, base / "pacs", base / "PACS", base / "kfold",
                     base / "pacs" / "kfold", base / "PACS" / "kfold"):

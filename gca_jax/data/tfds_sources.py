@@ -2,7 +2,7 @@
 
 Reading uses ``tfds`` data sources, which need neither TensorFlow nor
 network access; preparing the catalog datasets once does need TensorFlow
-(``pip install 'gca_jax[prepare]'``), see ``gca_jax.data.prepare``.
+(`PREPARE_INSTALL`, run in the checkout), see ``gca_jax.data.prepare``.
 """
 
 from __future__ import annotations
@@ -61,20 +61,35 @@ CATALOG = {
 }
 
 
+# What installs TensorFlow for preparing, run in the repository's checkout
+# (gca_jax is installed from it, not from a package index).
+PREPARE_INSTALL = "pip install -e '.[prepare]'"
+
+
 def prepare_command(name: str, data_dir: str | os.PathLike | None) -> str:
-  """The shell command that prepares ``name`` into ``data_dir``."""
+  """The shell command that prepares ``name`` into ``data_dir`` (run in the
+  checkout).
+
+  Examples:
+    >>> from gca_jax.data import tfds_sources
+    >>> tfds_sources.prepare_command("cifar10", "/data/tfds")
+    "pip install -e '.[prepare]' && python -m gca_jax.data.prepare cifar10 --data_dir /data/tfds"
+  """
   target = f" --data_dir {data_dir}" if data_dir else ""
   if name == "imagenet100":
     return f"python -m gca_jax.data.prepare imagenet100 --manual_dir <dir>{target}"
-  return f"pip install 'gca_jax[prepare]' && python -m gca_jax.data.prepare {name}{target}"
+  return f"{PREPARE_INSTALL} && python -m gca_jax.data.prepare {name}{target}"
 
 
 def _not_prepared(name: str, data_dir, detail: str = "") -> DatasetError:
   where = f"in data_dir='{data_dir}'" if data_dir else "in the default tfds data_dir"
   return DatasetError(
       f"Dataset '{name}' is not prepared as array_record {where}{detail}. "
-      f"Prepare it once with:\n  {prepare_command(name.split('/')[0], data_dir)}\n"
-      "or pass data_dir= pointing to a prepared copy.")
+      f"Prepare it once, in the repository's checkout, with:\n"
+      f"  {prepare_command(name.split('/')[0], data_dir)}\n"
+      "or point data_dir (--config.data_dir=<dir>) to a prepared copy, or train on a "
+      "local .npz archive of the images (--config.dataset=npz:<file>.npz; the "
+      "arrays x_train, y_train, x_test, y_test).")
 
 
 def _data_source(builder, split: str, name: str, data_dir):

@@ -14,7 +14,8 @@
 * `checkpoint`: orbax checkpoints with checksums, the run identity, the
   workdir lock;
 * `reporting`: TensorBoard, text logs and the ``metrics.json`` history;
-* `interrupts`: SIGTERM/SIGINT become a save and a clean stop;
+* `summary`: what a run trains, printed as it starts and kept as ``summary.txt``;
+* `interrupts`: SIGTERM/SIGINT become a save and a clean stop (`gca_jax.stopping`);
 * `loop`: `train_and_evaluate`, the whole run in named phases;
 * `restore`: `load_trained`, a workdir's run and newest intact state.
 """

@@ -27,6 +27,7 @@ source images, i.e. pairs of views, and excludes compilation.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -34,10 +35,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gca_jax import evaluation
-from gca_jax.training import checkpoint, feeds, reporting
+from gca_jax import evaluation, stopping
+from gca_jax.training import checkpoint, feeds, reporting, summary
 from gca_jax.training import interrupts as interrupts_lib
-from gca_jax.training.interrupts import Interrupted, continue_command
+from gca_jax.training.interrupts import Interrupted, continue_command  # noqa: F401 (cli catches loop.Interrupted)
 from gca_jax.training.restore import restore_state
 from gca_jax.training.setup import Run, setup, validate
 
@@ -95,6 +96,13 @@ class _Outputs(NamedTuple):
   checkpointer: checkpoint.Checkpointer
   tensorboard: reporting.TensorBoard
   metrics_file: reporting.MetricsFile
+
+
+def _stopped_after_training(signal_name: str, state, workdir: Path) -> str:
+  """The message of a stop once training is saved (metrics, evaluation)."""
+  return (f"stopped by {signal_name} after training, which is saved (step "
+          f"{int(state.step)}) in {workdir}; what is left (its metrics.json summary, the "
+          f"final evaluation) runs with: {continue_command(workdir)}")
 
 
 def _open(config, workdir: Path, resume: bool) -> tuple[checkpoint.Checkpointer, int | None]:
@@ -168,17 +176,57 @@ def train_and_evaluate(config, workdir: str | Path, *, resume: bool = False,
   Raises ConfigError, WorkdirError (RunMismatchError), DatasetError,
   TrainingDiverged or Interrupted, each with a one-line message.
   """
-  objective = validate(config, jax.device_count())
-  workdir = checkpoint.prepare_workdir(workdir)
-  lock = checkpoint.WorkdirLock(workdir)
-  try:
-    checkpointer, latest = _open(config, workdir, resume)
+  workdir = Path(workdir)
+  with stopping.stops_at_once(lambda name: f"stopped by {name} while starting; "
+                              f"{interrupts_lib.unchanged_since_start(workdir)}"):
+    objective = validate(config, jax.device_count())
+    created = _first_missing(workdir)
+    was_empty = created is None and workdir.is_dir() and not any(workdir.iterdir())
+    workdir = checkpoint.prepare_workdir(workdir)
     try:
-      return _run(config, objective, workdir, checkpointer, latest, dataset)
-    finally:
-      checkpointer.close()
-  finally:
-    lock.release()
+      lock = checkpoint.WorkdirLock(workdir)
+      try:
+        checkpointer, latest = _open(config, workdir, resume)
+        try:
+          return _run(config, objective, workdir, checkpointer, latest, dataset)
+        finally:
+          with stopping.deferred():  # closing is never cut short by a signal
+            checkpointer.close()
+      finally:
+        lock.release()
+    except BaseException as e:
+      if not isinstance(e, TrainingDiverged):
+        with stopping.deferred():
+          _remove_failed_start(workdir, created, was_empty)
+      raise
+
+
+def _first_missing(path: Path) -> Path | None:
+  """The outermost of ``path`` and its parents that does not exist (None if
+  ``path`` exists): what creating ``path`` creates."""
+  missing = None
+  for candidate in (path, *path.parents):
+    if candidate.exists():
+      break
+    missing = candidate
+  return missing
+
+
+def _remove_failed_start(workdir: Path, created: Path | None, was_empty: bool) -> None:
+  """Removes what a run that stopped before its first checkpoint left (the
+  lock, config.json, logs): the folders it created, or the contents of the
+  empty workdir it was given. A workdir that held anything, or that holds a
+  checkpoint now, is left as it is."""
+  if not reporting.is_main_process() or checkpoint.holds_checkpoint(workdir):
+    return
+  if created is not None:
+    shutil.rmtree(created, ignore_errors=True)
+  elif was_empty:
+    for entry in workdir.iterdir():
+      if entry.is_dir() and not entry.is_symlink():
+        shutil.rmtree(entry, ignore_errors=True)
+      else:
+        entry.unlink(missing_ok=True)
 
 
 def _run(config, objective, workdir: Path, checkpointer, latest: int | None,
@@ -194,15 +242,18 @@ def _run(config, objective, workdir: Path, checkpointer, latest: int | None,
                     "(it failed or was interrupted); running it")
 
   # Phase 2: data, setup, state.
-  dataset = feeds.load_data(config) if dataset is None else dataset
-  run = setup(config, dataset, objective=objective)
-  if latest is None:  # the run's identity, once its data and model are set up
-    checkpoint.write_config_json(workdir, config)
-    state = run.initial_state()
-  else:
-    latest, (state, position) = checkpointer.newest_readable(
-        lambda step: restore_state(run, checkpointer, step), start=latest)
-    reporting.log(f"resuming from step {latest} (epoch {position['epoch']})")
+  with stopping.stops_at_once(lambda name: f"stopped by {name} while starting; "
+                              f"{interrupts_lib.unchanged_since_start(workdir, latest)}"):
+    dataset = feeds.load_data(config) if dataset is None else dataset
+    run = setup(config, dataset, objective=objective)
+    summary.announce(run, workdir)
+    if latest is None:  # the run's identity, once its data and model are set up
+      checkpoint.write_config_json(workdir, config)
+      state = run.initial_state()
+    else:
+      latest, (state, position) = checkpointer.newest_readable(
+          lambda step: restore_state(run, checkpointer, step), start=latest)
+      reporting.log(f"resuming from step {latest} (epoch {position['epoch']})")
 
   # Phase 3: training.
   start_step = int(state.step)
@@ -211,19 +262,22 @@ def _run(config, objective, workdir: Path, checkpointer, latest: int | None,
     if start_step < _last_epoch(config) * run.steps_per_epoch:
       trainer = _Trainer(run, state, position, outputs)
       state = trainer.train()
-      steps = int(state.step)
-      results = _training_results(steps, steps // run.steps_per_epoch, trainer.summary,
-                                  trainer.timing)
-      invocation = {"command": "pretrain", "start_step": start_step, "end_step": steps,
-                    **trainer.timing}
-      metrics = metrics_file.update(results, invocation=invocation)
-    else:  # only the evaluation
-      metrics = _recover_summary(metrics_file, start_step, position)
-    # Phase 4: final evaluation, after the final checkpoint.
-    if int(state.step) == config.epochs * run.steps_per_epoch and config.linear_probe:
-      metrics = _final_evaluation(run, state, outputs)
+    with stopping.stops_at_once(lambda name: _stopped_after_training(name, state, workdir)):
+      if start_step < int(state.step):
+        steps = int(state.step)
+        results = _training_results(steps, steps // run.steps_per_epoch, trainer.summary,
+                                    trainer.timing)
+        invocation = {"command": "pretrain", "start_step": start_step, "end_step": steps,
+                      **trainer.timing}
+        metrics = metrics_file.update(results, invocation=invocation)
+      else:  # only the evaluation
+        metrics = _recover_summary(metrics_file, start_step, position)
+      # Phase 4: final evaluation, after the final checkpoint.
+      if int(state.step) == config.epochs * run.steps_per_epoch and config.linear_probe:
+        metrics = _final_evaluation(run, state, outputs)
   finally:
-    outputs.tensorboard.close()
+    with stopping.deferred():  # a signal never interrupts tensorboardX's writer thread
+      outputs.tensorboard.close()
   return TrainResult(state, metrics)
 
 
@@ -281,9 +335,10 @@ class _Trainer:
       with interrupts_lib.Interrupts() as interrupts:
         self._steps(feed, interrupts)
         if interrupts.requested(True):  # a signal after the last step: stop before evaluating
-          raise Interrupted(f"stopped by {interrupts.signal_name} after the last step "
-                            f"(saved in {self.outputs.workdir}); the final evaluation "
-                            f"runs with: {continue_command(self.outputs.workdir)}")
+          raise stopping.interrupted(
+              f"stopped by {interrupts.signal_name} after the last step (saved in "
+              f"{self.outputs.workdir}); the final evaluation runs with: "
+              f"{continue_command(self.outputs.workdir)}")
         jax.block_until_ready(self.state)
     finally:
       feed.close()
@@ -298,13 +353,13 @@ class _Trainer:
     end_step = last_epoch * spe
     batch = feed.batch(self.step)  # the first step compiles while a signal is honoured
     step_fn = interrupts_lib.compile_step(self.run.train_step, self.state, batch,
-                                          interrupts, workdir)
+                                          interrupts, workdir, self.saved_step or None)
     sync_point = True
     while self.step < end_step:
       if interrupts.requested(sync_point):
         self.fetch_and_check()
         self.save()
-        raise Interrupted(
+        raise stopping.interrupted(
             f"stopped by {interrupts.signal_name} at step {self.step} (epoch "
             f"{self.step / spe:.2f}); saved in {workdir}. Continue with: "
             f"{continue_command(workdir)}")

@@ -36,11 +36,12 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
 from gca_jax import losses, models
-from gca_jax.losses import sharded, targets
+from gca_jax.losses import arguments, sharded, targets
 from gca_jax.losses.simsiam import simsiam
 from gca_jax.sharding import DATA_AXIS, make_mesh
 from gca_jax.training.config import HIERARCHY_LEVELS, ConfigError
@@ -55,6 +56,10 @@ REFERENCE_PREFIX = "reference/"
 TARGET_IDS = {"domain": "domain", "class": "label", "hierarchical": HIERARCHY_LEVELS}
 # SimSiam's predictor is a bottleneck: hidden width = projection_dim / 4.
 SIMSIAM_BOTTLENECK = 4
+# The paper's method names that are not the name of their function: SimCLR's
+# NT-Xent and INCE are InfoNCE (`gca_jax.losses.infonce`). Every other method
+# name (GCA-UOT, IOT-uni, ...) is its function's name up to case and "-"/"_".
+METHOD_ALIASES = {"simclr": "infonce", "ince": "infonce", "nt_xent": "infonce"}
 
 
 class Output(NamedTuple):
@@ -68,6 +73,49 @@ class Output(NamedTuple):
 
 # ---------------------------------------------------------------------------
 # Loss selection.
+
+
+def loss_names() -> tuple[str, ...]:
+  """Every name ``config.loss`` takes besides the ``"reference/<preset>"``
+  presets: the contrastive losses, the two Siamese regressions and the
+  method names of `METHOD_ALIASES`."""
+  return tuple(sorted({*losses.CONTRASTIVE_LOSSES, *PREDICTOR_LOSSES, *METHOD_ALIASES}))
+
+
+def canonical_loss(name: str) -> str:
+  """The loss ``name`` selects: a method name as the paper writes it (case
+  and "-" ignored, `METHOD_ALIASES` resolved) or a function's name; a
+  ``"reference/<preset>"`` name is returned as it is. Raises a one-line
+  ConfigError listing every accepted name for an unknown one.
+
+  Examples:
+    >>> from gca_jax.training import objectives
+    >>> objectives.canonical_loss("SimCLR"), objectives.canonical_loss("GCA-UOT")
+    ('infonce', 'gca_uot')
+  """
+  if not isinstance(name, str):
+    raise ConfigError(f"config.loss must be a loss name, got {name!r}")
+  if name.startswith(REFERENCE_PREFIX):
+    return name
+  key = name.strip().lower().replace("-", "_")
+  key = METHOD_ALIASES.get(key, key)
+  if key in losses.CONTRASTIVE_LOSSES or key in PREDICTOR_LOSSES:
+    return key
+  raise ConfigError(f"config.loss: unknown loss {name!r}; choose one of "
+                    f"{', '.join(loss_names())} (method names of the paper's table, "
+                    f"e.g. GCA-UOT, are accepted too) or {REFERENCE_PREFIX}<preset> for "
+                    "the published-code presets")
+
+
+def with_canonical_loss(config):
+  """``config`` itself if its loss is named canonically, else a copy naming
+  the loss `canonical_loss` selects (the config given stays as written)."""
+  name = canonical_loss(config.loss)
+  if name == config.loss:
+    return config
+  config = ml_collections.ConfigDict(config)
+  config.loss = name
+  return config
 
 
 def is_reference(config) -> bool:
@@ -135,7 +183,27 @@ def _check_param_names(config, params: dict) -> None:
   unknown = sorted(set(params) - set(accepted))
   if unknown:
     raise ConfigError(f"loss {config.loss!r} does not take parameter {unknown[0]!r} "
-                      f"(config.loss_params; it takes {', '.join(accepted)})")
+                      f"(config.loss_params; it takes {', '.join(accepted)})"
+                      f"{keyword_hint(unknown[0], accepted)}")
+
+
+def keyword_hint(name: str, accepted) -> str:
+  """The loss functions' own pointer for a parameter ``name`` a loss does
+  not take (`gca_jax.losses.arguments.check_keywords`): ``eps`` for a
+  temperature under another name, else the closest of ``accepted``; as a
+  ``"; <hint>"`` suffix, or "" when there is none.
+
+  Examples:
+    >>> from gca_jax.training import objectives
+    >>> objectives.keyword_hint("temperature", ("eps", "iters"))
+    '; use eps for temperature: eps is the temperature'
+  """
+  try:
+    arguments.check_keywords("config.loss_params", [name], tuple(accepted))
+  except TypeError as e:
+    hint = str(e).partition(" (")[2].partition(");")[0]
+    return f"; {hint}" if hint else ""
+  return ""
 
 
 def scalar_diagnostics(aux) -> dict[str, jax.Array]:
@@ -158,6 +226,7 @@ def make_loss_fn(config, params: dict) -> Callable[..., tuple[jax.Array, dict]]:
   ``config.loss`` with the keywords ``params`` (`loss_params_of`); ``target``
   (an ``(N, N)`` plan) replaces the default "pairs" target. The
   published-code presets report no diagnostics."""
+  config = with_canonical_loss(config)
   if is_reference(config):
     from gca_jax import reference  # pylint: disable=g-import-not-at-top
     preset = _reference_preset(config)
@@ -337,6 +406,7 @@ def make_objective(config) -> Contrastive | Byol | SimSiam:
   """The objective of ``config.loss``, checked as it is built: a loss, scope,
   target or parameter that cannot go together raises a one-line ConfigError
   (`trace` then checks the values without computing anything)."""
+  config = with_canonical_loss(config)
   _check_choice(config)
   try:
     if config.loss == SIMSIAM:

@@ -412,7 +412,7 @@ def test_prepare_command_without_tensorflow_prints_one_line(tmp_path):
   lines = result.stderr.strip().splitlines()
   assert "Traceback" not in result.stderr and result.stdout == ""
   assert lines[-1].startswith("error: Preparing 'cifar10'")
-  assert "gca_jax[prepare]" in lines[-1]
+  assert tfds_sources.PREPARE_INSTALL in lines[-1]  # the install from the checkout
   assert not any(line.startswith("error:") for line in lines[:-1])
 
 

@@ -55,7 +55,7 @@ def main(argv) -> None:
     fail(f"--{other[0]} is not a setting of --protocol={FLAGS.protocol}")
   # ValueError: a bad setting; a diverged fine-tuning (FloatingPointError)
   # reports no accuracy.
-  with cli.one_line_errors(ValueError):
+  with cli.one_line_errors(ValueError), cli.aborted_in_one_line():
     result = evaluate(FLAGS.workdir, FLAGS.protocol, **settings)
   print(f"{FLAGS.protocol} protocol: " + ", ".join(
       f"{k} {v:.4f}" for k, v in result.items()))

@@ -257,6 +257,25 @@ def _on_every_process(value: int) -> int:
   return int(multihost_utils.broadcast_one_to_all(np.int64(value)))
 
 
+# The private copy of a reader (`Checkpointer.pinned`), by its process id.
+_PRIVATE_COPY = ".reading."
+
+
+def _remove_stale_copies(workdir: Path) -> None:
+  """Removes the private copies of readers that died before removing them
+  (SIGKILL): their process is gone."""
+  for copy in workdir.glob(f"{_PRIVATE_COPY}*"):
+    pid = copy.name[len(_PRIVATE_COPY):]
+    if not pid.isdigit() or int(pid) == os.getpid():
+      continue
+    try:
+      os.kill(int(pid), 0)
+    except ProcessLookupError:
+      shutil.rmtree(copy, ignore_errors=True)
+    except OSError:  # alive, another user's
+      pass
+
+
 class Checkpointer:
   """Saves and restores (state, position) under ``workdir/checkpoints``.
 
@@ -354,7 +373,8 @@ class Checkpointer:
     links (instant, no data copied): a run beside the reader may prune the
     step, the linked files stay until `unpin`. Raises FileNotFoundError if
     the step vanishes while it is linked."""
-    private = self._workdir / f".reading.{os.getpid()}"
+    _remove_stale_copies(self._workdir)
+    private = self._workdir / f"{_PRIVATE_COPY}{os.getpid()}"
     shutil.rmtree(private, ignore_errors=True)
     shutil.copytree(self._step_dir(step), private / CHECKPOINT_DIR / str(step),
                     copy_function=os.link)

@@ -40,7 +40,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from gca_jax.training.config import RUN_CONTROL_FIELDS, fill_later_fields
+from gca_jax.training.config import RUN_CONTROL_FIELDS, fill_later_fields, unknown_fields
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -189,6 +189,13 @@ def read_config_json(workdir: str | Path, *, note: bool = False) -> dict | None:
   except (OSError, ValueError) as e:
     raise WorkdirError(f"{path} is unreadable ({type(e).__name__}: {e}); restore it "
                        "or use a new --workdir") from None
+  if not isinstance(stored, dict):
+    raise WorkdirError(f"{path} is not a config (a JSON object); restore it or use a new "
+                       "--workdir")
+  unknown = unknown_fields(stored)
+  if unknown:
+    raise WorkdirError(f"{path} has an unknown field config.{unknown[0]} (misspelt?); fix "
+                       "or restore the file")
   stored, filled = fill_later_fields(stored)
   if filled and note:
     print(f"note: {path} predates config.{', config.'.join(filled)}; "
@@ -220,6 +227,40 @@ def check_run_identity(workdir: str | Path, config) -> None:
         f"workdir {workdir} holds another run (config differs in: "
         f"{', '.join(differing)}); continue it with python -m gca_jax.pretrain "
         f"--workdir={workdir} (its own config), or use a new --workdir")
+
+
+# Where a checkpoint's data position records the identity of its run.
+_IDENTITY_KEY = "run_identity"
+# The identity entry of the device count (where the objective depends on it).
+DEVICES_FIELD = "device_count"
+
+
+def run_identity(config, num_devices: int | None = None) -> dict:
+  """What defines the run of ``config``, as each checkpoint records it: its
+  `identity` fields and, with ``config.loss_scope='local'`` (one plan per
+  device: the objective depends on their number), ``num_devices`` (None:
+  not part of it, e.g. for an evaluation)."""
+  result = identity(config_to_json(config))
+  if num_devices is not None and config.get("loss_scope") == "local":
+    result[DEVICES_FIELD] = num_devices
+  return result
+
+
+def _flat(value, prefix: str) -> dict:
+  if isinstance(value, dict):
+    return {k: v for key, item in value.items()
+            for k, v in _flat(item, f"{prefix}.{key}").items()}
+  return {prefix: value}
+
+
+def identity_differences(stored: dict, now: dict) -> list[tuple[str, Any, Any]]:
+  """``(field, stored value, value now)`` for each leaf where two
+  `run_identity` records differ (the device count only where ``now`` has it)."""
+  if DEVICES_FIELD not in now:
+    stored = {k: v for k, v in stored.items() if k != DEVICES_FIELD}
+  old, new = _flat(stored, "config"), _flat(now, "config")
+  return [(field, old.get(field), new.get(field)) for field in sorted(old.keys() | new.keys())
+          if old.get(field) != new.get(field)]
 
 
 def write_config_json(workdir: str | Path, config) -> None:
@@ -281,11 +322,16 @@ class Checkpointer:
 
   Keeps the newest ``max_to_keep`` checkpoints; older ones are deleted only
   after the new one's checksums are recorded, so a process killed at any
-  moment leaves at least one verifiable checkpoint.
+  moment leaves at least one verifiable checkpoint. ``identity``: the
+  `run_identity` of the run, saved beside each checkpoint and compared with
+  the one saved there whenever a checkpoint is read (RunMismatchError).
   """
 
-  def __init__(self, workdir: str | Path, *, max_to_keep: int = 2):
+  def __init__(self, workdir: str | Path, *, max_to_keep: int = 2,
+               identity: dict | None = None):
     self._workdir = Path(workdir).absolute()
+    self._identity = identity
+    self._origin = self._workdir  # the workdir a private copy was made of (messages)
     self._directory = self._workdir / CHECKPOINT_DIR
     self._max_to_keep = max_to_keep
     if self._directory.exists() and not self._directory.is_dir():
@@ -317,6 +363,8 @@ class Checkpointer:
     try:
       if jax.process_index() == 0:
         self._directory.mkdir(parents=True, exist_ok=True)
+      if self._identity is not None:
+        position = {**position, _IDENTITY_KEY: self._identity}
       self._manager.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state), feed=ocp.args.JsonSave(position)))
       self._manager.wait_until_finished()
@@ -383,7 +431,9 @@ class Checkpointer:
       shutil.copy(self._checksum_file(step), private / CHECKSUM_DIR)
     except FileNotFoundError:
       pass
-    return Checkpointer(private)
+    copy = Checkpointer(private, identity=self._identity)
+    copy._origin = self._workdir  # pylint: disable=protected-access
+    return copy
 
   @staticmethod
   def unpin(pinned: "Checkpointer") -> None:
@@ -467,10 +517,32 @@ class Checkpointer:
   def read_position(self, step: int) -> dict:
     """The saved JSON position of ``step`` without restoring the state."""
     try:
-      return self._manager.restore(
+      position = self._manager.restore(
           step, args=ocp.args.Composite(feed=ocp.args.JsonRestore())).feed
     except (OSError, ValueError, KeyError, TypeError) as e:
       raise CheckpointDamaged(f"its data position is unreadable: {type(e).__name__}") from None
+    self._check_identity(step, position)
+    return position
+
+  def _check_identity(self, step: int, position) -> None:
+    """Raises RunMismatchError if checkpoint ``step`` was written by a run
+    of another identity (a checkpoint older than the record is not checked)."""
+    stored = position.get(_IDENTITY_KEY) if isinstance(position, dict) else None
+    if self._identity is None or stored is None:
+      return
+    differences = identity_differences(stored, self._identity)
+    if not differences:
+      return
+    field, old, new = differences[0]
+    if field == f"config.{DEVICES_FIELD}":
+      raise RunMismatchError(
+          f"workdir {self._origin} holds a config.loss_scope='local' run (one plan per "
+          f"device) whose checkpoint {step} was written on {old} devices; this process has "
+          f"{new}: resume it on {old} devices, or use a new --workdir")
+    raise RunMismatchError(
+        f"workdir {self._origin} holds another run: its checkpoint {step} was written with "
+        f"{field}={old!r}, not {new!r}; an edit of {CONFIG_FILE} cannot change a run: "
+        "restore it, or use a new --workdir")
 
   def restore(self, abstract_state, step: int) -> tuple[Any, dict]:
     """(state, position) of the intact checkpoint ``step``.
@@ -490,6 +562,7 @@ class Checkpointer:
         raise CheckpointDamaged(f"unverified and unreadable: {type(e).__name__}") from None
       raise WorkdirError(f"checkpoint {step} in {self._directory} does not fit this "
                          f"run's state ({type(e).__name__}); use a new --workdir") from None
+    self._check_identity(step, restored.feed)
     return restored.state, restored.feed
 
   def close(self) -> None:

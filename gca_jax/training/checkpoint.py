@@ -152,8 +152,17 @@ class WorkdirLock:
 
 
 def config_to_json(config) -> dict:
-  """The config as a plain JSON-compatible dict."""
-  return json.loads(config.to_json(sort_keys=True))
+  """The config as a plain JSON-compatible dict, with its local dataset path
+  and ``data_dir`` absolute and resolved: a run is the same from any folder
+  and whatever spelling of its files it is given."""
+  from gca_jax.data.registry import resolved_name  # pylint: disable=g-import-not-at-top
+  stored = json.loads(config.to_json(sort_keys=True))
+  if "dataset" in stored:
+    stored["dataset"] = resolved_name(stored["dataset"])
+  data_dir = stored.get("data_dir")
+  if isinstance(data_dir, str) and data_dir.strip() and "://" not in data_dir:
+    stored["data_dir"] = str(Path(stored["data_dir"]).expanduser().resolve())
+  return stored
 
 
 def _drop_none(value):

@@ -73,3 +73,29 @@ def test_a_local_scope_run_resumes_only_on_its_device_count(tmp_path):
       f"workdir {tmp_path} holds a config.loss_scope='local' run (one plan per device) "
       "whose checkpoint 22 was written on 2 devices; this process has 1: resume it on 2 "
       "devices, or use a new --workdir")
+
+
+def test_a_relative_dataset_path_is_stored_resolved(tmp_path, monkeypatch):
+  """Started with a relative .npz path in one folder, the run resumes and is
+  evaluated from another, and another spelling of the file is the same run."""
+  import numpy as np
+  from gca_jax import training
+  from gca_jax.data import load_dataset
+  from gca_jax.training import restore
+  digits = load_dataset("digits", image_size=8)
+  start, elsewhere = tmp_path / "start", tmp_path / "elsewhere"
+  start.mkdir()
+  elsewhere.mkdir()
+  np.savez(start / "rel.npz", x_train=digits.train.images[:128],
+           y_train=digits.train.labels[:128], x_test=digits.test.images[:64],
+           y_test=digits.test.labels[:64])
+  workdir = tmp_path / "run"
+  monkeypatch.chdir(start)
+  training.train_and_evaluate(tiny_config(dataset="npz:rel.npz", epochs=1), workdir)
+  stored = json.loads((workdir / "config.json").read_text())
+  assert stored["dataset"] == f"npz:{start / 'rel.npz'}"
+  monkeypatch.chdir(elsewhere)
+  assert int(restore.load_trained(workdir).state.step) == 2
+  for spelling in ("npz:../start/./rel.npz", str(start / "rel.npz")):
+    again = training.train_and_evaluate(tiny_config(dataset=spelling, epochs=1), workdir)
+    assert again.metrics["already_complete"]

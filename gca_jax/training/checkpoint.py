@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import gc
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -73,6 +75,86 @@ def _write_error(error: OSError, path: Path) -> WorkdirError:
                         "the same command")
   return WorkdirError(f"cannot write {where} ({error.strerror or error}); fix it and "
                       "re-run the same command")
+
+
+# What a full disk looks like in an error of orbax's writers (tensorstore).
+_NO_SPACE_TEXTS = ("No space left on device", "RESOURCE_EXHAUSTED")
+
+
+def _is_no_space(error: BaseException) -> bool:
+  return (isinstance(error, OSError) and error.errno == errno.ENOSPC) or any(
+      text in str(error) for text in _NO_SPACE_TEXTS)
+
+
+def _not_interrupted(error: BaseException) -> bool:
+  from gca_jax.training.interrupts import Interrupted  # pylint: disable=g-import-not-at-top
+  return not isinstance(error, Interrupted)
+
+
+def _quietly(call, handled=_not_interrupted):
+  """``(call(), None)``, or ``(None, error)`` for an exception ``handled(error)``
+  accepts, without orbax's own report of it.
+
+  orbax reports a failed read or write itself besides raising it: error logs
+  with tracebacks from its threads, and "Exception ignored" tracebacks for
+  the coroutines it abandons. The caller reports a handled failure in one
+  line, so those are held back while ``call`` runs and dropped (with the
+  error's traceback, which keeps the coroutines alive); they are shown as
+  usual when ``call`` succeeds or fails otherwise.
+  """
+  held_logs, unraisables = [], []
+
+  class Hold(logging.Filter):
+    def filter(self, record):
+      held_logs.append(record)
+      return False
+
+  logger, hold, hook = logging.getLogger("absl"), Hold(), sys.unraisablehook
+  logger.addFilter(hold)
+  sys.unraisablehook = unraisables.append
+  quiet = False
+  try:
+    return call(), None
+  except Exception as e:  # pylint: disable=broad-except
+    if not handled(e):
+      raise
+    quiet = True
+    cause = e
+    while cause is not None:
+      cause.__traceback__ = None
+      cause = cause.__cause__ or cause.__context__
+    return None, e
+  finally:
+    gc.collect()  # the abandoned coroutines that are free report now
+    sys.unraisablehook = hook
+    logger.removeFilter(hold)
+    if quiet:  # those orbax's event loop holds report when it closes (at exit)
+      _drop_orbax_coroutine_reports()
+    else:
+      for record in held_logs:
+        logger.handle(record)
+      for unraisable in unraisables:
+        hook(unraisable)
+
+
+def _is_orbax_coroutine(unraisable) -> bool:
+  code = getattr(unraisable.object, "cr_code", None)
+  return code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename
+
+
+def _drop_orbax_coroutine_reports() -> None:
+  """From now on, the "Exception ignored" reports of orbax's abandoned
+  coroutines are dropped (the failure they belong to was reported)."""
+  hook = sys.unraisablehook
+  if getattr(hook, "drops_orbax_coroutines", False):
+    return
+
+  def quiet_hook(unraisable):
+    if not _is_orbax_coroutine(unraisable):
+      hook(unraisable)
+
+  quiet_hook.drops_orbax_coroutines = True
+  sys.unraisablehook = quiet_hook
 
 
 # ---------------------------------------------------------------------------
@@ -369,19 +451,25 @@ class Checkpointer:
     """Saves ``state`` and the JSON ``position`` at ``state.step``, waits for
     the write, records its checksums, then drops the oldest checkpoints."""
     step = int(jax.device_get(state.step))
-    try:
+    if self._identity is not None:
+      position = {**position, _IDENTITY_KEY: self._identity}
+
+    def write():
       if jax.process_index() == 0:
         self._directory.mkdir(parents=True, exist_ok=True)
-      if self._identity is not None:
-        position = {**position, _IDENTITY_KEY: self._identity}
       self._manager.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state), feed=ocp.args.JsonSave(position)))
       self._manager.wait_until_finished()
       if jax.process_index() == 0:
         self._checksum_file(step).parent.mkdir(exist_ok=True)
         write_json(self._checksum_file(step), _file_digests(self._step_dir(step)))
-    except OSError as e:  # nothing is pruned: the previous checkpoints stay
-      raise _write_error(e, self._step_dir(step)) from None
+
+    _, error = _quietly(write, lambda e: isinstance(e, OSError) or (
+        _is_no_space(e) and _not_interrupted(e)))
+    if error is not None:  # nothing is pruned: the previous checkpoints stay
+      if not isinstance(error, OSError):  # orbax's writers raise ValueError
+        error = OSError(errno.ENOSPC, "No space left on device")
+      raise _write_error(error, self._step_dir(step))
     for old in self.all_steps()[:-self._max_to_keep]:
       self._manager.delete(old)
       if jax.process_index() == 0:
@@ -528,7 +616,9 @@ class Checkpointer:
     try:
       position = self._manager.restore(
           step, args=ocp.args.Composite(feed=ocp.args.JsonRestore())).feed
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except Exception as e:  # pylint: disable=broad-except  # orbax raises bare Exceptions too
+      if not _not_interrupted(e):
+        raise
       raise CheckpointDamaged(f"its data position is unreadable: {type(e).__name__}") from None
     self._check_identity(step, position)
     return position
@@ -560,17 +650,18 @@ class Checkpointer:
     (e.g. a freshly initialised state).
     """
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
-    try:
-      restored = self._manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract), feed=ocp.args.JsonRestore()))
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    # orbax raises bare Exceptions too (a truncated array file).
+    restored, error = _quietly(lambda: self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), feed=ocp.args.JsonRestore())))
+    if error is not None:
       if not self._verified(step):
-        # Without a checksum record, damage (e.g. a garbled _METADATA) and a
-        # state of another shape fail alike; the identity check already
-        # passed, so it is taken as damage and the previous step is tried.
-        raise CheckpointDamaged(f"unverified and unreadable: {type(e).__name__}") from None
+        # Without a checksum record, damage (e.g. a garbled _METADATA or a
+        # half-written file) and a state of another shape fail alike; the
+        # identity check already passed, so it is taken as damage and the
+        # previous step is tried.
+        raise CheckpointDamaged(f"unverified and unreadable: {type(error).__name__}")
       raise WorkdirError(f"checkpoint {step} in {self._directory} does not fit this "
-                         f"run's state ({type(e).__name__}); use a new --workdir") from None
+                         f"run's state ({type(error).__name__}); use a new --workdir")
     self._check_identity(step, restored.feed)
     return restored.state, restored.feed
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import sys
 import types
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from absl import flags
@@ -152,11 +153,30 @@ def parse(define_flags: Callable, argv: Sequence[str], *, prog: str = "experimen
   if len(rest) > 1:
     raise ExperimentError(f"unexpected argument {rest[1]!r}")
   values = {name: flag_values[name].value for name in flag_values if "." not in name}
+  _check_folders(values)
   args = types.SimpleNamespace(**values, command=" ".join(["python -m", prog, *argv]))
   if CONFIG in flag_values:
     args.config_overrides = config_flags.get_override_values(flag_values[CONFIG])
     args.config_file = getattr(flag_values[CONFIG], "config_filename", None)
   return args
+
+
+# The flags that name a folder to write (or read) runs and results in.
+FOLDER_FLAGS = ("root", "out")
+
+
+def _check_folders(values: dict) -> None:
+  """Raises ExperimentError if a folder flag names a file (or a path under one)."""
+  for name in FOLDER_FLAGS:
+    if not values.get(name):
+      continue
+    path = Path(values[name])
+    blocking = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()),
+                    None)
+    if blocking is not None:
+      where = "is a file" if blocking == path else f"is under the file {blocking}"
+      raise ExperimentError(f"--{name}={values[name]} {where}, not a folder; pass a folder "
+                            "(created if missing)")
 
 
 def parse_config_overrides(argv: Sequence[str]) -> dict[str, Any]:

@@ -33,6 +33,7 @@ import hashlib
 import json
 import logging
 import os
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -316,8 +317,9 @@ def check_run_identity(workdir: str | Path, config) -> None:
   if differing:
     raise RunMismatchError(
         f"workdir {workdir} holds another run (config differs in: "
-        f"{', '.join(differing)}); continue it with python -m gca_jax.pretrain "
-        f"--workdir={workdir} (its own config), or use a new --workdir")
+        f"{', '.join(differing)}); continue it with "
+        f"{shlex.join(['python', '-m', 'gca_jax.pretrain', f'--workdir={workdir}'])} "
+        "(its own config), or use a new --workdir")
 
 
 # Where a checkpoint's data position records the identity of its run.

@@ -9,6 +9,7 @@ honoured at once too.
 
 from __future__ import annotations
 
+import shlex
 import signal
 import threading
 
@@ -21,7 +22,7 @@ class Interrupted(RuntimeError):
 
 
 def continue_command(workdir) -> str:
-  return f"python -m gca_jax.pretrain --workdir={workdir}"
+  return shlex.join(["python", "-m", "gca_jax.pretrain", f"--workdir={workdir}"])
 
 
 # ---------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import datetime
 import fcntl
 import json
 import math
+import shlex
 import shutil
 import sys
 import time
@@ -284,13 +285,14 @@ def where_to_look(workdir: str | Path) -> str:
   workdir = Path(workdir)
   return (f"metrics: {workdir / METRICS_FILE}\n"
           f"TensorBoard logs: {workdir / TENSORBOARD_DIR}  "
-          f"(view: tensorboard --logdir {workdir / TENSORBOARD_DIR})")
+          f"(view: tensorboard --logdir {shlex.quote(str(workdir / TENSORBOARD_DIR))})")
 
 
 def next_command(workdir: str | Path, *, finished: bool) -> str:
   """The line that says what to run next on ``workdir``: its evaluation
   once the run is ``finished``, else the command that continues it."""
+  workdir_flag = shlex.quote(f"--workdir={workdir}")  # pasted back into a shell
   if finished:
-    return (f"next: python -m gca_jax.linear_eval --workdir={workdir}  "
+    return (f"next: python -m gca_jax.linear_eval {workdir_flag}  "
             "(--protocol=finetune: the paper's CIFAR protocol)")
-  return f"next: python -m gca_jax.pretrain --workdir={workdir}  (continues the run)"
+  return f"next: python -m gca_jax.pretrain {workdir_flag}  (continues the run)"

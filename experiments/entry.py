@@ -127,9 +127,9 @@ def parse(define_flags: Callable, argv: Sequence[str], *, prog: str = "experimen
   """The flags ``define_flags`` defines, parsed from ``argv`` (no program name).
 
   Returns their values as attributes, plus ``command`` (the command line
-  as typed) and, where the command has a config flag, ``config_overrides``
-  (``{"a.b": value}`` of the ``--config.a.b=value`` flags) and
-  ``config_file``. ``--help`` prints the usage and exits 0.
+  as typed), ``present`` (the names of the flags given) and, where the
+  command has a config flag, ``config_overrides`` (``{"a.b": value}`` of the
+  ``--config.a.b=value`` flags) and ``config_file``. ``--help`` prints the usage and exits 0.
   """
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
   argv = list(argv)
@@ -155,6 +155,7 @@ def parse(define_flags: Callable, argv: Sequence[str], *, prog: str = "experimen
   values = {name: flag_values[name].value for name in flag_values if "." not in name}
   _check_folders(values)
   args = types.SimpleNamespace(**values, command=" ".join(["python -m", prog, *argv]))
+  args.present = {name for name in values if flag_values[name].present}  # given, not defaults
   if CONFIG in flag_values:
     args.config_overrides = config_flags.get_override_values(flag_values[CONFIG])
     args.config_file = getattr(flag_values[CONFIG], "config_filename", None)

@@ -126,7 +126,8 @@ def _quietly(call, handled=_not_interrupted):
       cause = cause.__cause__ or cause.__context__
     return None, e
   finally:
-    gc.collect()  # the abandoned coroutines that are free report now
+    if quiet:
+      gc.collect()  # the abandoned coroutines that are free report now
     sys.unraisablehook = hook
     logger.removeFilter(hold)
     if quiet:  # those orbax's event loop holds report when it closes (at exit)

@@ -27,9 +27,11 @@ Its per-epoch accuracies are in metrics.json as they come
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import shutil
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -52,26 +54,63 @@ def command(workdir: str | Path, protocol: str, **settings) -> str:
   return shlex.join(words)
 
 
+# A signal whose exception Python swallowed (raised inside a garbage-collection
+# callback, where exceptions are only printed) still stops the process after
+# this many seconds.
+SWALLOWED_SIGNAL_EXIT_SECONDS = 5.0
+
+
 @contextlib.contextmanager
-def _stopped_by_signals(stopped: str):
+def _stopped_by_signals(stopped: str, cleanup=lambda: None):
   """SIGTERM and SIGINT raise `Interrupted` (``stopped``: what follows
-  "stopped by <signal>") at once: where nothing is saved, nothing waits."""
+  "stopped by <signal>") at once: where nothing is saved, nothing waits.
+
+  Python only prints an exception raised inside a garbage-collection
+  callback; such a swallowed `Interrupted` is not shown, and the process
+  then ends (``cleanup()``, the message, exit status 130) after
+  `SWALLOWED_SIGNAL_EXIT_SECONDS`, or raises it when the work ends first.
+  """
+  from gca_jax import cli  # pylint: disable=g-import-not-at-top
   from gca_jax.training.interrupts import Interrupted  # pylint: disable=g-import-not-at-top
   if threading.current_thread() is not threading.main_thread():
     yield
     return
+  raised = {}
+
+  def exit_now(message):
+    cleanup()
+    print(message, file=sys.stderr, flush=True)
+    os._exit(cli.EXIT_INTERRUPTED)  # pylint: disable=protected-access
+
+  unraisable_hook = sys.unraisablehook
+
+  def swallowed_quietly(unraisable):
+    if not isinstance(unraisable.exc_value, Interrupted):
+      unraisable_hook(unraisable)
 
   def handle(signum, frame):
     del frame
-    raise Interrupted(f"stopped by {signal.Signals(signum).name} {stopped}")
+    message = f"stopped by {signal.Signals(signum).name} {stopped}"
+    if not raised:
+      raised["message"] = message
+      raised["timer"] = threading.Timer(SWALLOWED_SIGNAL_EXIT_SECONDS, exit_now, (message,))
+      raised["timer"].daemon = True
+      raised["timer"].start()
+    raise Interrupted(message)
 
   previous = {signum: signal.signal(signum, handle) for signum in (signal.SIGTERM,
                                                                    signal.SIGINT)}
+  sys.unraisablehook = swallowed_quietly
   try:
     yield
   finally:
     for signum, handler in previous.items():
       signal.signal(signum, handler)
+    sys.unraisablehook = unraisable_hook
+    if raised:
+      raised["timer"].cancel()
+  if raised:  # swallowed, and the work went on to its end
+    raise Interrupted(raised["message"])
 
 
 def evaluate(workdir: str | Path, protocol: str = "linear", **overrides) -> dict:
@@ -93,7 +132,8 @@ def evaluate(workdir: str | Path, protocol: str = "linear", **overrides) -> dict
   checkpoint.check_writable(workdir, "linear_eval")
   again = command(workdir, protocol, **settings)
   with _stopped_by_signals(f"before the {protocol} results were recorded; run it again "
-                           f"with: {again}"):
+                           f"with: {again}",
+                           cleanup=lambda: checkpoint.remove_private_copy(workdir)):
     return _evaluate(workdir, protocol, settings, again)
 
 

@@ -411,6 +411,12 @@ def _remove_stale_copies(workdir: Path) -> None:
       pass
 
 
+def remove_private_copy(workdir: str | Path) -> None:
+  """Removes this process's private copy (`Checkpointer.pinned`) in ``workdir``."""
+  shutil.rmtree(Path(workdir).absolute() / f"{_PRIVATE_COPY}{os.getpid()}",
+                ignore_errors=True)
+
+
 class Checkpointer:
   """Saves and restores (state, position) under ``workdir/checkpoints``.
 

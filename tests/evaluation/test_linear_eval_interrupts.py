@@ -113,3 +113,32 @@ def test_sigterm_during_the_restore_leaves_no_private_copy(pretrained, tmp_path,
   with pytest.raises(Interrupted, match="^stopped by SIGTERM before the linear results"):
     protocols.evaluate(workdir, "linear", steps=5)
   assert not list(workdir.glob(".reading.*"))
+
+
+def test_a_signal_swallowed_in_a_gc_callback_still_stops(monkeypatch, capfd):
+  """Python only prints an exception raised inside a garbage-collection
+  callback: the evaluation's signal handling notices and still stops, silently."""
+  import gc
+  import os
+  from gca_jax import protocols
+  from gca_jax.training.interrupts import Interrupted
+  monkeypatch.setattr(protocols, "SWALLOWED_SIGNAL_EXIT_SECONDS", 600.0)
+  sent = []
+
+  def signal_during_collection(phase, info):
+    del info
+    if phase == "start" and not sent:
+      sent.append(True)
+      os.kill(os.getpid(), signal.SIGTERM)
+      sum(range(1000))  # the handler runs here, inside the callback
+
+  with pytest.raises(Interrupted, match="^stopped by SIGTERM after the test$"):
+    with protocols._stopped_by_signals("after the test"):  # pylint: disable=protected-access
+      gc.callbacks.append(signal_during_collection)
+      try:
+        gc.collect()
+      finally:
+        gc.callbacks.remove(signal_during_collection)
+      finished = True  # the work went on: the exception was swallowed
+  assert sent and finished
+  assert capfd.readouterr().err == ""

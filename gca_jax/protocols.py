@@ -106,7 +106,8 @@ def _stopped_by_signals(stopped: str, cleanup=lambda: None):
   finally:
     for signum, handler in previous.items():
       signal.signal(signum, handler)
-    sys.unraisablehook = unraisable_hook
+    if sys.unraisablehook is swallowed_quietly:  # else wrapped since: it stays (it passes on)
+      sys.unraisablehook = unraisable_hook
     if raised:
       raised["timer"].cancel()
   if raised:  # swallowed, and the work went on to its end

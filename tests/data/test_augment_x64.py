@@ -9,7 +9,9 @@ import pytest
 from gca_jax.data import augment
 
 
-@pytest.mark.parametrize("policy", augment.POLICIES)
+@pytest.mark.parametrize("policy", [
+    policy if policy == "simclr" else pytest.param(policy, marks=pytest.mark.slow)
+    for policy in augment.POLICIES])
 def test_views_compile_and_stay_float32_with_x64(x64, policy):
   images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), np.uint8))
   views = jax.jit(lambda key, x: augment.two_views(

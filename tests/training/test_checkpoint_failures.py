@@ -58,6 +58,7 @@ def test_a_half_written_checkpoint_falls_back_with_a_short_warning(finished, tmp
   assert "step 22: embedding" in result.stdout
 
 
+@pytest.mark.slow
 def test_a_full_disk_reported_by_orbax_writers_is_one_line(tmp_path, monkeypatch, caplog):
   """orbax's writers raise a ValueError (tensorstore's RESOURCE_EXHAUSTED)
   and log it from their threads with a traceback: one line, no log."""

@@ -1,9 +1,12 @@
 """``config.train_examples`` below the number of classes is refused in one
 line: the subset would drop classes the test split still holds."""
 
+import pytest
+
 from tests.conftest import one_line_error, run_module
 
 
+@pytest.mark.slow
 def test_fewer_train_examples_than_classes_is_one_line(tmp_path):
   result = run_module("gca_jax.pretrain", f"--workdir={tmp_path}",
                       "--config=gca_jax/training/config.py:small",

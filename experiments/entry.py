@@ -169,15 +169,15 @@ FOLDER_FLAGS = ("root", "out")
 def _check_folders(values: dict) -> None:
   """Raises ExperimentError if a folder flag names a file (or a path under one)."""
   for name in FOLDER_FLAGS:
-    if not values.get(name):
-      continue
-    path = Path(values[name])
-    blocking = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()),
-                    None)
-    if blocking is not None:
-      where = "is a file" if blocking == path else f"is under the file {blocking}"
-      raise ExperimentError(f"--{name}={values[name]} {where}, not a folder; pass a folder "
-                            "(created if missing)")
+    given = values.get(name) or []
+    for value in [given] if isinstance(given, str) else given:  # a repeatable flag: a list
+      path = Path(value)
+      blocking = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()),
+                      None)
+      if blocking is not None:
+        where = "is a file" if blocking == path else f"is under the file {blocking}"
+        raise ExperimentError(f"--{name}={value} {where}, not a folder; pass a folder "
+                              "(created if missing)")
 
 
 def parse_config_overrides(argv: Sequence[str]) -> dict[str, Any]:

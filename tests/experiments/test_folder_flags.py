@@ -22,3 +22,14 @@ def test_a_folder_flag_naming_a_file_is_one_line(tmp_path, capsys, name, flag, u
   assert capsys.readouterr().err == (f"error: --{flag}={path} {where}, not a folder; pass a "
                                      "folder (created if missing)\n")
   assert blocking.read_text() == ""
+
+
+def test_a_repeated_root_naming_a_file_is_one_line(tmp_path, capsys):
+  from experiments import report
+  blocking = tmp_path / "a_file"
+  blocking.write_text("")
+  with pytest.raises(SystemExit) as exited:
+    report.main([f"--root={tmp_path}", f"--root={blocking}"])
+  assert exited.value.code == 2
+  assert capsys.readouterr().err == (f"error: --root={blocking} is a file, not a folder; pass "
+                                     "a folder (created if missing)\n")

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import sys
 import types
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from absl import flags
@@ -126,9 +127,9 @@ def parse(define_flags: Callable, argv: Sequence[str], *, prog: str = "experimen
   """The flags ``define_flags`` defines, parsed from ``argv`` (no program name).
 
   Returns their values as attributes, plus ``command`` (the command line
-  as typed) and, where the command has a config flag, ``config_overrides``
-  (``{"a.b": value}`` of the ``--config.a.b=value`` flags) and
-  ``config_file``. ``--help`` prints the usage and exits 0.
+  as typed), ``present`` (the names of the flags given) and, where the
+  command has a config flag, ``config_overrides`` (``{"a.b": value}`` of the
+  ``--config.a.b=value`` flags) and ``config_file``. ``--help`` prints the usage and exits 0.
   """
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
   argv = list(argv)
@@ -152,11 +153,31 @@ def parse(define_flags: Callable, argv: Sequence[str], *, prog: str = "experimen
   if len(rest) > 1:
     raise ExperimentError(f"unexpected argument {rest[1]!r}")
   values = {name: flag_values[name].value for name in flag_values if "." not in name}
+  _check_folders(values)
   args = types.SimpleNamespace(**values, command=" ".join(["python -m", prog, *argv]))
+  args.present = {name for name in values if flag_values[name].present}  # given, not defaults
   if CONFIG in flag_values:
     args.config_overrides = config_flags.get_override_values(flag_values[CONFIG])
     args.config_file = getattr(flag_values[CONFIG], "config_filename", None)
   return args
+
+
+# The flags that name a folder to write (or read) runs and results in.
+FOLDER_FLAGS = ("root", "out")
+
+
+def _check_folders(values: dict) -> None:
+  """Raises ExperimentError if a folder flag names a file (or a path under one)."""
+  for name in FOLDER_FLAGS:
+    given = values.get(name) or []
+    for value in [given] if isinstance(given, str) else given:  # a repeatable flag: a list
+      path = Path(value)
+      blocking = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()),
+                      None)
+      if blocking is not None:
+        where = "is a file" if blocking == path else f"is under the file {blocking}"
+        raise ExperimentError(f"--{name}={value} {where}, not a folder; pass a folder "
+                              "(created if missing)")
 
 
 def parse_config_overrides(argv: Sequence[str]) -> dict[str, Any]:

@@ -47,6 +47,7 @@ from absl import flags
 from experiments import entry, table2, tables
 from experiments.methods import METHOD_LABELS
 from experiments.pacs_domains import DOMAIN_METRIC
+from experiments import runs as runs_lib
 from experiments.runs import collect_runs, read_json
 from gca_jax.data import augment
 
@@ -336,8 +337,12 @@ def build_report(roots, protocols=DEFAULT_PROTOCOLS) -> str:
     sections.append(domains_section(by_experiment["pacs_domains"]))
   sections = [s for s in sections if s]
   if not sections:
+    unreadable = [path for root in roots for path in Path(root).rglob(runs_lib.METRICS)
+                  if not runs_lib.usable_metrics(runs_lib.read_json(path))]
     sections.append(f"No finished runs under {', '.join(map(str, roots))} "
-                    f"with {', '.join(protocols)} results.")
+                    f"with {', '.join(protocols)} results"
+                    + (f" ({len(unreadable)} run(s) left out: metrics.json unreadable, e.g. "
+                       f"{unreadable[0]})." if unreadable else "."))
   if "table2" in by_experiment or not runs:
     sections.append(paper_section(paper))
   return "\n\n".join(sections) + "\n"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 from experiments import trainer
@@ -100,8 +101,20 @@ def collect_runs(root: Path) -> list[tuple[dict, dict, Path]]:
   """(record, metrics, workdir) of every finished run under ``root``."""
   runs = []
   for record_path in sorted(Path(root).rglob(RUN_RECORD)):
-    metrics = read_json(record_path.parent / METRICS)
     record = read_json(record_path)
+    metrics_path = record_path.parent / METRICS
+    metrics = read_json(metrics_path)
+    if metrics_path.exists() and not usable_metrics(metrics):
+      # A finished run must not vanish from a table without a word.
+      print(f"warning: {metrics_path} is unreadable (not a JSON object of results); that "
+            "run is left out", file=sys.stderr, flush=True)
+      continue
     if record is not None and metrics is not None:
       runs.append((record, metrics, record_path.parent))
   return runs
+
+
+def usable_metrics(metrics) -> bool:
+  """Whether ``metrics`` (a parsed metrics.json) is an object whose
+  evaluations, if any, are a list."""
+  return isinstance(metrics, dict) and isinstance(metrics.get("evaluations", []), list)

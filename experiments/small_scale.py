@@ -219,6 +219,9 @@ def run(args) -> dict:
   """Trains every (method, seed) run, rewriting the table after each; returns it."""
   labels = entry.select(entry.split_names(args.methods or (
       ",".join(SMOKE_LABELS) if args.smoke else "all")), LABELS, "methods")
+  if args.epochs is not None and "epochs" in args.config_overrides:
+    raise entry.ExperimentError("--epochs and --config.epochs both set the epochs of every "
+                                "run; pass one of them")
   epochs = args.epochs or (SMOKE_EPOCHS if args.smoke else EPOCHS)
   if epochs < 1:
     raise entry.ExperimentError(f"--epochs must be >= 1, got {epochs}")

@@ -219,6 +219,25 @@ def define_flags(flag_values: flags.FlagValues, argv) -> None:
                        "protocol's 512).", **define)
 
 
+def _check_consistent(args, protocols, grid, corruptions, corruption_dataset) -> None:
+  """Refuses flags that the other flags make do nothing (ExperimentError)."""
+  present = getattr(args, "present", set())
+  if "finetune" not in protocols:
+    unused = [name for name in ("finetune_epochs", "finetune_batch_size") if name in present]
+    if unused:
+      raise entry.ExperimentError(
+          f"--{unused[0]} is a setting of the finetune protocol, which "
+          f"--protocols={args.protocols} does not run; add finetune to --protocols or drop "
+          f"--{unused[0]}")
+  if not corruptions and "severity" in present:
+    raise entry.ExperimentError("--severity is the severity of --corruptions, which is "
+                                "'none'; drop one of them")
+  if corruptions and "corruptions" in present and (corruption_dataset, "simclr") not in grid:
+    raise entry.ExperimentError(
+        f"--corruptions evaluates the {corruption_dataset} runs of the simclr policy, which "
+        "--datasets/--policies do not select; select them or drop --corruptions")
+
+
 def run(args) -> None:
   """Trains and evaluates every run ``args`` select (skipping finished ones)."""
   labels = entry.select(entry.split_names(args.methods or (
@@ -232,6 +251,7 @@ def run(args) -> None:
   corruption_dataset = "digits" if args.smoke else "cifar10"
   protocols = entry.select(entry.split_names(args.protocols), list(PROTOCOLS),
                            "protocols")
+  _check_consistent(args, protocols, grid, corruptions, corruption_dataset)
   finetune_settings = {"epochs": args.finetune_epochs or (1 if args.smoke else None),
                        "batch_size": args.finetune_batch_size}
   root = Path(args.root)

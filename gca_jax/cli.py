@@ -170,6 +170,19 @@ def usage_errors() -> tuple[type[BaseException], ...]:
 
 
 @contextlib.contextmanager
+def aborted_in_one_line():
+  """A KeyboardInterrupt (a second Ctrl-C, which aborts without saving) as
+  one line and :data:`EXIT_INTERRUPTED`, not a traceback."""
+  try:
+    yield
+  except KeyboardInterrupt:
+    print("aborted by Ctrl-C; what was saved before is kept", file=sys.stderr,
+          flush=True)
+    sys.stdout.flush()
+    os._exit(EXIT_INTERRUPTED)  # pylint: disable=protected-access
+
+
+@contextlib.contextmanager
 def one_line_errors(*usage: type[BaseException], resume_hint: str | None = None):
   """Turns the errors a user can cause into one ``error:`` line and an exit status.
 

@@ -49,10 +49,13 @@ one device. The train split is held on the device (CIFAR-size data).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import json
 import math
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -65,7 +68,8 @@ from jax.sharding import Mesh
 
 from gca_jax import evaluation, models, sharding
 from gca_jax.data import augment, order
-from gca_jax.training import feeds
+from gca_jax.training import checkpoint, feeds
+from gca_jax.training import interrupts as interrupts_lib
 
 BEST_ACCURACY_NOTE = ("best test accuracy over epochs: model selection on the test set, "
                       "as the paper's published code reports")
@@ -339,7 +343,9 @@ def create_state(model_config, variables, dataset, settings: FinetuneSettings, m
 
 def finetune(model_config, variables, dataset, settings: FinetuneSettings = FinetuneSettings(),
              *, mesh: Mesh | None = None,
-             progress: Callable[[int, dict], None] | None = None) -> FinetuneResult:
+             progress: Callable[[int, dict], None] | None = None,
+             checkpoint_dir: str | Path | None = None,
+             identity: Mapping[str, Any] | None = None) -> FinetuneResult:
   """Fine-tunes the pre-trained encoder with a linear head (module docstring).
 
   Args:
@@ -355,7 +361,18 @@ def finetune(model_config, variables, dataset, settings: FinetuneSettings = Fine
     progress: called after every epoch as ``progress(epoch, metrics)``
       (1-based epoch; metrics: step, learning_rate of the epoch's last
       update, train_loss and train_accuracy averaged over the epoch's
-      batches, test_accuracy, best_accuracy, best_epoch).
+      batches, test_accuracy, best_accuracy, best_epoch, and
+      ``epoch_accuracies``, the test accuracies of every epoch so far).
+    checkpoint_dir: if given, the fine-tuning is saved there (with
+      `gca_jax.training.checkpoint.Checkpointer`) after every epoch, and on
+      SIGTERM or SIGINT at the current step before `Interrupted` is raised;
+      a call with the same arguments continues from the newest save and
+      ends as an uninterrupted call would (the batch order and the
+      augmentation keys follow the step). It holds one fine-tuning at a
+      time: a save of other ``settings`` or ``identity`` is refused with a
+      `gca_jax.training.checkpoint.WorkdirError` naming the field.
+    identity: further JSON values the save must match (e.g. the
+      pre-training step of ``variables``).
 
   Returns:
     A `FinetuneResult`. Raises ValueError for a bad argument and
@@ -381,37 +398,163 @@ def finetune(model_config, variables, dataset, settings: FinetuneSettings = Fine
   _check_args(settings, dataset, variables, mesh)
   spe = order.steps_per_epoch(len(dataset.train), settings.batch_size)
   total_steps = settings.epochs * spe
-  schedule = learning_rate_schedule(settings.base_lr, total_steps, settings.cosine_start,
-                                    settings.cosine_end)
   state = create_state(model_config, variables, dataset, settings, mesh, total_steps)
-  # The pre-training feed: the same batch order (a permutation per (seed, epoch)).
-  feed = feeds.DeviceFeed(dataset.train, mesh=mesh, seed=settings.seed,
-                          batch_size=settings.batch_size, steps_per_epoch=spe, id_key="label")
-  accuracies, losses, best_epoch = [], [], 0
-  for epoch in range(1, settings.epochs + 1):
-    step_metrics = []
-    for step in range((epoch - 1) * spe, epoch * spe):
-      state, metrics = train_step(state, feed.batch(step))
-      step_metrics.append(metrics)
-    loss, train_accuracy = np.mean(np.asarray(jax.device_get(step_metrics)), axis=0)
-    if not math.isfinite(loss):
-      raise FloatingPointError(f"fine-tuning diverged in epoch {epoch}: non-finite "
-                               f"training loss (lower base_lr={settings.base_lr}).")
-    losses.append(float(loss))
-    accuracies.append(accuracy_on(state, dataset.test, mesh, settings.batch_size))
-    if math.isnan(accuracies[-1]):
+  if checkpoint_dir is None:
+    return _Loop(state, dataset, settings, mesh, spe, progress).run(None)
+  saves = _Saves(checkpoint_dir, {**settings._asdict(), **(identity or {})})
+  try:
+    return _Loop(state, dataset, settings, mesh, spe, progress).run(saves)
+  finally:
+    saves.close()
+
+
+class _Saves:
+  """The fine-tuning's checkpoints in ``directory`` (the pre-training's
+  `Checkpointer`, with its integrity checks, and its workdir lock): the
+  state, and as its JSON position the ``identity`` it belongs to, the
+  per-epoch accuracies and losses, and the step metrics of the epoch so far."""
+
+  def __init__(self, directory: str | Path, identity: dict):
+    self.directory = checkpoint.prepare_workdir(directory)
+    self.identity = json.loads(json.dumps(identity))  # as it reads back
+    self._lock = checkpoint.WorkdirLock(self.directory)
+    try:
+      self._checkpointer = checkpoint.Checkpointer(self.directory)
+    except BaseException:
+      self._lock.release()
+      raise
+
+  def restore(self, state: FinetuneState) -> tuple[FinetuneState, dict | None]:
+    """The newest save (state, position), or (state, None) if there is none."""
+    checkpointer = self._checkpointer
+    latest = checkpointer.latest_step()
+    if latest is None:
+      return state, None
+    latest, position = checkpointer.newest_readable(checkpointer.read_position, start=latest)
+    differing = checkpoint.differing_fields(position.get("identity", {}),
+                                                  self.identity)
+    if differing:
+      stored = position.get("identity", {})
+      raise checkpoint.WorkdirError(
+          f"{self.directory} holds an unfinished fine-tuning with other settings "
+          f"({', '.join(f'{k}={stored.get(k)!r}, now {self.identity.get(k)!r}' for k in differing)}"
+          f"); continue it with its settings, or delete {self.directory} to start over")
+    _, (state, position) = checkpointer.newest_readable(
+        lambda step: checkpointer.restore(state, step), start=latest)
+    return state, position
+
+  def save(self, state: FinetuneState, position: dict) -> None:
+    """Saves at ``state.step`` (nothing if that step is saved already)."""
+    if int(jax.device_get(state.step)) in self._checkpointer.all_steps():
+      return
+    self._checkpointer.save(state, {"identity": self.identity, **position})
+
+  def close(self) -> None:
+    try:
+      self._checkpointer.close()
+    finally:
+      self._lock.release()
+
+
+class _Loop:
+  """The epochs of `finetune`, from a save if there is one."""
+
+  def __init__(self, state, dataset, settings: FinetuneSettings, mesh: Mesh, spe: int,
+               progress):
+    self.state, self.dataset, self.settings, self.mesh = state, dataset, settings, mesh
+    self.spe, self.progress = spe, progress
+    self.schedule = learning_rate_schedule(settings.base_lr, settings.epochs * spe,
+                                           settings.cosine_start, settings.cosine_end)
+    self.accuracies: list[float] = []
+    self.losses: list[float] = []
+    self.epoch_metrics: list[list[float]] = []  # [loss, accuracy] of the epoch's steps so far
+
+  def _position(self) -> dict:
+    return {"epoch_accuracies": self.accuracies, "train_losses": self.losses,
+            "epoch_step_metrics": self.epoch_metrics}
+
+  def run(self, saves: _Saves | None) -> FinetuneResult:
+    if saves is not None:
+      self.state, position = saves.restore(self.state)
+      if position is not None:
+        self.accuracies = list(position["epoch_accuracies"])
+        self.losses = list(position["train_losses"])
+        self.epoch_metrics = [list(m) for m in position["epoch_step_metrics"]]
+    # The pre-training feed: the same batch order (a permutation per (seed, epoch)).
+    feed = feeds.DeviceFeed(self.dataset.train, mesh=self.mesh, seed=self.settings.seed,
+                            batch_size=self.settings.batch_size, steps_per_epoch=self.spe,
+                            id_key="label")
+    with contextlib.ExitStack() as stack:
+      interrupts = (stack.enter_context(interrupts_lib.Interrupts()) if saves is not None
+                    else None)
+      self._epochs(feed, saves, interrupts)
+    best_epoch = _best_epoch(self.accuracies)
+    return FinetuneResult(
+        best_accuracy=self.accuracies[best_epoch - 1], best_epoch=best_epoch,
+        last_accuracy=self.accuracies[-1], epoch_accuracies=tuple(self.accuracies),
+        train_losses=tuple(self.losses), steps_per_epoch=self.spe,
+        variables=jax.device_get(self.state.variables))
+
+  def _epochs(self, feed, saves, interrupts) -> None:
+    settings, spe = self.settings, self.spe
+    step = int(self.state.step)
+    pending = []  # step metrics not fetched yet
+    step_fn = train_step
+    if interrupts is not None and step < settings.epochs * spe:
+      try:  # the first step compiles while a signal is honoured
+        step_fn = interrupts_lib.compile_step(train_step, self.state, feed.batch(step),
+                                              interrupts, saves.directory)
+      except interrupts_lib.Interrupted:
+        raise interrupts_lib.Interrupted(
+            f"stopped by {interrupts.signal_name} while compiling the fine-tuning step; "
+            f"nothing new to save ({saves.directory} holds what was saved)") from None
+    while step < settings.epochs * spe:
+      # Every process stops at the same step: they agree every 10 steps.
+      if interrupts is not None and interrupts.requested(step % 10 == 0):
+        self._fetch(pending, step)
+        saves.save(self.state, self._position())
+        raise interrupts_lib.Interrupted(
+            f"stopped by {interrupts.signal_name} at fine-tuning step {step} (epoch "
+            f"{step / spe:.2f} of {settings.epochs}); saved in {saves.directory}")
+      self.state, metrics = step_fn(self.state, feed.batch(step))
+      pending.append(metrics)
+      step += 1
+      if step % spe == 0:
+        self._fetch(pending, step)
+        self._end_epoch(step // spe)
+        if saves is not None:
+          saves.save(self.state, self._position())
+
+  def _fetch(self, pending: list, step: int) -> None:
+    fetched = [[float(loss), float(accuracy)] for loss, accuracy in jax.device_get(pending)]
+    pending.clear()
+    if not all(math.isfinite(loss) for loss, _ in fetched):
+      raise FloatingPointError(f"fine-tuning diverged in epoch {(step - 1) // self.spe + 1}: "
+                               f"non-finite training loss (lower base_lr="
+                               f"{self.settings.base_lr}).")
+    self.epoch_metrics.extend(fetched)
+
+  def _end_epoch(self, epoch: int) -> None:
+    # float32 means, as the step metrics are: a resumed epoch gives the same numbers.
+    loss, train_accuracy = np.mean(np.asarray(self.epoch_metrics, np.float32), axis=0)
+    self.epoch_metrics = []
+    self.losses.append(float(loss))
+    self.accuracies.append(accuracy_on(self.state, self.dataset.test, self.mesh,
+                                       self.settings.batch_size))
+    if math.isnan(self.accuracies[-1]):
       raise FloatingPointError(f"fine-tuning diverged in epoch {epoch}: non-finite "
                                "test logits.")
-    if best_epoch == 0 or accuracies[-1] > accuracies[best_epoch - 1]:
-      best_epoch = epoch
-    if progress is not None:
-      progress(epoch, {
-          "step": epoch * spe, "learning_rate": float(schedule(epoch * spe - 1)),
+    best_epoch = _best_epoch(self.accuracies)
+    if self.progress is not None:
+      self.progress(epoch, {
+          "step": epoch * self.spe,
+          "learning_rate": float(self.schedule(epoch * self.spe - 1)),
           "train_loss": float(loss), "train_accuracy": float(train_accuracy),
-          "test_accuracy": accuracies[-1], "best_accuracy": accuracies[best_epoch - 1],
-          "best_epoch": best_epoch})
-  return FinetuneResult(
-      best_accuracy=accuracies[best_epoch - 1], best_epoch=best_epoch,
-      last_accuracy=accuracies[-1], epoch_accuracies=tuple(accuracies),
-      train_losses=tuple(losses), steps_per_epoch=spe,
-      variables=jax.device_get(state.variables))
+          "test_accuracy": self.accuracies[-1],
+          "best_accuracy": self.accuracies[best_epoch - 1], "best_epoch": best_epoch,
+          "epoch_accuracies": tuple(self.accuracies)})
+
+
+def _best_epoch(accuracies: list[float]) -> int:
+  """The first epoch (1-based) of the highest accuracy."""
+  return int(np.argmax(accuracies)) + 1

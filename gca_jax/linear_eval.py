@@ -17,6 +17,8 @@ read is replaced by its newest one.
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 
 from absl import app, flags, logging
@@ -55,7 +57,7 @@ def main(argv) -> None:
     fail(f"--{other[0]} is not a setting of --protocol={FLAGS.protocol}")
   # ValueError: a bad setting; a diverged fine-tuning (FloatingPointError)
   # reports no accuracy.
-  with cli.one_line_errors(ValueError):
+  with cli.one_line_errors(ValueError), cli.aborted_in_one_line():  # a second Ctrl-C
     result = evaluate(FLAGS.workdir, FLAGS.protocol, **settings)
   print(f"{FLAGS.protocol} protocol: " + ", ".join(
       f"{k} {v:.4f}" for k, v in result.items()))
@@ -63,7 +65,18 @@ def main(argv) -> None:
   sys.stdout.flush()
 
 
+def _exit_at_once(signum, frame) -> None:
+  """Outside the evaluation (start-up, the closing lines) nothing is being
+  saved: a signal ends the process in one line."""
+  del frame
+  print(f"stopped by {signal.Signals(signum).name}; nothing was being saved", file=sys.stderr,
+        flush=True)
+  os._exit(cli.EXIT_INTERRUPTED)  # pylint: disable=protected-access
+
+
 def run() -> None:
+  for signum in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(signum, _exit_at_once)
   define_flags()
   app.run(main, flags_parser=parse_flags)
 

@@ -136,7 +136,8 @@ def adjust_hue(image: jax.Array, shift) -> jax.Array:
 
 
 def _noise(key: jax.Array, size: int) -> jax.Array:
-  return jax.random.uniform(key, (size,))
+  # float32 whatever jax_enable_x64 says: the views keep the images' dtype.
+  return jax.random.uniform(key, (size,), jnp.float32)
 
 
 def _randint(u: jax.Array, low, high) -> jax.Array:
@@ -243,6 +244,9 @@ def _jitter(u, image, brightness, contrast, saturation, hue):
   ops = (lambda x: adjust_brightness(x, b), lambda x: adjust_contrast(x, c),
          lambda x: adjust_saturation(x, s), lambda x: adjust_hue(x, h))
   order = jnp.argsort(u[4:8])  # a uniformly random permutation
+  # Each op keeps the image's dtype (with jax_enable_x64 a Python float
+  # constant would otherwise promote some of them to float64).
+  ops = tuple(lambda x, op=op: op(x).astype(x.dtype) for op in ops)
   return jax.lax.fori_loop(
       0, len(ops), lambda i, x: jax.lax.switch(order[i], ops, x), image)
 
@@ -393,7 +397,7 @@ def augment_view(key: jax.Array, image_uint8: jax.Array, *, policy: str,
   view = (view - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
   if policy == "large_erase":
     view = _erase(u[VIEW_NOISE:], view, LARGE_ERASE_SCALE, (0.3, 3.3), 0.0)
-  return view
+  return view.astype(jnp.float32)  # float32 with jax_enable_x64 too
 
 
 @functools.partial(jax.jit, static_argnames=("policy", "out_size", "blur"))

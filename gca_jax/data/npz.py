@@ -132,6 +132,12 @@ def _decode_jpeg_split(data: NpzArchive, split: str, path: Path, image_size: int
   if blob.dtype != np.uint8 or blob.ndim != 1:
     raise DatasetError(f"'{path}': {split}_jpeg must be a 1-D uint8 array of "
                        f"encoded bytes, got {blob.dtype} {blob.shape}.")
+  if (np.issubdtype(offsets.dtype, np.integer) and offsets.ndim == 1 and len(offsets) > 1
+      and np.any(np.diff(offsets) == 0)):
+    empty = int(np.flatnonzero(np.diff(offsets) == 0)[0])
+    raise DatasetError(f"'{path}': {split} image {empty} is an empty record "
+                       f"({split}_offsets[{empty}] = {split}_offsets[{empty + 1}] = "
+                       f"{offsets[empty]}); re-create the file with its bytes.")
   if (not np.issubdtype(offsets.dtype, np.integer) or offsets.ndim != 1
       or len(offsets) != len(labels) + 1 or (len(offsets) and (
           offsets[0] != 0 or offsets[-1] > len(blob) or np.any(np.diff(offsets) <= 0)))):

@@ -68,14 +68,13 @@ def load_dataset(name: str = DEFAULT_DATASET, *, data_dir: str | os.PathLike | N
     return tfds_sources.load_imagenet100(
         data_dir=data_dir,
         image_size=image_size or tfds_sources.IMAGENET100_IMAGE_SIZE)
-  path = name.removeprefix("npz:")
+  path = _local_path(name)
   if not path.strip():
     # Path("") is the current folder, which would be read as an image folder.
     raise DatasetError(f"The dataset name {name!r} names no file: pass 'npz:<path>' "
                        "with the path of a .npz file or image folder, or one of "
                        f"{NAMES}.")
-  looks_like_path = name.startswith("npz:") or os.sep in name or name.endswith(".npz")
-  if looks_like_path or Path(path).exists():
+  if _names_a_path(name):
     if Path(path).is_dir():
       return local.load_image_folder(path, image_size=image_size,
                                      split_seed=split_seed)
@@ -86,3 +85,31 @@ def load_dataset(name: str = DEFAULT_DATASET, *, data_dir: str | os.PathLike | N
   raise DatasetError(f"Unknown dataset '{name}'. Choose one of {NAMES}, "
                      "'cifar10_corrupted/<corruption>_<severity>', 'pacs/<domain>', "
                      "or a path to a .npz file or image folder ('npz:<path>').")
+
+
+def _local_path(name: str) -> str:
+  return name.removeprefix("npz:")
+
+
+def _names_a_path(name: str) -> bool:
+  """Whether ``name`` (not a catalog name) is read as a local file or folder."""
+  path = _local_path(name)
+  looks_like_path = name.startswith("npz:") or os.sep in name or name.endswith(".npz")
+  return looks_like_path or Path(path).exists()
+
+
+def resolved_name(name):
+  """``name`` with a local file or folder named by its absolute, resolved path
+  (``npz:<path>``), so that it names the same data from any folder and every
+  spelling of one file is one name; other names as they are.
+
+  >>> resolved_name("digits"), resolved_name("npz:/data/./x.npz")
+  ('digits', 'npz:/data/x.npz')
+  """
+  if (not isinstance(name, str) or name in ("digits", "imagenet100")
+      or name.partition("/")[0] in (*tfds_sources.CATALOG, "pacs")):
+    return name
+  path = _local_path(name)
+  if not path.strip() or "://" in path or not _names_a_path(name):
+    return name
+  return f"npz:{Path(path).expanduser().resolve()}"

@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gca_jax.losses import collectives
 from gca_jax.losses.arguments import concrete
@@ -132,6 +133,32 @@ def _float_dtype(dtype, *values) -> jnp.dtype:
   return dtype
 
 
+def _check_ids(ids, name: str) -> None:
+  """Raises a one-line TypeError unless ``ids`` are integer ids: the plan
+  compares them for equality, so a fractional or NaN id (never equal to
+  itself) silently changes it. Float arrays of whole numbers are accepted
+  where they are concrete; a traced float array cannot be checked."""
+  dtype = getattr(ids, "dtype", None)
+  values = None
+  if dtype is None or not isinstance(ids, jax.core.Tracer):
+    try:
+      values = np.asarray(ids)
+    except (TypeError, ValueError) as e:
+      raise TypeError(f"{name} must be a (B,) array of integer ids, got {ids!r:.60} "
+                      f"({e}).") from None
+    dtype = values.dtype
+  if np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.bool_):
+    return
+  example = ""
+  if values is not None and np.issubdtype(dtype, np.floating):
+    fractional = values[~(np.isfinite(values) & (values == np.round(values)))]
+    if not fractional.size:
+      return
+    example = f" (e.g. {fractional.ravel()[0]})"
+  raise TypeError(f"{name} must be integer ids, got dtype {dtype}{example}; pass them as an "
+                  "integer array.")
+
+
 def _check_weight(name: str, value) -> None:
   """A concrete weight must be finite and >= 0; a traced one is trusted (a
   negative traced weight makes the loss NaN, see ``gca_loss``)."""
@@ -182,6 +209,7 @@ def domain_target(domains: jax.Array, alpha: float, beta: float, *,
 def _domain_target(domains, alpha, beta, *, pairing, dtype, axis_name):
   """:func:`domain_target`; with ``axis_name``, this device's rows of it
   from this device's ``domains`` (the others' are gathered)."""
+  _check_ids(domains, "domains")
   _check_weight("alpha", alpha)
   _check_weight("beta", beta)
   dtype = _float_dtype(dtype, alpha, beta)
@@ -233,6 +261,7 @@ def class_target(labels: jax.Array, *, pairing: str = "joint",
 def _class_target(labels, *, pairing, dtype, axis_name):
   """:func:`class_target`; with ``axis_name``, this device's rows of it
   from this device's ``labels`` (the others' are gathered)."""
+  _check_ids(labels, "labels")
   dtype = _float_dtype(dtype)
   layout = _layout(labels, pairing, axis_name)
   target = (layout.row_ids[:, None] == layout.col_ids[None, :]).astype(dtype)
@@ -307,6 +336,8 @@ def _levels_and_weights(labels_per_level, weights):
     raise ValueError(
         "labels_per_level must be a non-empty sequence of (B,) label arrays, "
         f"finest level first, got {labels_per_level!r}.")
+  for level, labels in enumerate(labels_per_level):
+    _check_ids(labels, f"labels_per_level[{level}]")
   levels = [jnp.asarray(level) for level in labels_per_level]
   if levels[0].ndim == 0:
     raise ValueError(

@@ -28,9 +28,12 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import gc
 import hashlib
 import json
+import logging
 import os
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -40,7 +43,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from gca_jax.training.config import RUN_CONTROL_FIELDS, fill_later_fields
+from gca_jax.training.config import RUN_CONTROL_FIELDS, fill_later_fields, unknown_fields
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -73,6 +76,87 @@ def _write_error(error: OSError, path: Path) -> WorkdirError:
                         "the same command")
   return WorkdirError(f"cannot write {where} ({error.strerror or error}); fix it and "
                       "re-run the same command")
+
+
+# What a full disk looks like in an error of orbax's writers (tensorstore).
+_NO_SPACE_TEXTS = ("No space left on device", "RESOURCE_EXHAUSTED")
+
+
+def _is_no_space(error: BaseException) -> bool:
+  return (isinstance(error, OSError) and error.errno == errno.ENOSPC) or any(
+      text in str(error) for text in _NO_SPACE_TEXTS)
+
+
+def _not_interrupted(error: BaseException) -> bool:
+  from gca_jax.training.interrupts import Interrupted  # pylint: disable=g-import-not-at-top
+  return not isinstance(error, Interrupted)
+
+
+def _quietly(call, handled=_not_interrupted):
+  """``(call(), None)``, or ``(None, error)`` for an exception ``handled(error)``
+  accepts, without orbax's own report of it.
+
+  orbax reports a failed read or write itself besides raising it: error logs
+  with tracebacks from its threads, and "Exception ignored" tracebacks for
+  the coroutines it abandons. The caller reports a handled failure in one
+  line, so those are held back while ``call`` runs and dropped (with the
+  error's traceback, which keeps the coroutines alive); they are shown as
+  usual when ``call`` succeeds or fails otherwise.
+  """
+  held_logs, unraisables = [], []
+
+  class Hold(logging.Filter):
+    def filter(self, record):
+      held_logs.append(record)
+      return False
+
+  logger, hold, hook = logging.getLogger("absl"), Hold(), sys.unraisablehook
+  logger.addFilter(hold)
+  sys.unraisablehook = unraisables.append
+  quiet = False
+  try:
+    return call(), None
+  except Exception as e:  # pylint: disable=broad-except
+    if not handled(e):
+      raise
+    quiet = True
+    cause = e
+    while cause is not None:
+      cause.__traceback__ = None
+      cause = cause.__cause__ or cause.__context__
+    return None, e
+  finally:
+    if quiet:
+      gc.collect()  # the abandoned coroutines that are free report now
+    sys.unraisablehook = hook
+    logger.removeFilter(hold)
+    if quiet:  # those orbax's event loop holds report when it closes (at exit)
+      _drop_orbax_coroutine_reports()
+    else:
+      for record in held_logs:
+        logger.handle(record)
+      for unraisable in unraisables:
+        hook(unraisable)
+
+
+def _is_orbax_coroutine(unraisable) -> bool:
+  code = getattr(unraisable.object, "cr_code", None)
+  return code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename
+
+
+def _drop_orbax_coroutine_reports() -> None:
+  """From now on, the "Exception ignored" reports of orbax's abandoned
+  coroutines are dropped (the failure they belong to was reported)."""
+  hook = sys.unraisablehook
+  if getattr(hook, "drops_orbax_coroutines", False):
+    return
+
+  def quiet_hook(unraisable):
+    if not _is_orbax_coroutine(unraisable):
+      hook(unraisable)
+
+  quiet_hook.drops_orbax_coroutines = True
+  sys.unraisablehook = quiet_hook
 
 
 # ---------------------------------------------------------------------------
@@ -152,8 +236,17 @@ class WorkdirLock:
 
 
 def config_to_json(config) -> dict:
-  """The config as a plain JSON-compatible dict."""
-  return json.loads(config.to_json(sort_keys=True))
+  """The config as a plain JSON-compatible dict, with its local dataset path
+  and ``data_dir`` absolute and resolved: a run is the same from any folder
+  and whatever spelling of its files it is given."""
+  from gca_jax.data.registry import resolved_name  # pylint: disable=g-import-not-at-top
+  stored = json.loads(config.to_json(sort_keys=True))
+  if "dataset" in stored:
+    stored["dataset"] = resolved_name(stored["dataset"])
+  data_dir = stored.get("data_dir")
+  if isinstance(data_dir, str) and data_dir.strip() and "://" not in data_dir:
+    stored["data_dir"] = str(Path(stored["data_dir"]).expanduser().resolve())
+  return stored
 
 
 def _drop_none(value):
@@ -189,6 +282,13 @@ def read_config_json(workdir: str | Path, *, note: bool = False) -> dict | None:
   except (OSError, ValueError) as e:
     raise WorkdirError(f"{path} is unreadable ({type(e).__name__}: {e}); restore it "
                        "or use a new --workdir") from None
+  if not isinstance(stored, dict):
+    raise WorkdirError(f"{path} is not a config (a JSON object); restore it or use a new "
+                       "--workdir")
+  unknown = unknown_fields(stored)
+  if unknown:
+    raise WorkdirError(f"{path} has an unknown field config.{unknown[0]} (misspelt?); fix "
+                       "or restore the file")
   stored, filled = fill_later_fields(stored)
   if filled and note:
     print(f"note: {path} predates config.{', config.'.join(filled)}; "
@@ -218,8 +318,43 @@ def check_run_identity(workdir: str | Path, config) -> None:
   if differing:
     raise RunMismatchError(
         f"workdir {workdir} holds another run (config differs in: "
-        f"{', '.join(differing)}); continue it with python -m gca_jax.pretrain "
-        f"--workdir={workdir} (its own config), or use a new --workdir")
+        f"{', '.join(differing)}); continue it with "
+        f"{shlex.join(['python', '-m', 'gca_jax.pretrain', f'--workdir={workdir}'])} "
+        "(its own config), or use a new --workdir")
+
+
+# Where a checkpoint's data position records the identity of its run.
+_IDENTITY_KEY = "run_identity"
+# The identity entry of the device count (where the objective depends on it).
+DEVICES_FIELD = "device_count"
+
+
+def run_identity(config, num_devices: int | None = None) -> dict:
+  """What defines the run of ``config``, as each checkpoint records it: its
+  `identity` fields and, with ``config.loss_scope='local'`` (one plan per
+  device: the objective depends on their number), ``num_devices`` (None:
+  not part of it, e.g. for an evaluation)."""
+  result = identity(config_to_json(config))
+  if num_devices is not None and config.get("loss_scope") == "local":
+    result[DEVICES_FIELD] = num_devices
+  return result
+
+
+def _flat(value, prefix: str) -> dict:
+  if isinstance(value, dict):
+    return {k: v for key, item in value.items()
+            for k, v in _flat(item, f"{prefix}.{key}").items()}
+  return {prefix: value}
+
+
+def identity_differences(stored: dict, now: dict) -> list[tuple[str, Any, Any]]:
+  """``(field, stored value, value now)`` for each leaf where two
+  `run_identity` records differ (the device count only where ``now`` has it)."""
+  if DEVICES_FIELD not in now:
+    stored = {k: v for k, v in stored.items() if k != DEVICES_FIELD}
+  old, new = _flat(stored, "config"), _flat(now, "config")
+  return [(field, old.get(field), new.get(field)) for field in sorted(old.keys() | new.keys())
+          if old.get(field) != new.get(field)]
 
 
 def write_config_json(workdir: str | Path, config) -> None:
@@ -257,16 +392,46 @@ def _on_every_process(value: int) -> int:
   return int(multihost_utils.broadcast_one_to_all(np.int64(value)))
 
 
+# The private copy of a reader (`Checkpointer.pinned`), by its process id.
+_PRIVATE_COPY = ".reading."
+
+
+def _remove_stale_copies(workdir: Path) -> None:
+  """Removes the private copies of readers that died before removing them
+  (SIGKILL): their process is gone."""
+  for copy in workdir.glob(f"{_PRIVATE_COPY}*"):
+    pid = copy.name[len(_PRIVATE_COPY):]
+    if not pid.isdigit() or int(pid) == os.getpid():
+      continue
+    try:
+      os.kill(int(pid), 0)
+    except ProcessLookupError:
+      shutil.rmtree(copy, ignore_errors=True)
+    except OSError:  # alive, another user's
+      pass
+
+
+def remove_private_copy(workdir: str | Path) -> None:
+  """Removes this process's private copy (`Checkpointer.pinned`) in ``workdir``."""
+  shutil.rmtree(Path(workdir).absolute() / f"{_PRIVATE_COPY}{os.getpid()}",
+                ignore_errors=True)
+
+
 class Checkpointer:
   """Saves and restores (state, position) under ``workdir/checkpoints``.
 
   Keeps the newest ``max_to_keep`` checkpoints; older ones are deleted only
   after the new one's checksums are recorded, so a process killed at any
-  moment leaves at least one verifiable checkpoint.
+  moment leaves at least one verifiable checkpoint. ``identity``: the
+  `run_identity` of the run, saved beside each checkpoint and compared with
+  the one saved there whenever a checkpoint is read (RunMismatchError).
   """
 
-  def __init__(self, workdir: str | Path, *, max_to_keep: int = 2):
+  def __init__(self, workdir: str | Path, *, max_to_keep: int = 2,
+               identity: dict | None = None):
     self._workdir = Path(workdir).absolute()
+    self._identity = identity
+    self._origin = self._workdir  # the workdir a private copy was made of (messages)
     self._directory = self._workdir / CHECKPOINT_DIR
     self._max_to_keep = max_to_keep
     if self._directory.exists() and not self._directory.is_dir():
@@ -295,7 +460,10 @@ class Checkpointer:
     """Saves ``state`` and the JSON ``position`` at ``state.step``, waits for
     the write, records its checksums, then drops the oldest checkpoints."""
     step = int(jax.device_get(state.step))
-    try:
+    if self._identity is not None:
+      position = {**position, _IDENTITY_KEY: self._identity}
+
+    def write():
       if jax.process_index() == 0:
         self._directory.mkdir(parents=True, exist_ok=True)
       self._manager.save(step, args=ocp.args.Composite(
@@ -304,8 +472,13 @@ class Checkpointer:
       if jax.process_index() == 0:
         self._checksum_file(step).parent.mkdir(exist_ok=True)
         write_json(self._checksum_file(step), _file_digests(self._step_dir(step)))
-    except OSError as e:  # nothing is pruned: the previous checkpoints stay
-      raise _write_error(e, self._step_dir(step)) from None
+
+    _, error = _quietly(write, lambda e: isinstance(e, OSError) or (
+        _is_no_space(e) and _not_interrupted(e)))
+    if error is not None:  # nothing is pruned: the previous checkpoints stay
+      if not isinstance(error, OSError):  # orbax's writers raise ValueError
+        error = OSError(errno.ENOSPC, "No space left on device")
+      raise _write_error(error, self._step_dir(step))
     for old in self.all_steps()[:-self._max_to_keep]:
       self._manager.delete(old)
       if jax.process_index() == 0:
@@ -354,7 +527,8 @@ class Checkpointer:
     links (instant, no data copied): a run beside the reader may prune the
     step, the linked files stay until `unpin`. Raises FileNotFoundError if
     the step vanishes while it is linked."""
-    private = self._workdir / f".reading.{os.getpid()}"
+    _remove_stale_copies(self._workdir)
+    private = self._workdir / f"{_PRIVATE_COPY}{os.getpid()}"
     shutil.rmtree(private, ignore_errors=True)
     shutil.copytree(self._step_dir(step), private / CHECKPOINT_DIR / str(step),
                     copy_function=os.link)
@@ -363,7 +537,9 @@ class Checkpointer:
       shutil.copy(self._checksum_file(step), private / CHECKSUM_DIR)
     except FileNotFoundError:
       pass
-    return Checkpointer(private)
+    copy = Checkpointer(private, identity=self._identity)
+    copy._origin = self._workdir  # pylint: disable=protected-access
+    return copy
 
   @staticmethod
   def unpin(pinned: "Checkpointer") -> None:
@@ -447,10 +623,34 @@ class Checkpointer:
   def read_position(self, step: int) -> dict:
     """The saved JSON position of ``step`` without restoring the state."""
     try:
-      return self._manager.restore(
+      position = self._manager.restore(
           step, args=ocp.args.Composite(feed=ocp.args.JsonRestore())).feed
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except Exception as e:  # pylint: disable=broad-except  # orbax raises bare Exceptions too
+      if not _not_interrupted(e):
+        raise
       raise CheckpointDamaged(f"its data position is unreadable: {type(e).__name__}") from None
+    self._check_identity(step, position)
+    return position
+
+  def _check_identity(self, step: int, position) -> None:
+    """Raises RunMismatchError if checkpoint ``step`` was written by a run
+    of another identity (a checkpoint older than the record is not checked)."""
+    stored = position.get(_IDENTITY_KEY) if isinstance(position, dict) else None
+    if self._identity is None or stored is None:
+      return
+    differences = identity_differences(stored, self._identity)
+    if not differences:
+      return
+    field, old, new = differences[0]
+    if field == f"config.{DEVICES_FIELD}":
+      raise RunMismatchError(
+          f"workdir {self._origin} holds a config.loss_scope='local' run (one plan per "
+          f"device) whose checkpoint {step} was written on {old} devices; this process has "
+          f"{new}: resume it on {old} devices, or use a new --workdir")
+    raise RunMismatchError(
+        f"workdir {self._origin} holds another run: its checkpoint {step} was written with "
+        f"{field}={old!r}, not {new!r}; an edit of {CONFIG_FILE} cannot change a run: "
+        "restore it, or use a new --workdir")
 
   def restore(self, abstract_state, step: int) -> tuple[Any, dict]:
     """(state, position) of the intact checkpoint ``step``.
@@ -459,17 +659,19 @@ class Checkpointer:
     (e.g. a freshly initialised state).
     """
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
-    try:
-      restored = self._manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract), feed=ocp.args.JsonRestore()))
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    # orbax raises bare Exceptions too (a truncated array file).
+    restored, error = _quietly(lambda: self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), feed=ocp.args.JsonRestore())))
+    if error is not None:
       if not self._verified(step):
-        # Without a checksum record, damage (e.g. a garbled _METADATA) and a
-        # state of another shape fail alike; the identity check already
-        # passed, so it is taken as damage and the previous step is tried.
-        raise CheckpointDamaged(f"unverified and unreadable: {type(e).__name__}") from None
+        # Without a checksum record, damage (e.g. a garbled _METADATA or a
+        # half-written file) and a state of another shape fail alike; the
+        # identity check already passed, so it is taken as damage and the
+        # previous step is tried.
+        raise CheckpointDamaged(f"unverified and unreadable: {type(error).__name__}")
       raise WorkdirError(f"checkpoint {step} in {self._directory} does not fit this "
-                         f"run's state ({type(e).__name__}); use a new --workdir") from None
+                         f"run's state ({type(error).__name__}); use a new --workdir")
+    self._check_identity(step, restored.feed)
     return restored.state, restored.feed
 
   def close(self) -> None:

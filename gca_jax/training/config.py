@@ -369,10 +369,32 @@ def _field(config, dotted: str):
   return node
 
 
+def unknown_fields(tree: dict) -> list[str]:
+  """The dotted names in ``tree`` (a config as a dict) that `get_config` has
+  not: no trainer reads them (a misspelt field would be silently ignored)."""
+  known = _flatten(get_config().to_dict())
+  groups = {name.rsplit(".", 1)[0] for name in known if "." in name}
+  unknown = set()
+  for name in _flatten(tree):
+    parts = name.split(".")
+    for end in range(1, len(parts) + 1):
+      prefix = ".".join(parts[:end])
+      if prefix in known:
+        break
+      if prefix not in groups:  # the outermost unknown name
+        unknown.add(prefix)
+        break
+  return sorted(unknown)
+
+
 def check_fields(config) -> None:
-  """Raises a one-line ConfigError for a missing field or a value outside
-  its rule (type and range; the loss and the model are checked as the run is
-  built, `gca_jax.training.setup.validate`)."""
+  """Raises a one-line ConfigError for a missing or unknown field or a value
+  outside its rule (type and range; the loss and the model are checked as
+  the run is built, `gca_jax.training.setup.validate`)."""
+  unknown = unknown_fields(config.to_dict())
+  if unknown:
+    raise ConfigError(f"config.{unknown[0]} is not a field of the trainer (misspelt?); the "
+                      "fields are those of gca_jax.training.get_config()")
   for dotted, (ok, allowed) in _FIELD_RULES.items():
     try:
       value = _field(config, dotted)

@@ -36,15 +36,21 @@ def class_balanced_subset(split: ImageArrays, num_examples: int, seed: int) -> I
   """``num_examples`` examples of ``split``, as equal per class as possible.
 
   Deterministic in ``seed``: each class's examples are shuffled by one
-  generator and the first ones kept; classes too small to give their share
+  generator and the first ones kept (fewer examples than classes is a
+  ConfigError: no class is dropped); classes too small to give their share
   give all they have and the others make up the rest. Keeps the split's
   order.
   """
   if num_examples > len(split):
     raise ConfigError(f"config.train_examples={num_examples} exceeds the "
                       f"{len(split)} examples of the train split")
-  rng = np.random.default_rng(seed)
   labels = np.asarray(split.labels)
+  classes = len(np.unique(labels))
+  if num_examples < classes:  # classes would be dropped: tested, never trained on
+    raise ConfigError(f"config.train_examples={num_examples} is below the {classes} classes "
+                      "of the train split, so the subset would drop classes; use at least "
+                      f"{classes} (or 0: the whole split)")
+  rng = np.random.default_rng(seed)
   by_class = [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)]
   taken = [0] * len(by_class)
   remaining = num_examples

@@ -9,6 +9,7 @@ thread so that a signal during a long compilation is honoured at once too.
 
 from __future__ import annotations
 
+import shlex
 import threading
 
 import jax
@@ -19,7 +20,7 @@ from gca_jax.stopping import Interrupted  # noqa: F401 (the loop's exception)
 
 
 def continue_command(workdir) -> str:
-  return f"python -m gca_jax.pretrain --workdir={workdir}"
+  return shlex.join(["python", "-m", "gca_jax.pretrain", f"--workdir={workdir}"])
 
 
 def unchanged_since_start(workdir, saved_step: int | None = None) -> str:

@@ -106,7 +106,9 @@ def _stopped_after_training(signal_name: str, state, workdir: Path) -> str:
 
 
 def _open(config, workdir: Path, resume: bool) -> tuple[checkpoint.Checkpointer, int | None]:
-  checkpointer = checkpoint.Checkpointer(workdir, max_to_keep=config.max_checkpoints)
+  checkpointer = checkpoint.Checkpointer(
+      workdir, max_to_keep=config.max_checkpoints,
+      identity=checkpoint.run_identity(config, jax.device_count()))
   try:
     latest = checkpointer.latest_step()
     if latest is None and resume:

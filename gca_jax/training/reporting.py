@@ -22,6 +22,8 @@ import datetime
 import fcntl
 import json
 import math
+import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -29,6 +31,8 @@ from pathlib import Path
 import jax
 
 METRICS_FILE = "metrics.json"
+# The histories of metrics.json: lists of records.
+HISTORY_KEYS = ("invocations", "evaluations")
 TENSORBOARD_DIR = "tensorboard"
 
 
@@ -163,7 +167,7 @@ class MetricsFile:
       stored = json.loads(self.path.read_text())
       if not isinstance(stored, dict):
         raise ValueError("not a JSON object")
-      return stored
+      return self._with_usable_history(stored)
     except (OSError, ValueError) as e:
       damaged = self.path.with_name(METRICS_FILE + ".damaged")
       if is_main_process():
@@ -171,6 +175,22 @@ class MetricsFile:
       print(f"warning: {self.path} was unreadable ({e}); kept as {damaged.name}, "
             "starting a new history", file=sys.stderr, flush=True)
       return {}
+
+  def _with_usable_history(self, stored: dict) -> dict:
+    """``stored`` with each history (``invocations``, ``evaluations``) that is
+    not a list of records started anew; the file is first copied to
+    ``metrics.json.damaged``, with a warning."""
+    broken = [key for key in HISTORY_KEYS if key in stored and not (
+        isinstance(stored[key], list) and all(isinstance(r, dict) for r in stored[key]))]
+    if not broken:
+      return stored
+    damaged = self.path.with_name(METRICS_FILE + ".damaged")
+    if is_main_process():
+      shutil.copyfile(self.path, damaged)
+    print(f"warning: {self.path}: {broken[0]} is {json.dumps(stored[broken[0]])[:40]}, not a "
+          f"list of records; copied to {damaged.name}, starting that history anew",
+          file=sys.stderr, flush=True)
+    return {**stored, **{key: [] for key in broken}}
 
   def update(self, results: dict, *, invocation: dict | None = None,
              evaluations: list[dict] = ()) -> dict:
@@ -265,13 +285,14 @@ def where_to_look(workdir: str | Path) -> str:
   workdir = Path(workdir)
   return (f"metrics: {workdir / METRICS_FILE}\n"
           f"TensorBoard logs: {workdir / TENSORBOARD_DIR}  "
-          f"(view: tensorboard --logdir {workdir / TENSORBOARD_DIR})")
+          f"(view: tensorboard --logdir {shlex.quote(str(workdir / TENSORBOARD_DIR))})")
 
 
 def next_command(workdir: str | Path, *, finished: bool) -> str:
   """The line that says what to run next on ``workdir``: its evaluation
   once the run is ``finished``, else the command that continues it."""
+  workdir_flag = shlex.quote(f"--workdir={workdir}")  # pasted back into a shell
   if finished:
-    return (f"next: python -m gca_jax.linear_eval --workdir={workdir}  "
+    return (f"next: python -m gca_jax.linear_eval {workdir_flag}  "
             "(--protocol=finetune: the paper's CIFAR protocol)")
-  return f"next: python -m gca_jax.pretrain --workdir={workdir}  (continues the run)"
+  return f"next: python -m gca_jax.pretrain {workdir_flag}  (continues the run)"

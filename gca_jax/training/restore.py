@@ -54,7 +54,7 @@ def load_trained(workdir: str | Path, dataset=None) -> Trained:
   if stored is None:
     raise checkpoint.WorkdirError(f"no run in {workdir} (no {checkpoint.CONFIG_FILE})")
   config = ml_collections.ConfigDict(stored)
-  checkpointer = checkpoint.Checkpointer(workdir)
+  checkpointer = checkpoint.Checkpointer(workdir, identity=checkpoint.run_identity(config))
   try:
     latest = checkpointer.latest_step(set_aside=False)  # read only: no lock held
     if latest is None:

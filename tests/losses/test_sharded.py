@@ -57,10 +57,16 @@ def _data(batch, seed=0, dtype=jnp.float64, features=6, dim=5):
   return x1.astype(dtype), x2.astype(dtype), w.astype(dtype), domains
 
 
-def _target(kind, ids, pairing, dtype, axis_name=None):
-  """The ``target=`` keyword of a loss: none, or a domain/class plan."""
+def _target(kind, ids, pairing, dtype, axis_name=None, as_labels=False):
+  """The ``target=`` keyword of a loss: none, or a domain/class plan (its
+  labels, for the tiled kernel: the device's own with ``axis_name``)."""
   if kind is None:
     return {}
+  if as_labels:
+    build = {"domain": functools.partial(losses.domain_target, alpha=0.5,
+                                         beta=0.1),
+             "class": losses.class_target}[kind]
+    return {"target": build(ids, as_labels=True)}
   if axis_name is None:
     build = {"domain": functools.partial(losses.domain_target, alpha=0.5,
                                          beta=0.1),
@@ -350,7 +356,10 @@ CONTRACT_CASES = [
     + [("gca_ince", "domain"), ("gca_uot", "domain")]
     for mode in ("unroll", "detach") for form in ("log", "scaling")
 ] + [("gca_uot", None, "implicit", "scaling"), ("iot", None, "implicit", "log"),
-     ("iot_uni", None, "unroll", "scaling"), ("gca_ince", "class", "unroll", "log")]
+     ("iot_uni", None, "unroll", "scaling"), ("gca_ince", "class", "unroll", "log"),
+     # The tiled kernel (3 rows per tile; block targets as labels).
+     ("gca_uot", None, "unroll", "tiled"), ("gca_uot", "domain", "implicit", "tiled"),
+     ("gca_ince", "class", "unroll", "tiled")]
 MEMORY_N = 8192
 
 
@@ -373,15 +382,19 @@ def _contract_report() -> dict:
                            features=8, dim=16)
     for case in CONTRACT_CASES:
       name, target, mode, form = case
-      params = dict(grad_mode=mode, form=form)
+      tiles = form == "tiled"
+      params = dict(grad_mode=mode, form="auto" if tiles else form)
       if name == "gca_uot" and target:
         params["w_rince"] = 0.5  # the robust term's y sums over columns
+      tile = dict(tile_size=3) if tiles else {}
 
-      def device_step(w, x1, x2, ids, name=name, target=target, params=params):
+      def device_step(w, x1, x2, ids, name=name, target=target, params=params,
+                      tile=tile):
         def loss(w):
-          return sharded.get(name)(x1 @ w, x2 @ w, axis_name=AXIS,
+          return sharded.get(name)(x1 @ w, x2 @ w, axis_name=AXIS, **tile,
                                    **_target(target, ids, "joint", w.dtype,
-                                             AXIS), **params)
+                                             AXIS, as_labels=bool(tile)),
+                                   **params)
         value, grads = jax.value_and_grad(loss)(w)
         return value[None], lax.pmean(grads, AXIS)
 

@@ -283,7 +283,7 @@ def run(args) -> None:
                   smoke=args.smoke, overrides=args.config_overrides)
   grid = [(alpha, beta, seed) for alpha in alphas for beta in args.betas
           for seed in args.seeds]
-  datasets: dict = {}   # one load per distinct data (the subset depends on the seed)
+  data = runs.DataCache()
   for number, (alpha, beta, seed) in enumerate(grid, start=1):
     config = make_config(alpha, beta, seed, args.method, **settings)
     slug = dataset_slug(config.dataset)
@@ -293,11 +293,9 @@ def run(args) -> None:
     if runs.finished_metrics(workdir, DOMAIN_METRIC) is not None:
       runs.log(f"{progress} [skip] {workdir} (finished)")
       continue
-    key = (config.dataset, config.load_size, config.split_seed, config.train_examples,
-           config.train_examples and config.seed)
-    if key not in datasets:
-      datasets[key] = load_domain_dataset(config)
-    dataset = datasets[key]
+    dataset = data.get(config)
+    if dataset.train.domains is None:
+      raise entry.ExperimentError(f"dataset {config.dataset!r} has no domain labels")
     runs.log(f"{progress} [{'resume' if trainer.holds_checkpoint(workdir) else 'run'}] "
              f"{workdir}")
     runs.write_json(workdir / runs.RUN_RECORD, {
@@ -313,14 +311,6 @@ def run(args) -> None:
   for path in (summary, figure):
     if path:
       runs.log(f"wrote {path}")
-
-
-def load_domain_dataset(config):
-  """The dataset of ``config``, which must have domain labels."""
-  dataset = trainer.load_data(config)
-  if dataset.train.domains is None:
-    raise entry.ExperimentError(f"dataset {config.dataset!r} has no domain labels")
-  return dataset
 
 
 def main(argv=None) -> None:

@@ -91,5 +91,6 @@ def load_dataset(name: str = DEFAULT_DATASET, *, data_dir: str | os.PathLike | N
     raise DatasetError(f"'{path}' does not exist: pass an existing .npz file "
                        "or image folder.")
   raise DatasetError(f"Unknown dataset '{name}'. Choose one of {NAMES}, "
-                     "'cifar10_corrupted/<corruption>_<severity>', 'pacs/<domain>', 'styled:<name>', "
+                     "'cifar10_corrupted/<corruption>_<severity>', 'pacs/<domain>', "
+                     "'styled:<name>' (any of these rendered in four styles), "
                      "or a path to a .npz file or image folder ('npz:<path>').")

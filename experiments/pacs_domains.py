@@ -283,7 +283,7 @@ def run(args) -> None:
                   smoke=args.smoke, overrides=args.config_overrides)
   grid = [(alpha, beta, seed) for alpha in alphas for beta in args.betas
           for seed in args.seeds]
-  data = runs.DataCache()
+  data = runs.DataCache(cpu_scale.test_examples(args.scale, DOMAIN_DATA[args.data][0]))
   for number, (alpha, beta, seed) in enumerate(grid, start=1):
     config = make_config(alpha, beta, seed, args.method, **settings)
     slug = dataset_slug(config.dataset)
@@ -301,7 +301,7 @@ def run(args) -> None:
     runs.write_json(workdir / runs.RUN_RECORD, {
         "experiment": "pacs_domains", "dataset": config.dataset, "data": slug,
         "method": args.method, "loss": loss, "alpha": alpha, "beta": beta, "seed": seed,
-        "scale": args.scale, "smoke": args.smoke})
+        "scale": args.scale, "test_examples": len(dataset.test), "smoke": args.smoke})
     metrics = train_with_domain_target(config, dataset, workdir)
     runs.log(f"{progress} [done] {workdir}: class accuracy "
              f"{metrics['linear_probe_acc']:.4f}, domain accuracy "

@@ -68,13 +68,20 @@ def log(message: str) -> None:
   print(message, flush=True)
 
 
+# The seed of a test subset: one fixed test set for every run of a sweep.
+TEST_SUBSET_SEED = 0
+
+
 class DataCache:
   """The datasets of a sweep's runs, each loaded once: runs that differ only
   in what they train (method, target, policy) share the load of their data;
   a train subset (``config.train_examples``) is drawn by the run's seed, so
-  it is part of the key."""
+  it is part of the key. ``test_examples`` > 0: every run is evaluated on the
+  same class-balanced subset of that many test images (seed
+  `TEST_SUBSET_SEED`), to bound the cost of evaluation at small scale."""
 
-  def __init__(self):
+  def __init__(self, test_examples: int = 0):
+    self.test_examples = test_examples
     self._loaded: dict = {}
 
   def get(self, config):
@@ -82,7 +89,11 @@ class DataCache:
     key = (config.dataset, config.data_dir, config.load_size, config.split_seed,
            config.train_examples, config.seed if config.train_examples else None)
     if key not in self._loaded:
-      self._loaded[key] = trainer.load_data(config)
+      dataset = trainer.load_data(config)
+      if self.test_examples and self.test_examples < len(dataset.test):
+        dataset = dataset._replace(test=trainer.class_balanced_subset(
+            dataset.test, self.test_examples, TEST_SUBSET_SEED))
+      self._loaded[key] = dataset
     return self._loaded[key]
 
 

@@ -345,7 +345,8 @@ def run(args) -> None:
     raise entry.ExperimentError(f"--archive is read for {ARCHIVE_DATASET}, which "
                                 f"--datasets does not select")
 
-  data = runs.DataCache()
+  data = {dataset: runs.DataCache(cpu_scale.test_examples(args.scale, DATASETS[dataset].config))
+          for dataset in datasets}
   runs_grid = [(dataset, policy, label, seed) for dataset, policy in grid
                for label in labels for seed in args.seeds]
   for number, (dataset, policy, label, seed) in enumerate(runs_grid, start=1):
@@ -358,7 +359,9 @@ def run(args) -> None:
               "data": config.dataset, "policy": policy, "seed": seed,
               "loss": m.loss, "implementation": args.implementation,
               "scale": args.scale, "smoke": args.smoke}
-    dataset_of_run = None if runs.finished_metrics(workdir) else data.get(config)
+    dataset_of_run = None if runs.finished_metrics(workdir) else data[dataset].get(config)
+    if dataset_of_run is not None:
+      record["test_examples"] = len(dataset_of_run.test)
     runs.run_pretraining(config, workdir, record, dataset=dataset_of_run)
     evaluate_protocols(workdir, protocols, **finetune_settings)
     if corruptions and dataset == corruption_dataset and policy == STANDARD_POLICY:

@@ -270,6 +270,8 @@ def define_flags(flag_values: flags.FlagValues, argv) -> None:
   flags.DEFINE_enum("scale", "paper", cpu_scale.SCALES,
                     "paper: the dataset's config; cpu: experiments.cpu_scale's reduction "
                     "(styled_digits, styled_cifar10).", **define)
+  flags.DEFINE_bool("report_only", False, "Train nothing: write the summary and the figure "
+                    "of the runs finished under --root.", **define)
 
 
 def run(args) -> None:
@@ -279,6 +281,8 @@ def run(args) -> None:
   loss = methods.method(args.method, "clean").loss
   alphas = args.alphas or ([0.0, 1.0] if args.smoke else [0.0, 0.1, 0.2, 0.5, 1.0])
   root = Path(args.root)
+  if args.report_only:
+    return write_report(root)
   settings = dict(data=args.data, archive=args.archive, scale=args.scale,
                   smoke=args.smoke, overrides=args.config_overrides)
   grid = [(alpha, beta, seed) for alpha in alphas for beta in args.betas
@@ -306,11 +310,16 @@ def run(args) -> None:
     runs.log(f"{progress} [done] {workdir}: class accuracy "
              f"{metrics['linear_probe_acc']:.4f}, domain accuracy "
              f"{metrics[DOMAIN_METRIC]:.4f} (raw pixels: {metrics[RAW_DOMAIN_METRIC]:.4f})")
-  summary = write_summary(root)
-  figure = save_figure(root)
-  for path in (summary, figure):
-    if path:
-      runs.log(f"wrote {path}")
+  write_report(root)
+
+
+def write_report(root: Path) -> None:
+  """The summary (`write_summary`) and the figure of the runs finished under ``root``."""
+  written = [path for path in (write_summary(root), save_figure(root)) if path]
+  for path in written:
+    runs.log(f"wrote {path}")
+  if not written:
+    runs.log(f"no finished run under {root}")
 
 
 def main(argv=None) -> None:

@@ -318,6 +318,8 @@ def define_flags(flag_values: flags.FlagValues, argv) -> None:
                        "200; --smoke: 1).", **define)
   flags.DEFINE_integer("finetune_batch_size", None, "finetune: batch size (default: the "
                        "protocol's 512).", **define)
+  flags.DEFINE_bool("report_only", False, "Train nothing: write the noisy-views summary "
+                    "(INCE against GCA-UOT) of the runs finished under --root.", **define)
   flags.DEFINE_enum("scale", "paper", cpu_scale.SCALES,
                     "paper: the datasets' configs; cpu: experiments.cpu_scale's reduction "
                     "(cifar10, digits).", **define)
@@ -341,6 +343,9 @@ def run(args) -> None:
   finetune_settings = {"epochs": args.finetune_epochs or (1 if args.smoke else None),
                        "batch_size": args.finetune_batch_size}
   root = Path(args.root)
+  if args.report_only:
+    runs.log(f"wrote {write_noisy_views_summary(root) or 'nothing: no finished run'}")
+    return
   if args.archive is not None and ARCHIVE_DATASET not in datasets:
     raise entry.ExperimentError(f"--archive is read for {ARCHIVE_DATASET}, which "
                                 f"--datasets does not select")

@@ -42,6 +42,10 @@ def test_domain_sweep_smoke_on_styled_digits_resumes_and_summarises(tmp_path):
   assert (root / pacs_domains.FIGURE).stat().st_size > 0
   again = run_entry_point("pacs_domains", *args)
   assert again.count("[skip]") == 4 and "[run]" not in again
+  (root / pacs_domains.SUMMARY_JSON).unlink()
+  report = run_entry_point("pacs_domains", f"--root={root}", "--report_only")
+  assert "[run]" not in report and json.loads(
+      (root / pacs_domains.SUMMARY_JSON).read_text())["runs"] == saved["runs"]
 
 
 @pytest.mark.slow
@@ -62,6 +66,10 @@ def test_noisy_views_smoke_pairs_ince_and_gca_uot(tmp_path):
     for measure in table2.NOISY_VIEWS_MEASURES:
       assert test[measure]["verdict"] in ALLOWED_VERDICTS[:3]
   assert "| digits | large_erase |" in (root / table2.NOISY_VIEWS_MD).read_text()
+  (root / table2.NOISY_VIEWS_JSON).unlink()
+  report = run_entry_point("table2", f"--root={root}", "--report_only")
+  assert "[run]" not in report
+  assert json.loads((root / table2.NOISY_VIEWS_JSON).read_text())["tests"] == saved["tests"]
 
 
 def test_paired_test_matches_the_t_statistic_and_its_directions():

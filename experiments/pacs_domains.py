@@ -13,16 +13,32 @@ separable (domain accuracy up) while class accuracy stays or drops.
 
     python -m experiments.pacs_domains --config.data_dir=/path/to/pacs \
         --alphas=0,0.1,0.2,0.5,1 --betas=0 --seeds=0,1,2 --root=runs/pacs
+    python -m experiments.pacs_domains --data=styled_cifar10 --scale=cpu \
+        --archive=/path/to/cifar10_jpeg.npz --method=GCA-INCE \
+        --alphas=0,1,0.2,0.5 --seeds=0,1,2 --root=runs/domains
     python -m experiments.pacs_domains --smoke --root=/tmp/pacs_smoke
 
-``--smoke`` replaces PACS by the embedded digits with four synthetic
-"domains" (original, inverted, dimmed, high-contrast images). Each run has
-its own workdir ``<root>/<dataset>/<loss>/alpha<a>_beta<b>/seed<k>`` with
-checkpoints (interrupted runs resume) and a ``metrics.json`` holding
-``linear_probe_acc`` (class) and ``domain_linear_probe_acc`` (both also in
-its ``evaluations`` history, protocol ``linear``); the figure is saved as
-``<root>/pacs_domains.png`` (needs matplotlib: ``pip install -e
-'.[experiments]'``). ``python -m experiments.report`` tabulates the runs.
+``--data`` picks the four-domain data: PACS (``--config.data_dir``), or a
+styled dataset built from real images (`gca_jax.data.styled`: every image
+rendered once as photo, sketch, cartoon or painting, its domain):
+``styled_digits`` (embedded) or ``styled_cifar10`` (the CIFAR-10 JPEG
+archive at ``--archive``). ``--scale=cpu`` shrinks the styled runs to a
+2-core CPU (`experiments.cpu_scale`). ``--smoke`` runs the small config on
+styled 8x8 digits. Each run has its own workdir
+``<root>/<dataset>/<loss>/alpha<a>_beta<b>/seed<k>`` with checkpoints
+(interrupted runs resume; a run counter ``[k/N]`` shows the progress) and
+a ``metrics.json`` holding ``linear_probe_acc`` (class),
+``domain_linear_probe_acc`` and the raw-pixel probes of the sanity
+baseline (``raw_pixel_domain_linear_probe_acc``,
+``raw_pixel_linear_probe_acc``), all also in its ``evaluations`` history
+(protocol ``linear``). After the sweep, ``<root>/pacs_domains.json`` holds
+every run's numbers and, per (dataset, method), the mean and std over seeds
+of each ``alpha - beta`` with the pre-stated test (`summarise`,
+`experiments.verdicts`), ``<root>/pacs_domains.md`` the same as tables,
+and ``<root>/pacs_domains.png`` the figure (class and domain accuracy
+against ``alpha - beta``, mean ± std over seeds; needs matplotlib: ``pip
+install -e '.[experiments]'``); ``--report_only`` rewrites them from the
+finished runs. ``python -m experiments.report`` tabulates the runs too.
 Config fields are set with ``--config.<field>=<value>`` as in ``table2.py``.
 
 Each run is an ordinary `gca_jax.training.train_and_evaluate` run with

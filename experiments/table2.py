@@ -45,6 +45,22 @@ class-balanced subset); ``--smoke`` starts from the ``small`` config
 The policy grid ``--policies=paper`` (default) is the standard augmentations
 on every dataset plus the extreme ones on CIFAR-10; a comma list applies the
 listed policies to every selected dataset.
+
+The noisy-views comparison (the paper's CIFAR-10 (Ex) claim: GCA-UOT keeps
+more accuracy than INCE under the extreme policies) at the CPU scale of
+`experiments.cpu_scale`, CIFAR-10 read from its JPEG archive::
+
+    python -m experiments.table2 --datasets=cifar10 --scale=cpu \
+        --archive=/path/to/cifar10_jpeg.npz --methods=INCE,GCA-UOT \
+        --policies=large_erase,brightness,strong_crop,simclr --corruptions=none \
+        --seeds=0,1,2 --root=runs/noisy_views
+
+Every sweep ends by writing ``<root>/noisy_views.json`` (every INCE and
+GCA-UOT run's linear-probe and kNN accuracy, their mean and std over seeds,
+and the pre-stated paired test of GCA-UOT against INCE per policy and over
+the extreme policies together, `experiments.verdicts`) and
+``<root>/noisy_views.md``; ``--report_only`` rewrites them from the
+finished runs without training. A run counter ``[k/N]`` shows the progress.
 """
 
 from __future__ import annotations

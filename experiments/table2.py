@@ -226,7 +226,9 @@ def noisy_views_rows(root: Path) -> list[dict]:
   digits) under ``root``: policy, method, seed and its accuracies."""
   rows = []
   for record, metrics, _ in runs.collect_runs(root):
-    if (record.get("experiment") == "table2" and record["method"] in NOISY_VIEWS_METHODS
+    finished = metrics.get(PROTOCOLS["linear"]) is not None  # not one still training
+    if (finished and record.get("experiment") == "table2"
+        and record["method"] in NOISY_VIEWS_METHODS
         and record["dataset"] in (EXTREME_DATASET, "digits")):
       rows.append({"dataset": record["dataset"], "policy": record["policy"],
                    "method": record["method"], "seed": record["seed"],

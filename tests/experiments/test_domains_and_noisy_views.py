@@ -138,6 +138,18 @@ def test_noisy_views_summary_pools_the_extreme_policies():
   assert "| cifar10 | large_erase | 51.00 ± 1.00 (n=3) | 56.00 ± 1.00 (n=3) |" in text
 
 
+def test_noisy_views_rows_leave_out_runs_still_training(tmp_path):
+  from experiments import runs
+  for seed, metrics in ((0, {"linear_probe_acc": 0.3, "knn_acc": 0.25}), (1, {"epochs": 6})):
+    workdir = tmp_path / f"seed{seed}"
+    runs.write_json(workdir / runs.RUN_RECORD, {
+        "experiment": "table2", "method": "INCE", "dataset": "cifar10",
+        "policy": "large_erase", "seed": seed})
+    runs.write_json(workdir / runs.METRICS, metrics)
+  (row,) = table2.noisy_views_rows(tmp_path)
+  assert (row["seed"], row["linear_probe_acc"], row["knn_acc"]) == (0, 0.3, 0.25)
+
+
 def test_the_cpu_scale_and_the_archive_flag():
   from gca_jax.training import config as config_lib
   config = cpu_scale.apply(config_lib.get_config(), "digits")

@@ -245,7 +245,7 @@ def write_summary(root: Path) -> Path | None:
 
 def save_figure(root: Path) -> Path | None:
   """Class and domain accuracy against alpha - beta (mean ± std over seeds),
-  one panel per (dataset, method)."""
+  one panel per (dataset, method), with the raw-pixel domain probe dotted."""
   plt = plotting.pyplot()
   groups = _groups(run_rows(root))
   if not groups:
@@ -258,6 +258,9 @@ def save_figure(root: Path) -> Path | None:
       for row in group:
         by_gap.setdefault(row["alpha"] - row["beta"], []).append(100 * row[key])
       plotting.errorbar_curve(ax, by_gap, color=color, label=f"{name} accuracy")
+    raw = verdicts.mean_std([row["raw_pixel_domain_acc"] for row in group])[0]
+    if raw is not None:
+      ax.axhline(100 * raw, color="tab:red", linestyle=":", label="domain, raw pixels")
     ax.set_title(f"{dataset}, {method}", fontsize=9)
     ax.set_xlabel(r"$\alpha - \beta$")
     ax.set_ylabel("linear-probe accuracy (%)")

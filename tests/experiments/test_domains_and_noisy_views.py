@@ -172,3 +172,15 @@ def test_the_cpu_scale_and_the_archive_flag():
 def test_unusable_flags_fail_in_one_line(tmp_path, script, args, message):
   error = run_entry_point(script, f"--root={tmp_path}", *args, expect_failure=True)
   assert message in error
+
+
+@pytest.mark.parametrize("module", [verdicts, cpu_scale, pacs_domains],
+                         ids=lambda m: m.__name__)
+def test_docstring_examples(module):
+  import doctest
+  runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+  tests = [t for t in doctest.DocTestFinder().find(module) if t.examples]
+  assert tests
+  for test in tests:
+    runner.run(test)
+  assert runner.summarize(verbose=False).failed == 0

@@ -69,14 +69,44 @@ def log(message: str) -> None:
   print(message, flush=True)
 
 
-def run_pretraining(config, workdir: Path, record: dict) -> dict:
+# The seed of a test subset: one fixed test set for every run of a sweep.
+TEST_SUBSET_SEED = 0
+
+
+class DataCache:
+  """The datasets of a sweep's runs, each loaded once: runs that differ only
+  in what they train (method, target, policy) share the load of their data;
+  a train subset (``config.train_examples``) is drawn by the run's seed, so
+  it is part of the key. ``test_examples`` > 0: every run is evaluated on the
+  same class-balanced subset of that many test images (seed
+  `TEST_SUBSET_SEED`), to bound the cost of evaluation at small scale."""
+
+  def __init__(self, test_examples: int = 0):
+    self.test_examples = test_examples
+    self._loaded: dict = {}
+
+  def get(self, config):
+    """The dataset ``config`` trains on (`trainer.load_data`)."""
+    key = (config.dataset, config.data_dir, config.load_size, config.split_seed,
+           config.train_examples, config.seed if config.train_examples else None)
+    if key not in self._loaded:
+      dataset = trainer.load_data(config)
+      if self.test_examples and self.test_examples < len(dataset.test):
+        dataset = dataset._replace(test=trainer.class_balanced_subset(
+            dataset.test, self.test_examples, TEST_SUBSET_SEED))
+      self._loaded[key] = dataset
+    return self._loaded[key]
+
+
+def run_pretraining(config, workdir: Path, record: dict, dataset=None) -> dict:
   """Pre-trains ``config`` in ``workdir`` then evaluates it linearly.
 
   Finished runs (``metrics.json`` with a linear-probe accuracy) are skipped;
   the trainer continues a workdir that holds a checkpoint of this run, so an
   interrupted sweep loses at most the step in flight per run. ``record``
   (what the run is) is stored as ``experiment.json`` for `report.py`.
-  Returns the run's metrics.
+  ``dataset``: the run's data if already loaded (`DataCache`; default: loaded
+  from the config). Returns the run's metrics.
   """
   workdir = Path(workdir)
   trainer.check_workdir(workdir, config)
@@ -87,7 +117,7 @@ def run_pretraining(config, workdir: Path, record: dict) -> dict:
     return done
   log(f"[{'resume' if trainer.holds_checkpoint(workdir) else 'run'}] {workdir}")
   write_json(workdir / RUN_RECORD, record)
-  metrics = trainer.train_and_evaluate(config, workdir)
+  metrics = trainer.train_and_evaluate(config, workdir, dataset=dataset)
   if "linear_probe_acc" not in metrics:  # e.g. --config.linear_probe=false
     trainer.evaluate(workdir, "linear")
     metrics = read_json(workdir / METRICS)

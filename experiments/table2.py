@@ -45,6 +45,22 @@ class-balanced subset); ``--smoke`` starts from the ``small`` config
 The policy grid ``--policies=paper`` (default) is the standard augmentations
 on every dataset plus the extreme ones on CIFAR-10; a comma list applies the
 listed policies to every selected dataset.
+
+The noisy-views comparison (the paper's CIFAR-10 (Ex) claim: GCA-UOT keeps
+more accuracy than INCE under the extreme policies) at the CPU scale of
+`experiments.cpu_scale`, CIFAR-10 read from its JPEG archive::
+
+    python -m experiments.table2 --datasets=cifar10 --scale=cpu \
+        --archive=/path/to/cifar10_jpeg.npz --methods=INCE,GCA-UOT \
+        --policies=large_erase,brightness,strong_crop,simclr --corruptions=none \
+        --seeds=0,1,2 --root=runs/noisy_views
+
+Every sweep ends by writing ``<root>/noisy_views.json`` (every INCE and
+GCA-UOT run's linear-probe and kNN accuracy, their mean and std over seeds,
+and the pre-stated paired test of GCA-UOT against INCE per policy and over
+the extreme policies together, `experiments.verdicts`) and
+``<root>/noisy_views.md``; ``--report_only`` rewrites them from the
+finished runs without training. A run counter ``[k/N]`` shows the progress.
 """
 
 from __future__ import annotations
@@ -54,7 +70,7 @@ from pathlib import Path
 
 from absl import flags
 
-from experiments import entry, methods, runs, trainer
+from experiments import cpu_scale, entry, methods, runs, tables, trainer, verdicts
 from gca_jax.data import augment
 
 
@@ -79,6 +95,14 @@ DATASETS = {
 PAPER_DATASETS = ("cifar10", "cifar100", "svhn", "imagenet100")
 EXTREME_POLICIES = ("large_erase", "brightness", "strong_crop")
 EXTREME_DATASET = "cifar10"
+# --archive: the dataset read from the CIFAR-10 JPEG archive instead of tfds.
+ARCHIVE_DATASET = "cifar10"
+STANDARD_POLICY = "simclr"
+# The noisy-views comparison (`noisy_views_summary`): GCA-UOT against INCE.
+NOISY_VIEWS_METHODS = ("GCA-UOT", "INCE")
+NOISY_VIEWS_JSON = "noisy_views.json"
+NOISY_VIEWS_MD = "noisy_views.md"
+NOISY_VIEWS_MEASURES = {"linear probe": "linear_probe_acc", "kNN": "knn_acc"}
 SMOKE_METHODS = ("INCE", "GCA-UOT")
 CORRUPTED_FILE = "corrupted.json"
 # The 19 corruptions of CIFAR-10-C (tfds cifar10_corrupted/<name>_<severity>).
@@ -97,7 +121,7 @@ PROTOCOLS = {"linear": "linear_probe_acc", "finetune": "finetune_best_acc"}
 def run_grid(datasets, policies: str):
   """(dataset, policy) pairs to train."""
   if policies == "paper":
-    grid = [(d, "simclr") for d in datasets]
+    grid = [(d, STANDARD_POLICY) for d in datasets]
     if EXTREME_DATASET in datasets:
       grid += [(EXTREME_DATASET, p) for p in EXTREME_POLICIES]
     return grid
@@ -106,15 +130,21 @@ def run_grid(datasets, policies: str):
 
 
 def make_config(dataset: str, policy: str, m: methods.Method, seed: int, *,
-                smoke: bool = False, overrides: dict | None = None):
+                smoke: bool = False, scale: str = "paper", archive: str | None = None,
+                overrides: dict | None = None):
   """The config of one run: ``dataset``'s config (the small one if
-  ``smoke``), method ``m``, augmentation ``policy`` and ``seed``, then the
-  ``--config.*`` ``overrides``."""
+  ``smoke``) at ``scale`` (`cpu_scale`), read from the CIFAR-10 JPEG
+  ``archive`` if given (CIFAR-10 only), method ``m``, augmentation
+  ``policy`` and ``seed``, then the ``--config.*`` ``overrides``."""
   spec = DATASETS[dataset]
   config = runs.load_config(spec.config)
   config.update_from_flattened_dict(dict(spec.overrides))
+  if archive is not None and dataset == ARCHIVE_DATASET and not smoke:
+    config.dataset = cpu_scale.archive_dataset(archive)
   if smoke:
     trainer.small(config)
+  elif scale == "cpu":
+    cpu_scale.apply(config, spec.config)
   methods.configure_method(config, m)
   config.augmentation = policy
   config.seed = seed
@@ -191,6 +221,95 @@ def evaluate_protocols(workdir: Path, protocols, **finetune_settings) -> dict:
   return runs.read_json(Path(workdir) / runs.METRICS)
 
 
+def noisy_views_rows(root: Path) -> list[dict]:
+  """One row per finished run of `NOISY_VIEWS_METHODS` on CIFAR-10 (``--smoke``:
+  digits) under ``root``: policy, method, seed and its accuracies."""
+  rows = []
+  for record, metrics, _ in runs.collect_runs(root):
+    finished = metrics.get(PROTOCOLS["linear"]) is not None  # not one still training
+    if (finished and record.get("experiment") == "table2"
+        and record["method"] in NOISY_VIEWS_METHODS
+        and record["dataset"] in (EXTREME_DATASET, "digits")):
+      rows.append({"dataset": record["dataset"], "policy": record["policy"],
+                   "method": record["method"], "seed": record["seed"],
+                   "implementation": record.get("implementation"),
+                   **{key: metrics.get(key) for key in NOISY_VIEWS_MEASURES.values()},
+                   "train_seconds": metrics.get("train_seconds")})
+  return rows
+
+
+def noisy_views_summary(rows: list[dict]) -> dict:
+  """Mean and std over seeds of each (policy, method, measure), and the
+  pre-stated test (`verdicts.paired_test`, `verdicts.claim_verdict`): GCA-UOT
+  against INCE paired by seed, per policy and over the extreme policies
+  together (the paper's "(Ex)" column)."""
+  cells: dict = {}
+  for row in rows:
+    cells.setdefault((row["dataset"], row["policy"], row["method"]), {})[row["seed"]] = row
+  stats, tests = [], []
+  for (dataset, policy, method), by_seed in sorted(cells.items()):
+    stats.append({"dataset": dataset, "policy": policy, "method": method,
+                  "seeds": sorted(by_seed), **{
+                      f"{key}_{stat}": value for key in NOISY_VIEWS_MEASURES.values()
+                      for stat, value in zip(("mean", "std"), verdicts.mean_std(
+                          [r[key] for r in by_seed.values()]))}})
+  uot, ince = NOISY_VIEWS_METHODS
+  for dataset in sorted({d for d, _, _ in cells}):
+    policies = sorted({p for d, p, _ in cells if d == dataset})
+    groups = [(p, [p]) for p in policies]
+    extreme = [p for p in policies if p in EXTREME_POLICIES]
+    if extreme:
+      groups.append(("extreme policies together", extreme))
+    for name, chosen in groups:
+      pairs = [(cells[(dataset, p, uot)][s], cells[(dataset, p, ince)][s]) for p in chosen
+               if (dataset, p, uot) in cells and (dataset, p, ince) in cells
+               for s in sorted(set(cells[(dataset, p, uot)]) & set(cells[(dataset, p, ince)]))]
+      test = {"dataset": dataset, "policies": name, "pairs": len(pairs)}
+      for measure, key in NOISY_VIEWS_MEASURES.items():
+        result = verdicts.paired_test([a[key] for a, _ in pairs], [b[key] for _, b in pairs])
+        test[measure] = {**result, "verdict": verdicts.claim_verdict(result)}
+      tests.append(test)
+  return {"cells": stats, "tests": tests}
+
+
+def noisy_views_markdown(summary: dict) -> str:
+  """The summary as a Markdown table (accuracies in %, mean ± std over
+  seeds) and the tests with their verdicts."""
+  uot, ince = NOISY_VIEWS_METHODS
+  by_key = {(c["dataset"], c["policy"], c["method"]): c for c in summary["cells"]}
+  rows = []
+  for dataset, policy in sorted({(d, p) for d, p, _ in by_key}):
+    row = [dataset, policy]
+    for key in NOISY_VIEWS_MEASURES.values():
+      for method in (ince, uot):
+        cell = by_key.get((dataset, policy, method))
+        row.append("–" if cell is None else
+                   f"{verdicts.percent(cell[key + '_mean'], cell[key + '_std'])} "
+                   f"(n={len(cell['seeds'])})")
+    rows.append(row)
+  header = ["dataset", "policy"] + [f"{measure}: {method}" for measure in NOISY_VIEWS_MEASURES
+                                    for method in (ince, uot)]
+  lines = [tables.markdown_table(header, rows), ""]
+  for test in summary["tests"]:
+    lines.append(f"- {test['dataset']}, {test['policies']} ({test['pairs']} pairs), "
+                 f"{uot} - {ince}: " + "; ".join(
+                     f"{measure} {verdicts.describe(test[measure])}: "
+                     f"**{test[measure]['verdict']}**" for measure in NOISY_VIEWS_MEASURES))
+  return "\n".join(lines)
+
+
+def write_noisy_views_summary(root: Path) -> Path | None:
+  """``<root>/noisy_views.json`` (every run's numbers and the summary) and
+  ``<root>/noisy_views.md``; None if no INCE or GCA-UOT run has finished."""
+  rows = noisy_views_rows(root)
+  if not rows:
+    return None
+  summary = noisy_views_summary(rows)
+  runs.write_json(Path(root) / NOISY_VIEWS_JSON, {"runs": rows, **summary})
+  (Path(root) / NOISY_VIEWS_MD).write_text(noisy_views_markdown(summary) + "\n")
+  return Path(root) / NOISY_VIEWS_MD
+
+
 def define_flags(flag_values: flags.FlagValues, argv) -> None:
   entry.define_run_flags(flag_values, argv, default_root="runs/table2")
   define = dict(flag_values=flag_values)
@@ -217,6 +336,13 @@ def define_flags(flag_values: flags.FlagValues, argv) -> None:
                        "200; --smoke: 1).", **define)
   flags.DEFINE_integer("finetune_batch_size", None, "finetune: batch size (default: the "
                        "protocol's 512).", **define)
+  flags.DEFINE_bool("report_only", False, "Train nothing: write the noisy-views summary "
+                    "(INCE against GCA-UOT) of the runs finished under --root.", **define)
+  flags.DEFINE_enum("scale", "paper", cpu_scale.SCALES,
+                    "paper: the datasets' configs; cpu: experiments.cpu_scale's reduction "
+                    "(cifar10, digits).", **define)
+  flags.DEFINE_string("archive", None, "cifar10: read it from this CIFAR-10 JPEG archive "
+                      "(.npz with train_jpeg/test_jpeg) instead of tfds.", **define)
 
 
 def _check_consistent(args, protocols, grid, corruptions, corruption_dataset) -> None:
@@ -244,7 +370,7 @@ def run(args) -> None:
       ",".join(SMOKE_METHODS) if args.smoke else "all")), methods.METHOD_LABELS, "methods")
   datasets = entry.select(entry.split_names(args.datasets or (
       "digits" if args.smoke else ",".join(PAPER_DATASETS))), list(DATASETS), "datasets")
-  grid = run_grid(datasets, args.policies or ("simclr" if args.smoke else "paper"))
+  grid = run_grid(datasets, args.policies or (STANDARD_POLICY if args.smoke else "paper"))
   known_corruptions = SMOKE_CORRUPTIONS if args.smoke else CIFAR10_CORRUPTIONS
   corruptions = [] if args.corruptions == "none" else entry.select(
       entry.split_names(args.corruptions or "all"), known_corruptions, "corruptions")
@@ -255,22 +381,37 @@ def run(args) -> None:
   finetune_settings = {"epochs": args.finetune_epochs or (1 if args.smoke else None),
                        "batch_size": args.finetune_batch_size}
   root = Path(args.root)
+  if args.report_only:
+    runs.log(f"wrote {write_noisy_views_summary(root) or 'nothing: no finished run'}")
+    return
+  if args.archive is not None and ARCHIVE_DATASET not in datasets:
+    raise entry.ExperimentError(f"--archive is read for {ARCHIVE_DATASET}, which "
+                                f"--datasets does not select")
 
-  for dataset, policy in grid:
-    for label in labels:
-      m = methods.method(label, args.implementation)
-      for seed in args.seeds:
-        workdir = root / dataset / policy / m.slug / f"seed{seed}"
-        config = make_config(dataset, policy, m, seed, smoke=args.smoke,
-                             overrides=args.config_overrides)
-        record = {"experiment": "table2", "method": label, "dataset": dataset,
-                  "data": config.dataset, "policy": policy, "seed": seed,
-                  "loss": m.loss, "implementation": args.implementation,
-                  "smoke": args.smoke}
-        runs.run_pretraining(config, workdir, record)
-        evaluate_protocols(workdir, protocols, **finetune_settings)
-        if corruptions and dataset == corruption_dataset and policy == "simclr":
-          evaluate_corruptions(workdir, corruptions, args.severity, args.smoke)
+  data = {dataset: runs.DataCache(cpu_scale.test_examples(args.scale, DATASETS[dataset].config))
+          for dataset in datasets}
+  runs_grid = [(dataset, policy, label, seed) for dataset, policy in grid
+               for label in labels for seed in args.seeds]
+  for number, (dataset, policy, label, seed) in enumerate(runs_grid, start=1):
+    m = methods.method(label, args.implementation)
+    workdir = root / dataset / policy / m.slug / f"seed{seed}"
+    runs.log(f"[{number}/{len(runs_grid)}] {dataset}, {policy}, {label}, seed {seed}")
+    config = make_config(dataset, policy, m, seed, smoke=args.smoke, scale=args.scale,
+                         archive=args.archive, overrides=args.config_overrides)
+    record = {"experiment": "table2", "method": label, "dataset": dataset,
+              "data": config.dataset, "policy": policy, "seed": seed,
+              "loss": m.loss, "implementation": args.implementation,
+              "scale": args.scale, "smoke": args.smoke}
+    dataset_of_run = None if runs.finished_metrics(workdir) else data[dataset].get(config)
+    if dataset_of_run is not None:
+      record["test_examples"] = len(dataset_of_run.test)
+    runs.run_pretraining(config, workdir, record, dataset=dataset_of_run)
+    evaluate_protocols(workdir, protocols, **finetune_settings)
+    if corruptions and dataset == corruption_dataset and policy == STANDARD_POLICY:
+      evaluate_corruptions(workdir, corruptions, args.severity, args.smoke)
+  summary = write_noisy_views_summary(root)
+  if summary:
+    runs.log(f"wrote {summary}")
   runs.log(f"all runs finished; table: python -m experiments.report --root={root}")
 
 

@@ -76,6 +76,13 @@ def load_data(config):
   return feeds.load_data(config)
 
 
+def class_balanced_subset(split, num_examples: int, seed: int):
+  """``num_examples`` examples of ``split``, as equal per class as possible
+  (`gca_jax.training.feeds.class_balanced_subset`, deterministic in ``seed``)."""
+  from gca_jax.training import feeds  # pylint: disable=g-import-not-at-top
+  return feeds.class_balanced_subset(split, num_examples, seed)
+
+
 @dataclasses.dataclass
 class Encoder:
   """A model with its variables, and the config/dataset/`Run` it belongs to."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gca_jax.data import local, npz, tfds_sources
+from gca_jax.data import local, npz, styled, tfds_sources
 from gca_jax.data.base import Dataset, DatasetError, check_size
 
 DEFAULT_DATASET = "digits"
@@ -28,6 +28,9 @@ def load_dataset(name: str = DEFAULT_DATASET, *, data_dir: str | os.PathLike | N
     "pacs", "pacs/<test_domain>"   PACS image folders under ``data_dir``.
     "imagenet100"       CMC's ImageNet-100, prepared from a manual download.
     "npz:<path>", "<path>.npz", "<folder>"   local arrays or image folders.
+    "styled:<name>"     the in-memory dataset <name> (e.g. "styled:digits",
+                        "styled:npz:<path>") with each image rendered in one
+                        of four styles, its domain (`gca_jax.data.styled`).
 
   ``split_seed`` fixes the train/test split of sources without an official
   one (digits, PACS, folders without train/test). ``image_size`` (a
@@ -53,6 +56,10 @@ def load_dataset(name: str = DEFAULT_DATASET, *, data_dir: str | os.PathLike | N
   if isinstance(split_seed, bool) or not isinstance(split_seed, (int, np.integer)) or (
       split_seed < 0):
     raise DatasetError(f"split_seed must be a non-negative integer, got {split_seed!r}.")
+  if name.startswith(styled.PREFIX):
+    source = load_dataset(name.removeprefix(styled.PREFIX), data_dir=data_dir,
+                          split_seed=split_seed, image_size=image_size)
+    return styled.stylise(source, seed=split_seed)
   base = name.partition("/")[0]
   if name == "digits":
     return local.load_digits(split_seed=split_seed,
@@ -84,6 +91,7 @@ def load_dataset(name: str = DEFAULT_DATASET, *, data_dir: str | os.PathLike | N
                        "or image folder.")
   raise DatasetError(f"Unknown dataset '{name}'. Choose one of {NAMES}, "
                      "'cifar10_corrupted/<corruption>_<severity>', 'pacs/<domain>', "
+                     "'styled:<name>' (any of these rendered in four styles), "
                      "or a path to a .npz file or image folder ('npz:<path>').")
 
 

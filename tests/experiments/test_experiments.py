@@ -128,7 +128,7 @@ def test_pacs_domains_smoke(tmp_path):
     assert 0.0 <= m["domain_linear_probe_acc"] <= 1.0
   report = report_of(root)
   assert "Domain targets (Figure 1(B))" in report
-  assert len(table_rows(report, "digits")) == 1
+  assert len(table_rows(report, "styled:digits")) == 1
 
 
 @pytest.mark.slow

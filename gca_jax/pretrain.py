@@ -28,6 +28,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import gca_jax._train_extra  # noqa: F401  (without the train extra: one line naming it)
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 

@@ -25,6 +25,7 @@ the one line.
 """
 
 import importlib.metadata
+import json
 import os
 import re
 import shutil
@@ -174,35 +175,17 @@ def test_pretrain_runs(venv_python, empty_folder, args):
 # ---------------------------------------------------------------------------
 # The core alone, and the train extra's guard.
 
-# Run in the core venv: the train extra's distributions that are installed
-# must all be dependencies (direct or not) of the core's own requirements
-# (flax brings optax and orbax-checkpoint); prints the absent ones.
-CHECK_TRAINER_ABSENT = """
-import importlib.metadata as metadata, sys
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name as canonical
-def requirements(name, extra=""):
-  for line in metadata.requires(name) or ():
-    requirement = Requirement(line)
-    if requirement.marker is None or requirement.marker.evaluate({"extra": extra}):
-      yield requirement
-def installed(name):
-  try:
-    metadata.version(name)
-    return True
-  except metadata.PackageNotFoundError:
-    return False
-closure, queue = set(), [r.name for r in requirements("gca_jax")]
-while queue:
-  name = canonical(queue.pop())
-  if name not in closure and installed(name):
-    closure.add(name)
-    queue.extend(r.name for r in requirements(name))
-train = {canonical(r.name) for r in requirements("gca_jax", "train")} - {"gca-jax"}
-beyond = sorted(n for n in train if installed(n) and n not in closure)
-assert not beyond, beyond
-print(*sorted(n for n in train if not installed(n)))
-"""
+def _installed(python: Path, cwd: Path) -> dict:
+  """``{distribution: [its requirements]}`` of what is installed for ``python``
+  (``pip inspect``: the venv needs nothing but pip to answer)."""
+  report = json.loads(_run([str(python), "-m", "pip", "inspect"], cwd=cwd).stdout)
+  return {canonicalize_name(entry["metadata"]["name"]): entry["metadata"].get("requires_dist", [])
+          for entry in report["installed"]}
+
+
+def _requirements(lines, extra="") -> list[Requirement]:
+  requirements = [Requirement(line) for line in lines]
+  return [r for r in requirements if r.marker is None or r.marker.evaluate({"extra": extra})]
 
 
 def _readme_python_blocks() -> list[str]:
@@ -225,10 +208,20 @@ def core_python(wheel, tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_the_core_runs_the_readme_example_without_the_trainers_packages(
     core_python, empty_folder):
-  absent = set(_run([str(core_python), "-c", CHECK_TRAINER_ABSENT],
-                    cwd=empty_folder).stdout.split())
+  installed = _installed(core_python, empty_folder)
+  # What the core's own requirements bring, directly or not (flax brings
+  # optax and orbax-checkpoint, which the train extra names too).
+  closure, queue = set(), [r.name for r in _requirements(installed["gca-jax"])]
+  while queue:
+    name = canonicalize_name(queue.pop())
+    if name in installed and name not in closure:
+      closure.add(name)
+      queue.extend(r.name for r in _requirements(installed[name]))
+  train = {canonicalize_name(r.name) for r in _requirements(installed["gca-jax"], "train")}
+  train -= {"gca-jax"} | closure
+  assert train and not train & set(installed), sorted(train & set(installed))
   assert {"tensorflow-datasets", "grain", "ml-collections", "scikit-learn",
-          "tensorboardx"} <= absent, absent
+          "tensorboardx"} <= train, train
   for block in _readme_python_blocks():
     _run([str(core_python), "-c", block], cwd=empty_folder)
   result = _run([str(core_python), "-c", "import gca_jax, gca_jax.metrics, gca_jax.theorems, "

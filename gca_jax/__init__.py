@@ -4,6 +4,12 @@ Contrastive losses as distribution alignment (Chen, Lin, Liu, Xiao, Dyer,
 NeurIPS 2024): InfoNCE, RINCE and their GCA generalisations run Sinkhorn or
 unbalanced-OT projections on the batch's similarity kernel and align the
 resulting plan with a target plan.
+
+The losses, targets, projections, `gca_jax.metrics`, `gca_jax.reference`,
+`gca_jax.theorems` and `gca_jax.sharding` need only the core install (jax,
+numpy, flax); `gca_jax.training`, `gca_jax.data`, `gca_jax.configs` and the
+command lines need the ``train`` extra and say so in one line without it.
+Nothing is imported here until it is used.
 """
 
 import importlib

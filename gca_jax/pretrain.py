@@ -33,6 +33,8 @@ import contextlib
 import time
 from pathlib import Path
 
+import gca_jax._train_extra  # noqa: F401  (without the train extra: one line naming it)
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 

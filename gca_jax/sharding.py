@@ -14,15 +14,30 @@ from __future__ import annotations
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
 
 
 def make_mesh(devices=None) -> Mesh:
-  """A 1-D data-parallel mesh over ``devices`` (default: all, all hosts)."""
+  """A 1-D data-parallel mesh over ``devices`` (default: all, all hosts).
+
+  Its axis is of type ``Auto`` (the compiler propagates shardings; the
+  code's ``shard_map``, ``NamedSharding`` and ``jax.jit`` uses rely on it),
+  named explicitly rather than left to the default: ``jax.make_mesh``
+  already defaults to ``Explicit`` axes, and ``Mesh``'s default may follow.
+  ``axis_types`` is a parameter of ``Mesh`` from jax 0.10.2 (the oldest jax
+  this package supports) on.
+
+  Examples:
+    >>> import jax
+    >>> from gca_jax import sharding
+    >>> mesh = sharding.make_mesh(jax.devices()[:1])
+    >>> mesh.axis_names, mesh.axis_types == (jax.sharding.AxisType.Auto,)
+    (('data',), True)
+  """
   devices = jax.devices() if devices is None else devices
-  return Mesh(np.asarray(devices), (DATA_AXIS,))
+  return Mesh(np.asarray(devices), (DATA_AXIS,), axis_types=(AxisType.Auto,))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -37,10 +37,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from experiments import entry, runs
 from experiments.benchmarks.losses import median_ms
-from gca_jax import losses
+from gca_jax import losses, sharding
 from gca_jax.losses import sharded
 
-AXIS = "data"
+AXIS = sharding.DATA_AXIS
 SCOPES = ("global", "sharded")
 MIB = 2 ** 20
 
@@ -131,7 +131,7 @@ def define_flags(flag_values: flags.FlagValues, argv) -> None:
 
 def benchmark(args) -> list[dict]:
   """Compiles (and times) both scopes at every size; prints them and writes ``args.out``."""
-  mesh = Mesh(np.asarray(jax.devices()), (AXIS,))
+  mesh = sharding.make_mesh()
   devices = mesh.devices.size
   params = dict(loss=args.loss, eps=args.eps, iters=args.iters, form=args.form)
   cpu = jax.default_backend() == "cpu"

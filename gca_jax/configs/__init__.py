@@ -27,6 +27,8 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+import gca_jax._train_extra  # noqa: F401  (without the train extra: one line naming it)
+
 from absl import flags
 from ml_collections import config_flags
 

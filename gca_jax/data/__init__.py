@@ -9,6 +9,7 @@ field or argument raises ``DatasetError`` (one line naming it); a usable
 dataset whose metrics need a caveat gives a ``DatasetWarning``.
 """
 
+import gca_jax._train_extra  # noqa: F401  (without the train extra: one line naming it)
 from gca_jax.data import augment, order
 from gca_jax.data.base import (Dataset, DatasetError, DatasetWarning, ImageArrays,
                                LazyImages)

@@ -20,6 +20,7 @@
 * `restore`: `load_trained`, a workdir's run and newest intact state.
 """
 
+import gca_jax._train_extra  # noqa: F401  (without the train extra: one line naming it)
 from gca_jax.training.checkpoint import RunMismatchError
 from gca_jax.training.config import ConfigError, get_config
 from gca_jax.training.loop import TrainingDiverged, train_and_evaluate

@@ -16,12 +16,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import Mesh, PartitionSpec as P
+from jax.sharding import PartitionSpec as P
 
-from gca_jax import losses
+from gca_jax import losses, sharding
 from gca_jax.losses import targets
 
-AXIS = "data"
+AXIS = sharding.DATA_AXIS
 DEVICES = 8
 CLASSES = jnp.array([0, 0, 1, 2, 3, 3, 4, 5])
 SUPERCLASSES = CLASSES // 2  # nested: [0, 0, 0, 1, 1, 1, 2, 2]
@@ -193,7 +193,7 @@ def test_public_sharded_builder_holds_the_rows_of_the_global_plan(x64):
 def _eight_device_report() -> dict:
   """Runs inside the 8-device subprocess: the sharded rows under shard_map."""
   jax.config.update("jax_enable_x64", True)
-  mesh = Mesh(np.asarray(jax.devices()), (AXIS,))
+  mesh = sharding.make_mesh()
   assert len(jax.devices()) == DEVICES
   batch = 2 * DEVICES
   ids = jnp.arange(batch)

@@ -33,12 +33,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
-from jax.sharding import Mesh, PartitionSpec as P
+from jax.sharding import PartitionSpec as P
 
-from gca_jax import losses
+from gca_jax import losses, sharding
 from gca_jax.losses import sharded
 
-AXIS = "data"
+AXIS = sharding.DATA_AXIS
 TOLERANCE = {"float64": 1e-10, "float32": 1e-5}
 GCA_LOSSES = ["gca_ince", "gca_rince", "gca_uot", "iot", "iot_uni"]
 
@@ -235,7 +235,7 @@ def test_joint_row_order():
 
 @pytest.mark.slow
 def test_one_device_shard_map_equals_the_single_device_loss(x64):
-  mesh = Mesh(np.asarray(jax.devices()[:1]), (AXIS,))
+  mesh = sharding.make_mesh(jax.devices()[:1])
   x1, x2, w, ids = _data(8)
 
   def device(w, x1, x2, ids):
@@ -375,7 +375,7 @@ def _contract_report() -> dict:
 
   devices = jax.devices()
   assert len(devices) == DEVICES, devices
-  mesh = Mesh(np.asarray(devices), (AXIS,))
+  mesh = sharding.make_mesh(devices)
   report = {}
   for dtype in ("float64", "float32"):
     x1, x2, w, ids = _data(4 * DEVICES, seed=1, dtype=jnp.dtype(dtype),

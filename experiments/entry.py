@@ -25,6 +25,7 @@ line and an exit status (`gca_jax.cli.one_line_errors`: 2 unusable input,
 
 from __future__ import annotations
 
+import re
 import sys
 import types
 from pathlib import Path
@@ -103,6 +104,9 @@ def define_config_file(flag_values: flags.FlagValues, argv: Sequence[str], defau
 
 def _no_field(error: BaseException, argv: Sequence[str]) -> ExperimentError:
   name = cli.error_text(error).strip("'\"")
+  # The command lines' advice names the field; this message wants its name.
+  advice = re.search(r"has no field '(\w+)'", name)
+  name = advice.group(1) if advice else name
   flag = next((a for a in argv if name in a), name)
   return ExperimentError(f"no config field {name!r} ({flag}); the fields are those of "
                          "gca_jax/training/config.py")

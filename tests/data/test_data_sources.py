@@ -263,7 +263,9 @@ def test_prepare_errors(tmp_path):
 @pytest.mark.skipif(tfds_sources.tensorflow_available(),
                     reason="TensorFlow installed: catalog preparation would download")
 def test_catalog_prepare_without_tensorflow_explains(tmp_path):
-  with pytest.raises(DatasetError, match=r"gca_jax\[prepare\]"):
+  # The install command a user can run from the checkout (the package is not
+  # on a package index): the extra of this repository, not of "gca_jax".
+  with pytest.raises(DatasetError, match=r"pip install -e '\.\[prepare\]'"):
     prepare.prepare("cifar10", data_dir=tmp_path)
 
 

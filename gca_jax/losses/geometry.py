@@ -206,6 +206,17 @@ def sharded_layout(batch: int, pairing: str, axis_name) -> ShardedLayout:
   return ShardedLayout(local, local, total)
 
 
+def checked_sharded_layout(batch: int, pairing: str, axis_name) -> ShardedLayout:
+  """:func:`sharded_layout` of two views' ``batch`` rows per device, refused in
+  one line when all devices together hold fewer than 2 examples."""
+  layout = sharded_layout(batch, pairing, axis_name)
+  if layout.num_columns < (4 if pairing == "joint" else 2):
+    raise ValueError(
+        f"z1 and z2 need at least 2 rows over all devices (B >= 2), got "
+        f"B = {batch} on the one device of axis {axis_name!r}.")
+  return layout
+
+
 def _global_max(values: jax.Array, axis_name) -> jax.Array:
   """The largest entry over all devices, differentiable like ``jnp.max``
   (the gathered local maxima are reduced again, so the gradient reaches the
@@ -279,11 +290,7 @@ def batch_geometry(
     self_columns = jnp.arange(rows.shape[0])
     matrix_max = jnp.max
   else:
-    layout = sharded_layout(z1.shape[0], pairing, axis_name)
-    if layout.num_columns < (4 if pairing == "joint" else 2):
-      raise ValueError(
-          f"z1 and z2 need at least 2 rows over all devices (B >= 2), got "
-          f"B = {z1.shape[0]} on the one device of axis {axis_name!r}.")
+    layout = checked_sharded_layout(z1.shape[0], pairing, axis_name)
     gather = lambda z: collectives.gather(z, axis_name)
     if pairing == "joint":
       rows = jnp.concatenate([z1, z2], axis=0)

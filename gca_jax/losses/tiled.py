@@ -296,11 +296,7 @@ def tiled_kernel(z1, z2, eps, *, pairing: str = "joint",
                          jnp.arange(2 * batch, dtype=jnp.int32), None)
     return TiledKernel(z1, z2, z2, z1, eps, jnp.arange(batch, dtype=jnp.int32),
                        None, None)
-  layout = geometry.sharded_layout(batch, pairing, axis_name)
-  if layout.num_columns < (4 if pairing == "joint" else 2):
-    raise ValueError(
-        f"z1 and z2 need at least 2 rows over all devices (B >= 2), got "
-        f"B = {batch} on the one device of axis {axis_name!r}.")
+  layout = geometry.checked_sharded_layout(batch, pairing, axis_name)
   gather = lambda z: collectives.gather(z, axis_name)
   if pairing == "joint":
     rows = jnp.concatenate([z1, z2], axis=0)
